@@ -1,0 +1,41 @@
+# StreamDB: every target creates or reuses the virtualenv in .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: demo test lint stress fuzz bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP) pyproject.toml
+	$(PIP) install --quiet -e '.[test,interop]'
+	touch $@
+
+demo: $(STAMP)
+	$(PY) tools/demo.py
+
+test: $(TEST_STAMP)
+	$(PY) -m pytest -q
+
+lint: $(TEST_STAMP)
+	$(PY) -m ruff check streamdb wal tests tools fuzz
+	$(PY) -m mypy
+
+stress: $(TEST_STAMP)
+	STREAMDB_STRESS=1 $(PY) -m pytest -q -m slow
+
+fuzz: $(TEST_STAMP)
+	$(PY) fuzz/fuzz_wal_recovery.py --seconds $${FUZZ_SECONDS:-60}
+
+bench: $(STAMP)
+	$(PY) tools/bench_wal.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,47 @@
+"""A standalone write-ahead log: checksummed, salted segments, group commit, checkpoint and
+crash recovery. It never imports `streamdb`; the database uses it as its commit log.
+
+    import wal
+    with wal.open("events.log") as log:
+        lsn = log.append(b"payload")
+        log.commit()                      # durable when this returns (sync="full")
+        for record in log.replay():
+            print(record.lsn, record.payload)
+
+Byte layout: docs/format/wal.md. Error tree: `wal.errors`.
+"""
+
+from wal.errors import (
+    WalClosedError,
+    WalCorruptionError,
+    WalError,
+    WalFailedError,
+    WalFormatError,
+    WalFullError,
+    WalInvalidArgumentError,
+    WalIOError,
+    WalLockedError,
+)
+from wal.log import Record, SyncMode, WriteAheadLog, open
+from wal.recovery import RecoveryReport
+from wal.vfs import VFS, OsVFS, VFile
+
+__all__ = [
+    "VFS",
+    "OsVFS",
+    "Record",
+    "RecoveryReport",
+    "SyncMode",
+    "VFile",
+    "WalClosedError",
+    "WalCorruptionError",
+    "WalError",
+    "WalFailedError",
+    "WalFormatError",
+    "WalFullError",
+    "WalIOError",
+    "WalInvalidArgumentError",
+    "WalLockedError",
+    "WriteAheadLog",
+    "open",
+]

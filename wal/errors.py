@@ -1,0 +1,73 @@
+"""The `wal` package's error tree.
+
+```
+WalError
+├── WalCorruptionError      durable log bytes are damaged (not a torn tail)
+├── WalFormatError          not a log file, or a newer format version; the file is left untouched
+├── WalLockedError          another process holds the log
+├── WalClosedError          the log was closed
+├── WalInvalidArgumentError (also ValueError) bad argument: oversize record, LSN beyond the log
+├── WalIOError              (also OSError, errno kept) a file call failed
+│   └── WalFullError        ENOSPC
+└── WalFailedError          an earlier I/O failure poisoned the log: reopen it
+```
+
+Every OS error raised below this package is re-raised as `WalIOError` (or `WalFullError`)
+with the original as `__cause__`.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class WalError(Exception):
+    """Base of every error this package raises."""
+
+
+class WalCorruptionError(WalError):
+    """Bytes that had been durable are damaged. Never raised for a torn tail."""
+
+    def __init__(self, message: str, *, segment: str = "", offset: int = -1) -> None:
+        where = f" ({segment} at offset {offset})" if segment else ""
+        super().__init__(message + where)
+        self.segment = segment
+        self.offset = offset
+
+
+class WalFormatError(WalError):
+    """The file is not a log of this package, or is of a newer format version."""
+
+
+class WalLockedError(WalError):
+    """Another process has this log open."""
+
+
+class WalClosedError(WalError):
+    """The log is closed."""
+
+
+class WalInvalidArgumentError(WalError, ValueError):
+    """An argument is out of range."""
+
+
+class WalIOError(WalError, OSError):
+    """A file call failed; `errno` is the original one."""
+
+
+class WalFullError(WalIOError):
+    """The disk is full (ENOSPC)."""
+
+
+class WalFailedError(WalError):
+    """A write or sync failed earlier, so what is on disk is unknown: reopen the log.
+
+    After a failed fsync the kernel may have dropped the dirty pages; retrying would report
+    success for data that never reached the disk.
+    """
+
+
+def io_error(exc: OSError, what: str) -> WalIOError:
+    """Wrap an OSError from the file layer into the tree (caller raises it `from exc`)."""
+    cls = WalFullError if exc.errno == _errno.ENOSPC else WalIOError
+    return cls(exc.errno or _errno.EIO, f"{what}: {exc.strerror or exc}")

@@ -1,0 +1,545 @@
+"""The write-ahead log: append, commit (group commit), replay, checkpoint, recover.
+
+Invariants (tests name them):
+
+W1. `commit()` returns only after every record appended before it is written and, with
+    sync="full", fsynced. With many threads committing, one fsync covers every batch
+    written before it started (group commit).
+W2. A batch is atomic: its last record carries END; recovery drops records after the last
+    END. Large batches spill to the file before commit, all but their last record.
+W3. Each record carries the highest LSN known durable when it was written, so recovery can
+    tell a torn tail (nothing after it was synced) from corruption (something was).
+W4. After a failed write or sync the log refuses every further write (WalFailedError) until
+    it is reopened: after a failed fsync the kernel may have dropped the dirty pages.
+W5. Segments are recycled, never truncated in place: a recycled segment gets a new salt, so
+    its stale records never validate. Preallocated space is zero-filled once.
+
+Locking: one mutex guards the state; fsync runs with it released, so later batches are
+written while an earlier one syncs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Literal, NamedTuple
+
+from wal import format as fmt
+from wal.errors import (
+    WalClosedError,
+    WalCorruptionError,
+    WalError,
+    WalFailedError,
+    WalInvalidArgumentError,
+    WalIOError,
+    io_error,
+)
+from wal.recovery import RecoveryReport, open_slots, recover
+from wal.scan import Window, scan
+from wal.segments import Slot, new_salt, slot_path
+from wal.vfs import VFS, Buffer, OsVFS, VFile
+
+SyncMode = Literal["full", "batch", "off"]
+
+DEFAULT_SEGMENT_SIZE = 16 << 20
+DEFAULT_MAX_RECORD_SIZE = 64 << 20
+SPILL_BYTES = 4 << 20  # buffered batch bytes above which records are written before commit
+KEEP_FREE = 2  # free segment files kept for reuse after a checkpoint
+
+
+class Record(NamedTuple):
+    lsn: int
+    payload: bytes
+
+
+class _Pending(NamedTuple):
+    lsn: int
+    payload: Buffer
+    seed: int  # segment seed the CRC was computed from
+    crc: int  # CRC of the payload from that seed
+    kind: int = fmt.KIND_DATA
+
+
+class _Mark(NamedTuple):
+    """Where the last committed record ends: replay stops here, rollback returns here."""
+
+    slot: Slot
+    end: int
+    lsn: int
+    crc: int
+
+
+def open(  # noqa: A001 - the package's entry point mirrors the builtin's shape
+    path: str | os.PathLike[str],
+    *,
+    sync: SyncMode = "full",
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+    sync_interval: float = 1.0,
+    vfs: VFS | None = None,
+) -> WriteAheadLog:
+    """Open (creating if missing) and recover the log at `path`. See `WriteAheadLog`."""
+    return WriteAheadLog(
+        os.fspath(path),
+        sync=sync,
+        segment_size=segment_size,
+        max_record_size=max_record_size,
+        sync_interval=sync_interval,
+        vfs=vfs,
+    )
+
+
+class WriteAheadLog:
+    """A durable, ordered log of byte records.
+
+    sync="full": `commit()` fsyncs (fdatasync) before it returns.
+    sync="batch": `commit()` writes; an fsync happens when `sync_interval` seconds have passed
+        since the last one (checked at commit), at `sync()` and at `close()`.
+    sync="off": no fsync unless `sync()` is called; survives a killed process, not a power
+        loss, and recovery cannot then tell corruption from a torn tail.
+
+    Opening recovers: it reads every record once (O(log size)), drops a torn tail (reported
+    in `recovery`, not raised), and raises WalCorruptionError if durable bytes are damaged,
+    WalFormatError for a file that is not a log, WalLockedError if another process has it.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        sync: SyncMode = "full",
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+        sync_interval: float = 1.0,
+        vfs: VFS | None = None,
+    ) -> None:
+        if sync not in ("full", "batch", "off"):
+            raise WalInvalidArgumentError(f"sync must be 'full', 'batch' or 'off', not {sync!r}")
+        if not 0 <= max_record_size <= fmt.MAX_PAYLOAD:
+            raise WalInvalidArgumentError(f"max_record_size must be 0..{fmt.MAX_PAYLOAD}")
+        if segment_size < fmt.SEGMENT_HEADER_SIZE + fmt.RECORD_HEADER_SIZE:
+            raise WalInvalidArgumentError("segment_size is too small")
+        self.path = path
+        self.sync_mode: SyncMode = sync
+        self.segment_size = segment_size
+        self.max_record_size = max_record_size
+        self.sync_interval = sync_interval
+        self._vfs: VFS = vfs if vfs is not None else OsVFS()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._session = secrets.randbits(32)
+        self._pending: list[_Pending] = []
+        self._pending_bytes = 0
+        self._dirty: list[VFile] = []
+        self._syncing = False
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._replays = 0
+        self._last_sync = time.monotonic()
+        try:
+            slots = open_slots(self._vfs, path, max_record_size)
+        except OSError as exc:
+            raise io_error(exc, f"opening {path}") from exc
+        self._slots = slots
+        try:
+            self._start(slots)
+        except BaseException:
+            for slot in slots:
+                slot.file.close()
+            raise
+
+    def _start(self, slots: list[Slot]) -> None:
+        try:
+            found = recover(slots, self.max_record_size)
+            self.recovery: RecoveryReport = found.report
+            self._chain = found.chain
+            self._next_lsn = found.next_lsn
+            self._committed_lsn = found.committed_lsn
+            self._checkpoint_lsn = 0
+            # R6: free what lies past the resume point, highest first, then make the
+            # recovered state durable before anything new is written after it.
+            for slot in found.to_free:
+                self._free(slot)
+            if not self._chain:
+                self._roll(self._next_lsn, sync=True)
+            for slot in self._chain:
+                slot.file.sync()
+        except OSError as exc:
+            raise io_error(exc, f"recovering {self.path}") from exc
+        self._durable_lsn = self._committed_lsn
+        self._set_mark()
+
+    def _set_mark(self) -> None:
+        active = self._active
+        self._mark = _Mark(active, active.end, active.last_lsn, active.last_crc)
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def _active(self) -> Slot:
+        return self._chain[-1]
+
+    @property
+    def next_lsn(self) -> int:
+        """The LSN the next `append` will get."""
+        return self._next_lsn
+
+    @property
+    def committed_lsn(self) -> int:
+        """The LSN of the last committed record (written; durable too if sync="full")."""
+        return self._committed_lsn
+
+    @property
+    def durable_lsn(self) -> int:
+        """Every record up to this LSN has been fsynced."""
+        return self._durable_lsn
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise WalClosedError(f"{self.path} is closed")
+        if self._failed is not None:
+            raise WalFailedError(
+                f"{self.path}: an earlier write or sync failed ({self._failed}); reopen the log"
+            ) from self._failed
+
+    def _fail(self, exc: OSError, what: str) -> WalIOError:
+        self._failed = exc
+        return io_error(exc, f"{what} {self.path}")
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(self, payload: Buffer) -> int:
+        """Buffer one record; returns its LSN. Durable only once `commit()` returns.
+
+        O(len(payload)) for the CRC (outside the lock). A `bytes` payload is kept without a
+        copy; other buffers are copied, since the caller may reuse them. May write earlier
+        records of the batch to the file when the batch grows past 4 MiB.
+        Raises WalInvalidArgumentError above `max_record_size`.
+        """
+        if not isinstance(payload, bytes):
+            view = memoryview(payload)
+            payload = view if view.readonly and isinstance(view.obj, bytes) else bytes(view)
+        size = len(payload) if isinstance(payload, bytes) else payload.nbytes
+        if size > self.max_record_size:
+            raise WalInvalidArgumentError(
+                f"record of {size} bytes exceeds max_record_size={self.max_record_size}"
+            )
+        header = self._active.header if self._chain else None
+        seed = header.seed if header is not None else 0
+        value = fmt.crc(payload, seed)
+        with self._lock:
+            self._check_writable()
+            lsn = self._next_lsn
+            self._next_lsn += 1
+            self._pending.append(_Pending(lsn, payload, seed, value))
+            self._pending_bytes += size
+            if self._pending_bytes > SPILL_BYTES and len(self._pending) > 1:
+                self._write_pending(end=False)
+            return lsn
+
+    def commit(self) -> int:
+        """Write every appended record as one atomic batch; fsync per the sync mode (W1).
+
+        Returns the LSN of the last committed record. Raises WalIOError/WalFullError when
+        the write or fsync fails, after which the log is failed (W4).
+        """
+        with self._lock:
+            self._check_writable()
+            if self._pending:
+                self._write_pending(end=True)
+            target = self._committed_lsn
+            due = self.sync_mode == "full" or (
+                self.sync_mode == "batch"
+                and time.monotonic() - self._last_sync >= self.sync_interval
+            )
+            if due:
+                self._sync_to(target)
+            return target
+
+    def rollback(self) -> None:
+        """Drop the records appended since the last commit. Their LSNs are not reused."""
+        with self._lock:
+            self._check_writable()
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._rewind()
+
+    def sync(self) -> int:
+        """Make every committed record durable now (any sync mode). Returns `durable_lsn`."""
+        with self._lock:
+            self._check_writable()
+            self._sync_to(self._committed_lsn)
+            return self._durable_lsn
+
+    def _rewind(self) -> None:
+        """Return the write position to the commit mark, freeing segments a spilled batch
+        rolled into. Spilled records lack END and no longer chain onto what will follow,
+        so they never validate. Lock held."""
+        mark = self._mark
+        while self._active is not mark.slot:
+            self._free(self._active)
+        mark.slot.end, mark.slot.last_lsn, mark.slot.last_crc = mark.end, mark.lsn, mark.crc
+
+    def _sync_to(self, target: int) -> None:
+        """Wait until `durable_lsn >= target`, fsyncing if no other thread is. Lock held."""
+        while self._durable_lsn < target:
+            if self._failed is not None:
+                self._check_writable()
+            if self._syncing:
+                self._cond.wait()
+                continue
+            self._syncing = True
+            upto, files, self._dirty = self._committed_lsn, self._dirty, []
+            self._lock.release()
+            error: OSError | None = None
+            try:
+                for file in files:
+                    file.sync()
+            except OSError as exc:
+                error = exc
+            finally:
+                self._lock.acquire()
+                self._syncing = False
+                self._cond.notify_all()
+            if error is not None:
+                raise self._fail(error, "syncing") from error
+            self._durable_lsn = max(self._durable_lsn, upto)
+            self._last_sync = time.monotonic()
+
+    def _write_pending(self, *, end: bool) -> None:
+        """Write buffered records (all, or all but the last) at the active segment's end,
+        rolling to a new segment when one is full. Lock held."""
+        records = self._pending[:] if end else self._pending[:-1]
+        buffers: list[Buffer] = []
+        slot = self._active
+        start = slot.end
+        try:
+            for i, rec in enumerate(records):
+                size = fmt.RECORD_HEADER_SIZE + len(rec.payload)
+                if slot.end + size > self.segment_size and slot.end > fmt.SEGMENT_HEADER_SIZE:
+                    self._flush(slot, buffers, start)
+                    buffers = []
+                    self._roll(rec.lsn, sync=False)
+                    slot, start = self._active, self._active.end
+                header = slot.header
+                assert header is not None
+                crc = rec.crc if rec.seed == header.seed else fmt.crc(rec.payload, header.seed)
+                last = end and i == len(records) - 1
+                head, value = fmt.pack_record_header(
+                    tag=header.tag,
+                    kind=rec.kind,
+                    flags=fmt.FLAG_END if last else 0,
+                    length=len(rec.payload),
+                    payload_crc=crc,
+                    lsn=rec.lsn,
+                    durable_lsn=self._durable_lsn,
+                    prev_crc=slot.last_crc,
+                    session=self._session,
+                )
+                buffers += (head, rec.payload)
+                slot.end += size
+                slot.last_lsn, slot.last_crc = rec.lsn, value
+            self._flush(slot, buffers, start)
+        except OSError as exc:
+            raise self._fail(exc, "writing") from exc
+        del self._pending[: len(records)]
+        self._pending_bytes = sum(len(p.payload) for p in self._pending)
+        if end:
+            self._committed_lsn = records[-1].lsn
+            self._set_mark()
+
+    def _flush(self, slot: Slot, buffers: list[Buffer], start: int) -> None:
+        if buffers:
+            slot.file.pwritev(buffers, start)
+            slot.size = max(slot.size, slot.end)
+            if slot.file not in self._dirty:
+                self._dirty.append(slot.file)
+
+    # -- segments ------------------------------------------------------------------------
+
+    def _roll(self, base_lsn: int, *, sync: bool) -> None:
+        """Start a new segment (reusing a free slot when there is one) whose first record
+        will be `base_lsn`. With `sync`, the new header is durable on return."""
+        seq = max((s.header.seq for s in self._slots if s.current and s.header), default=0) + 1
+        header = fmt.SegmentHeader(0, new_salt(), seq, base_lsn)
+        free = [s for s in self._slots if not s.current and s not in self._chain]
+        if free:
+            slot = min(free, key=lambda s: s.number)
+            slot.write_header(header, fresh=slot.size < fmt.SEGMENT_HEADER_SIZE)
+            if slot.size < self.segment_size:
+                slot.zero_fill(self.segment_size)
+            if sync:
+                slot.file.sync()
+            elif slot.file not in self._dirty:
+                self._dirty.append(slot.file)
+        else:
+            number = max((s.number for s in self._slots), default=-1) + 1
+            path = slot_path(self.path, number)
+            file = self._vfs.open(path, create=True)
+            slot = Slot(number, path, file, None, 0)
+            self._slots.append(slot)
+            slot.write_header(header, fresh=True)
+            slot.zero_fill(self.segment_size)
+            file.sync()
+            self._vfs.sync_dir(os.path.dirname(self.path))
+        self._chain.append(slot)
+
+    def _free(self, slot: Slot) -> None:
+        """Mark a segment free, durably. Its header keeps the next LSN so that LSNs keep
+        growing even if every segment is free."""
+        slot.write_header(fmt.SegmentHeader(fmt.FLAG_FREE, new_salt(), 0, self._next_lsn), fresh=False)
+        slot.file.sync()
+        if slot in self._chain:
+            self._chain.remove(slot)
+
+    def checkpoint(self, lsn: int) -> None:
+        """The caller has durably applied every record up to `lsn` elsewhere.
+
+        Segments holding only such records are freed (lowest first), and when the active
+        segment is wholly applied the log rolls to a fresh segment with a new salt. Free
+        segment files beyond two are deleted. Fsyncs each header it rewrites, in every
+        sync mode. O(segments). Raises WalInvalidArgumentError if `lsn` is not committed.
+        """
+        with self._lock:
+            self._check_writable()
+            if lsn > self._committed_lsn:
+                raise WalInvalidArgumentError(
+                    f"cannot checkpoint LSN {lsn}: the log is committed only up to "
+                    f"{self._committed_lsn}"
+                )
+            if self._replays:
+                raise WalError("cannot checkpoint while a replay() iterator is open")
+            if lsn <= self._checkpoint_lsn:
+                return
+            self._checkpoint_lsn = lsn
+            try:
+                self._sync_to(self._committed_lsn)
+                active = self._active
+                if (
+                    not self._pending
+                    and active.last_lsn == self._committed_lsn <= lsn
+                    and active.end > fmt.SEGMENT_HEADER_SIZE
+                ):
+                    self._roll(self._next_lsn, sync=True)
+                    self._set_mark()
+                while len(self._chain) > 1 and self._chain[0].last_lsn <= lsn:
+                    self._free(self._chain[0])
+                self._delete_spare()
+            except OSError as exc:
+                raise self._fail(exc, "checkpointing") from exc
+
+    def _delete_spare(self) -> None:
+        spare = sorted(
+            (s for s in self._slots if not s.current and s.number != 0),
+            key=lambda s: s.number,
+        )
+        for slot in spare[KEEP_FREE:]:
+            slot.file.close()
+            self._vfs.remove(slot.path)
+            self._slots.remove(slot)
+        if spare[KEEP_FREE:]:
+            self._vfs.sync_dir(os.path.dirname(self.path))
+
+    # -- reading -------------------------------------------------------------------------
+
+    def replay(self, from_lsn: int = 0) -> Iterator[Record]:
+        """Yield committed data records with `lsn >= from_lsn`, in order.
+
+        Reads the segments again (O(bytes from the first needed segment)), re-verifying
+        every CRC; memory is one window plus one payload. Records committed after the call
+        are not included. `checkpoint()` is refused while the iterator is open.
+        Raises WalCorruptionError if bytes changed since the log was opened.
+        """
+        with self._lock:
+            if self._closed:
+                raise WalClosedError(f"{self.path} is closed")
+            upto = self._chain.index(self._mark.slot)
+            plan = [(s, s.header, s.end, s.last_lsn) for s in self._chain[:upto]]
+            plan.append((self._mark.slot, self._mark.slot.header, self._mark.end, self._mark.lsn))
+            self._replays += 1
+        return self._replay(plan, from_lsn)
+
+    def _replay(
+        self,
+        plan: list[tuple[Slot, fmt.SegmentHeader | None, int, int]],
+        from_lsn: int,
+    ) -> Iterator[Record]:
+        try:
+            last = 0
+            for slot, header, end, last_lsn in plan:
+                if header is None or last_lsn < from_lsn or end <= fmt.SEGMENT_HEADER_SIZE:
+                    continue
+                window = Window(slot.file, end)
+                reached = fmt.SEGMENT_HEADER_SIZE
+                for found in scan(window, header, stop=end, last_lsn=last,
+                                  max_record_size=self.max_record_size, payloads=True):
+                    reached, last = found.end, found.header.lsn
+                    if found.header.kind == fmt.KIND_DATA and found.header.lsn >= from_lsn:
+                        assert found.payload is not None
+                        yield Record(found.header.lsn, found.payload)
+                if reached < end:
+                    raise WalCorruptionError(
+                        "a committed record no longer validates", segment=slot.path,
+                        offset=reached,
+                    )
+        except OSError as exc:
+            raise io_error(exc, f"reading {self.path}") from exc
+        finally:
+            with self._lock:
+                self._replays -= 1
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop uncommitted records, mark a clean end, fsync (unless sync="off") and release
+        the files. Idempotent. A failed log is closed without writing."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._failed is None:
+                    self._pending.clear()
+                    self._rewind()
+                    # The CLOSE marker tells the next open that no torn-tail search is needed.
+                    lsn = self._next_lsn
+                    self._next_lsn += 1
+                    seed = self._active.header.seed if self._active.header else 0
+                    self._pending.append(_Pending(lsn, b"", seed, seed, fmt.KIND_CLOSE))
+                    self._write_pending(end=True)
+                    if self.sync_mode != "off":
+                        self._sync_to(self._committed_lsn)
+            finally:
+                self._closed = True
+                for slot in self._slots:
+                    slot.file.close()
+
+    def __del__(self) -> None:
+        # An abandoned log releases its descriptors (and lock) but writes nothing: to the
+        # next open it looks like a crash, which recovery handles.
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            for slot in self._slots:
+                slot.file.close()
+
+    def __enter__(self) -> WriteAheadLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "failed" if self._failed else "open"
+        return f"<WriteAheadLog {self.path!r} {state} committed_lsn={self._committed_lsn}>"

@@ -1,0 +1,198 @@
+"""Opening a log: find its segments, validate them, decide where the committed log ends.
+
+Rules (numbered so tests and docs can name them):
+
+R1. Slot files whose header is blank (a crash during creation) or fails its CRC (a crash
+    during a recycle) are free. A file without our magic, or of a newer version, is refused
+    with WalFormatError and left untouched.
+R2. Current segments, sorted by sequence number, must be consecutive; a gap means a header
+    of a live segment was damaged: WalCorruptionError. (Segments are freed lowest first at
+    checkpoint and highest first after a torn tail, so crashes leave no gap.)
+R3. Records are read in order (`wal.scan`). A record is committed when a record with the END
+    flag closes its batch; records after the last END are an unfinished batch and are dropped.
+R4. Reading moves on to the next segment when its base LSN follows the last record read;
+    otherwise reading stops there.
+R5. Where reading stops, the tail is torn unless a valid record after that point (in the same
+    segment or a later one) says, through its durable LSN, that the missing record had been
+    fsynced: then the log is corrupt (WalCorruptionError). A log whose last record is a
+    CLOSE marker ended cleanly and needs no such search.
+R6. The writer resumes right after the last committed record, and current segments after it
+    are freed (highest first). Dropped records cannot come back: each record names the CRC of
+    the one before it and a random session id, so stale bytes past the resume point never
+    chain onto new records.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from wal import format as fmt
+from wal.errors import WalCorruptionError, WalLockedError
+from wal.scan import Window, max_durable_after, scan
+from wal.segments import Slot, sibling_numbers, slot_path
+from wal.vfs import VFS, VFile
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What opening the log found. A torn tail is reported here, never raised."""
+
+    records: int  # committed data records in the log
+    last_lsn: int  # LSN of the last committed record (0 if none)
+    clean: bool  # the previous writer closed the log
+    torn: bool  # an unfinished batch or a partial record was dropped
+    discarded_records: int  # valid records of the unfinished batch that were dropped
+    segments: int  # current segments
+
+
+@dataclass
+class Recovered:
+    slots: list[Slot]
+    chain: list[Slot]  # current segments in order; the last one is where writing resumes
+    to_free: list[Slot]  # current segments past the resume point, highest first
+    next_lsn: int
+    committed_lsn: int
+    report: RecoveryReport
+
+
+def _load(number: int, path: str, file: VFile, max_record_size: int) -> Slot:
+    size = file.size()
+    raw = file.pread(fmt.SEGMENT_HEADER_SIZE, 0)
+    if fmt.is_blank(raw):
+        return Slot(number, path, file, None, size)
+    header = fmt.parse_segment_header(raw)  # WalFormatError: foreign or newer file
+    if header is None:
+        _check_damaged_header(path, file, raw, size, max_record_size)
+    return Slot(number, path, file, header, size)
+
+
+def _check_damaged_header(
+    path: str, file: VFile, raw: bytes, size: int, max_record_size: int
+) -> None:
+    """A header failing its CRC is normally a torn recycle, whose records were never synced.
+    If records behind it prove (by their durable LSNs) that a sync happened after the
+    segment's first record, the header had been durable: it is damaged, not torn."""
+    salt, _seq, base = struct.unpack_from("<QQQ", raw, 16)
+    guess = fmt.SegmentHeader(0, salt, 0, 0)
+    first = None
+    for found in scan(Window(file, size), guess, max_record_size=max_record_size):
+        if first is None:
+            first = found.header.lsn
+        elif found.header.durable_lsn >= first:
+            raise WalCorruptionError("segment header damaged", segment=path, offset=0)
+    del base
+
+
+def open_slots(vfs: VFS, path: str, max_record_size: int) -> list[Slot]:
+    """Open and lock slot 0 (creating it if missing), then open every sibling slot."""
+    main = vfs.open(path, create=True)
+    try:
+        main.lock()
+    except BlockingIOError as exc:
+        main.close()
+        raise WalLockedError(f"{path} is open in another process") from exc
+    slots: list[Slot] = []
+    try:
+        slots.append(_load(0, path, main, max_record_size))
+        for number in sibling_numbers(vfs, path):
+            sib = slot_path(path, number)
+            file = vfs.open(sib)
+            slots.append(Slot(number, sib, file, None, 0))
+            slots[-1] = _load(number, sib, file, max_record_size)
+    except BaseException:
+        for slot in slots:
+            slot.file.close()
+        main.close()
+        raise
+    return slots
+
+
+def recover(slots: list[Slot], max_record_size: int) -> Recovered:
+    """Apply R2-R6 to loaded slots. Reads every current record once; writes nothing."""
+    chain = sorted((s for s in slots if s.current), key=_seq)
+    for a, b in zip(chain, chain[1:], strict=False):
+        if _seq(b) != _seq(a) + 1:
+            raise WalCorruptionError(
+                f"log segment {_seq(a) + 1} is missing or its header is damaged",
+                segment=b.path,
+                offset=0,
+            )
+    next_lsn = max([1, *(s.header.base_lsn for s in slots if s.header is not None)])
+    if not chain:
+        report = RecoveryReport(0, 0, True, False, 0, 0)
+        return Recovered(slots, [], [], next_lsn, next_lsn - 1, report)
+
+    last_lsn = _header(chain[0]).base_lsn - 1
+    committed: tuple[int, int, int, int] | None = None  # chain index, end, LSN, CRC
+    records = pending = 0
+    clean = False
+    for index, slot in enumerate(chain):
+        header = _header(slot)
+        window = Window(slot.file, slot.size)
+        slot.end, slot.last_lsn, slot.last_crc = fmt.SEGMENT_HEADER_SIZE, last_lsn, 0
+        for found in scan(window, header, last_lsn=last_lsn, max_record_size=max_record_size):
+            slot.end, slot.last_lsn, slot.last_crc = found.end, found.header.lsn, found.crc
+            last_lsn = found.header.lsn
+            pending += found.header.kind == fmt.KIND_DATA
+            clean = found.header.end and found.header.kind == fmt.KIND_CLOSE
+            if found.header.end:
+                records, pending = records + pending, 0
+                committed = (index, found.end, found.header.lsn, found.crc)
+        following = chain[index + 1] if index + 1 < len(chain) else None
+        if following is not None and _header(following).base_lsn == last_lsn + 1:
+            continue  # R4: the writer rolled over here
+        break
+
+    tail = bytes(window.read(slot.end, 4))
+    partial = tail == header.tag.to_bytes(4, "little")
+    if not (clean and following is None):
+        _check_torn_not_corrupt(chain, index, slot.end, last_lsn + 1, max_record_size)
+
+    if committed is None:
+        resume_index, end, lsn, crc = 0, fmt.SEGMENT_HEADER_SIZE, _header(chain[0]).base_lsn - 1, 0
+    else:
+        resume_index, end, lsn, crc = committed
+    resume = chain[resume_index]
+    resume.end, resume.last_lsn, resume.last_crc = end, lsn, crc
+    report = RecoveryReport(
+        records=records,
+        last_lsn=lsn,
+        clean=clean and following is None,
+        torn=pending > 0 or partial,
+        discarded_records=pending,
+        segments=resume_index + 1,
+    )
+    return Recovered(
+        slots,
+        chain[: resume_index + 1],
+        list(reversed(chain[resume_index + 1 :])),
+        max(next_lsn, lsn + 1),
+        lsn,
+        report,
+    )
+
+
+def _header(slot: Slot) -> fmt.SegmentHeader:
+    assert slot.header is not None
+    return slot.header
+
+
+def _seq(slot: Slot) -> int:
+    return _header(slot).seq
+
+
+def _check_torn_not_corrupt(
+    chain: list[Slot], index: int, offset: int, missing_lsn: int, max_record_size: int
+) -> None:
+    """R5: raise WalCorruptionError if a later record proves the stop point was durable."""
+    for later in range(index, len(chain)):
+        slot = chain[later]
+        start = offset if later == index else fmt.SEGMENT_HEADER_SIZE - 1
+        window = Window(slot.file, slot.size)
+        if max_durable_after(window, _header(slot), start, max_record_size) >= missing_lsn:
+            raise WalCorruptionError(
+                f"record {missing_lsn} is damaged but later records show it had been synced",
+                segment=chain[index].path,
+                offset=offset,
+            )

@@ -1,0 +1,159 @@
+"""Reading records out of one segment: shared by recovery and replay.
+
+A record is valid when its header is plausible (tag of this segment's salt, known kind, no
+unknown flags, length within the file), it chains to the record before it (`prev_crc`), its
+LSN is above the previous one, and its CRC matches. Scanning stops at the first record that
+is not valid; what that means (clean end, torn tail, corruption) is recovery's decision.
+
+Memory: one read window (1 MiB) plus, when payloads are wanted, one payload (bounded by
+`max_record_size`, checked before reading). Payload CRCs are computed window by window, so a
+record larger than the limit is still verified without being held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from wal import format as fmt
+from wal.errors import WalInvalidArgumentError
+from wal.vfs import VFile
+
+WINDOW = 1 << 20
+
+
+class Window:
+    """Buffered positional reads over a file of known size."""
+
+    __slots__ = ("_buf", "_file", "_start", "size")
+
+    def __init__(self, file: VFile, size: int) -> None:
+        self._file = file
+        self.size = size
+        self._buf = b""
+        self._start = 0
+
+    def read(self, offset: int, n: int) -> bytes | memoryview:
+        """Exactly `min(n, size - offset)` bytes at `offset`. One pread per window refill."""
+        n = max(0, min(n, self.size - offset))
+        rel = offset - self._start
+        if 0 <= rel and rel + n <= len(self._buf):
+            return memoryview(self._buf)[rel : rel + n]
+        if n > WINDOW:
+            return self._file.pread(n, offset)
+        self._buf = self._file.pread(min(WINDOW, self.size - offset), offset)
+        self._start = offset
+        return memoryview(self._buf)[:n]
+
+    def crc(self, offset: int, n: int, seed: int) -> int:
+        """CRC-32C of `n` bytes at `offset`, window by window."""
+        value = seed
+        while n > 0:
+            piece = self.read(offset, min(n, WINDOW))
+            if not piece:
+                break
+            value = fmt.crc(piece, value)
+            offset += len(piece)
+            n -= len(piece)
+        return value
+
+
+@dataclass(slots=True)
+class Found:
+    """A valid record: where it is, its header, its CRC, and (if asked) its payload."""
+
+    offset: int
+    header: fmt.RecordHeader
+    crc: int
+    payload: bytes | None
+
+    @property
+    def end(self) -> int:
+        return self.offset + fmt.RECORD_HEADER_SIZE + self.header.length
+
+
+def check_record(
+    window: Window, seg: fmt.SegmentHeader, offset: int, max_record_size: int
+) -> tuple[fmt.RecordHeader, int] | None:
+    """The header and CRC of a valid-by-itself record at `offset`, or None.
+
+    Does not check the chain or LSN order. Raises WalInvalidArgumentError for a valid record
+    larger than `max_record_size` (the log was written with a larger limit).
+    """
+    raw = window.read(offset, fmt.RECORD_HEADER_SIZE)
+    if len(raw) < fmt.RECORD_HEADER_SIZE:
+        return None
+    head = fmt.parse_record_header(raw)
+    body = offset + fmt.RECORD_HEADER_SIZE
+    if not head.plausible(seg.tag, window.size - body):
+        return None
+    raw = bytes(raw)  # the window may move while the payload is hashed
+    value = fmt.finish_crc(raw, window.crc(body, head.length, seg.seed))
+    if value != head.crc:
+        return None
+    if head.length > max_record_size:
+        raise WalInvalidArgumentError(
+            f"the log holds a {head.length}-byte record at offset {offset}, above "
+            f"max_record_size={max_record_size}: reopen with a larger limit"
+        )
+    return head, value
+
+
+def scan(
+    window: Window,
+    seg: fmt.SegmentHeader,
+    *,
+    start: int = fmt.SEGMENT_HEADER_SIZE,
+    stop: int | None = None,
+    prev_crc: int = 0,
+    last_lsn: int = 0,
+    max_record_size: int,
+    payloads: bool = False,
+) -> Iterator[Found]:
+    """Valid, chained records from `start` until the first invalid one (or `stop`).
+
+    O(bytes scanned). The caller learns where scanning stopped from the last `Found.end`.
+    """
+    offset = start
+    limit = window.size if stop is None else min(stop, window.size)
+    last_lsn = max(last_lsn, seg.base_lsn - 1)
+    while offset + fmt.RECORD_HEADER_SIZE <= limit:
+        checked = check_record(window, seg, offset, max_record_size)
+        if checked is None:
+            return
+        head, value = checked
+        if head.prev_crc != prev_crc or head.lsn <= last_lsn or offset + fmt.RECORD_HEADER_SIZE + head.length > limit:
+            return
+        payload = None
+        if payloads:
+            payload = bytes(window.read(offset + fmt.RECORD_HEADER_SIZE, head.length))
+        found = Found(offset, head, value, payload)
+        yield found
+        offset, prev_crc, last_lsn = found.end, value, head.lsn
+
+
+def max_durable_after(
+    window: Window, seg: fmt.SegmentHeader, start: int, max_record_size: int
+) -> int:
+    """The highest `durable_lsn` of any valid record of this segment starting after `start`.
+
+    Used only when recovery stops early: a valid record written after the stop point whose
+    `durable_lsn` covers the stop point proves the bytes there had been fsynced, so they are
+    corrupt rather than torn. Finds candidates with `bytes.find` on the salt tag, so zero or
+    stale-salt space is skipped at C speed. O(segment bytes after `start`).
+    """
+    tag = seg.tag.to_bytes(4, "little")
+    best = 0
+    pos = start + 1
+    while pos + fmt.RECORD_HEADER_SIZE <= window.size:
+        chunk = window.read(pos, WINDOW)
+        hit = bytes(chunk).find(tag)
+        if hit < 0:
+            pos += max(1, len(chunk) - 3)
+            continue
+        cand = pos + hit
+        checked = check_record(window, seg, cand, max_record_size)
+        if checked is not None:
+            best = max(best, checked[0].durable_lsn)
+        pos = cand + 1
+    return best
