@@ -137,7 +137,7 @@ class WriteAheadLog:
         self._dirty: list[VFile] = []
         self._syncing = False
         self._failed: BaseException | None = None
-        self._closed = False
+        self._closed = True  # until the files are open
         self._replays = 0
         self._last_sync = time.monotonic()
         try:
@@ -151,6 +151,7 @@ class WriteAheadLog:
             for slot in slots:
                 slot.file.close()
             raise
+        self._closed = False
 
     def _start(self, slots: list[Slot]) -> None:
         try:
@@ -373,11 +374,14 @@ class WriteAheadLog:
         free = [s for s in self._slots if not s.current and s not in self._chain]
         if free:
             slot = min(free, key=lambda s: s.number)
-            slot.write_header(header, fresh=slot.size < fmt.SEGMENT_HEADER_SIZE)
+            fresh = slot.size < fmt.SEGMENT_HEADER_SIZE
+            slot.write_header(header, fresh=fresh)
             if slot.size < self.segment_size:
                 slot.zero_fill(self.segment_size)
-            if sync:
+            if sync or fresh:
                 slot.file.sync()
+                if fresh:  # the file may have just been created: make its name durable
+                    self._vfs.sync_dir(os.path.dirname(self.path))
             elif slot.file not in self._dirty:
                 self._dirty.append(slot.file)
         else:

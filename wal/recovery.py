@@ -70,10 +70,17 @@ def _load(number: int, path: str, file: VFile, max_record_size: int) -> Slot:
 def _check_damaged_header(
     path: str, file: VFile, raw: bytes, size: int, max_record_size: int
 ) -> None:
-    """A header failing its CRC is normally a torn recycle, whose records were never synced.
-    If records behind it prove (by their durable LSNs) that a sync happened after the
-    segment's first record, the header had been durable: it is damaged, not torn."""
-    salt, _seq, base = struct.unpack_from("<QQQ", raw, 16)
+    """Tell a torn header write from a damaged durable header (both fail the CRC).
+
+    Header writes start at byte 8 and bytes 8..11 never change, so a torn *free* write
+    always shows the FREE flag: that segment was being retired, and is free. Otherwise it
+    is a torn recycle, whose records were never synced, unless records behind it prove (by
+    their durable LSNs) that a sync happened after the segment's first record: then the
+    header had been durable and is damaged.
+    """
+    flags, salt = struct.unpack_from("<IQ", raw, 12)
+    if flags & fmt.FLAG_FREE:
+        return
     guess = fmt.SegmentHeader(0, salt, 0, 0)
     first = None
     for found in scan(Window(file, size), guess, max_record_size=max_record_size):
@@ -81,7 +88,6 @@ def _check_damaged_header(
             first = found.header.lsn
         elif found.header.durable_lsn >= first:
             raise WalCorruptionError("segment header damaged", segment=path, offset=0)
-    del base
 
 
 def open_slots(vfs: VFS, path: str, max_record_size: int) -> list[Slot]:
