@@ -13,8 +13,9 @@ Segment header, 64 bytes at offset 0 of every segment file:
 | 16  | 8    | salt: random, new each time the header is written         |
 | 24  | 8    | sequence number of the segment in the log (0 when FREE)   |
 | 32  | 8    | base LSN: no record in this segment has a smaller LSN     |
-| 40  | 1    | record checksum algorithm (1 = CRC-32C)                   |
-| 41  | 19   | reserved, zero                                            |
+| 40  | 8    | previous LSN: the last record of the previous segment     |
+| 48  | 1    | record checksum algorithm (1 = CRC-32C)                   |
+| 49  | 11   | reserved, zero                                            |
 | 60  | 4    | CRC-32C of bytes 0..59                                    |
 
 Record, 40-byte header then the payload, back to back from offset 64:
@@ -55,7 +56,7 @@ FLAG_END = 0x1
 
 MAX_PAYLOAD = 0xFFFF_FFFF  # the length field is a u32
 
-_SEG = struct.Struct("<8sHHIQQQB19s")  # 60 bytes; the CRC follows
+_SEG = struct.Struct("<8sHHIQQQQB11s")  # 60 bytes; the CRC follows
 _REC = struct.Struct("<IBBHIIQQII")  # 40 bytes
 assert _SEG.size == SEGMENT_HEADER_SIZE - 4 and _REC.size == RECORD_HEADER_SIZE
 
@@ -71,6 +72,7 @@ class SegmentHeader:
     salt: int
     seq: int
     base_lsn: int
+    prev_lsn: int = 0
 
     @property
     def free(self) -> bool:
@@ -88,7 +90,7 @@ class SegmentHeader:
     def pack(self) -> bytes:
         body = _SEG.pack(
             MAGIC, VERSION, SEGMENT_HEADER_SIZE, self.flags, self.salt, self.seq,
-            self.base_lsn, CHECKSUM_CRC32C, bytes(19),
+            self.base_lsn, self.prev_lsn, CHECKSUM_CRC32C, bytes(11),
         )
         return body + crc(body).to_bytes(4, "little")
 
@@ -111,14 +113,14 @@ def parse_segment_header(data: bytes) -> SegmentHeader | None:
     """
     if len(data) < SEGMENT_HEADER_SIZE or data[:8] != MAGIC:
         raise WalFormatError("not a StreamDB write-ahead log (bad magic)")
-    magic, version, size, flags, salt, seq, base, algo, _ = _SEG.unpack_from(data)
+    _, version, size, flags, salt, seq, base, prev, algo, _ = _SEG.unpack_from(data)
     if version > VERSION:
         raise WalFormatError(f"log format version {version} is newer than this library's {VERSION}")
     if crc(data[: _SEG.size]) != int.from_bytes(data[_SEG.size : SEGMENT_HEADER_SIZE], "little"):
         return None
     if version != VERSION or size != SEGMENT_HEADER_SIZE or algo != CHECKSUM_CRC32C:
         raise WalFormatError(f"unsupported log header (version {version}, size {size})")
-    return SegmentHeader(flags, salt, seq, base)
+    return SegmentHeader(flags, salt, seq, base, prev)
 
 
 @dataclass(frozen=True, slots=True)

@@ -220,6 +220,9 @@ class WriteAheadLog:
     def append(self, payload: Buffer) -> int:
         """Buffer one record; returns its LSN. Durable only once `commit()` returns.
 
+        LSNs grow strictly, across reopens and checkpoints. The one exception: LSNs of a
+        batch that a crash lost (its commit never returned) may be handed out again.
+
         O(len(payload)) for the CRC (outside the lock). A `bytes` payload is kept without a
         copy; other buffers are copied, since the caller may reuse them. May write earlier
         records of the batch to the file when the batch grows past 4 MiB.
@@ -370,7 +373,8 @@ class WriteAheadLog:
         """Start a new segment (reusing a free slot when there is one) whose first record
         will be `base_lsn`. With `sync`, the new header is durable on return."""
         seq = max((s.header.seq for s in self._slots if s.current and s.header), default=0) + 1
-        header = fmt.SegmentHeader(0, new_salt(), seq, base_lsn)
+        prev_lsn = self._active.last_lsn if self._chain else base_lsn - 1
+        header = fmt.SegmentHeader(0, new_salt(), seq, base_lsn, prev_lsn)
         free = [s for s in self._slots if not s.current and s not in self._chain]
         if free:
             slot = min(free, key=lambda s: s.number)

@@ -10,8 +10,8 @@ R2. Current segments, sorted by sequence number, must be consecutive; a gap mean
     checkpoint and highest first after a torn tail, so crashes leave no gap.)
 R3. Records are read in order (`wal.scan`). A record is committed when a record with the END
     flag closes its batch; records after the last END are an unfinished batch and are dropped.
-R4. Reading moves on to the next segment when its base LSN follows the last record read;
-    otherwise reading stops there.
+R4. Reading moves on to the next segment when its header names the last record read as
+    the previous segment's last; otherwise reading stops there.
 R5. Where reading stops, the tail is torn unless a valid record after that point (in the same
     segment or a later one) says, through its durable LSN, that the missing record had been
     fsynced: then the log is corrupt (WalCorruptionError). A log whose last record is a
@@ -146,7 +146,7 @@ def recover(slots: list[Slot], max_record_size: int) -> Recovered:
                 records, pending = records + pending, 0
                 committed = (index, found.end, found.header.lsn, found.crc)
         following = chain[index + 1] if index + 1 < len(chain) else None
-        if following is not None and _header(following).base_lsn == last_lsn + 1:
+        if following is not None and _header(following).prev_lsn == last_lsn:
             continue  # R4: the writer rolled over here
         break
 

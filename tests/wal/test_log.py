@@ -356,3 +356,42 @@ def test_invalid_arguments() -> None:
         wal.open(LOG, vfs=vfs, segment_size=10)
     with pytest.raises(ValueError):  # the tree's argument error is also a ValueError
         wal.open(LOG, vfs=vfs, max_record_size=-1)
+
+
+# Regressions found by the stateful test (test_stateful.py): rolled-back and dropped LSNs
+# leave gaps, which recovery once took for a missing segment tail.
+
+
+def test_regression_rolled_back_lsn_gap_before_a_segment_roll() -> None:
+    vfs = MemoryVFS()
+    with mem_open(vfs, segment_size=3000) as log:
+        log.append(b"")
+        log.commit()
+        log.append(b"")
+        log.rollback()  # LSN 2 is skipped
+        log.append(b"x" * 4000)  # does not fit: rolls to a new segment
+        log.commit()
+        assert [r.lsn for r in log.replay()] == [1, 3]
+    with mem_open(vfs.crash(keep="none"), segment_size=3000) as log:
+        assert [r.lsn for r in log.replay()] == [1, 3]
+
+
+def test_a_record_larger_than_the_segment_survives_power_loss() -> None:
+    vfs = MemoryVFS()
+    log = mem_open(vfs, segment_size=3000)
+    log.append(b"x" * 4000)
+    log.commit()
+    with mem_open(vfs.crash(keep="none"), segment_size=3000) as again:
+        assert [r.payload for r in again.replay()] == [b"x" * 4000]
+    log.close()
+
+
+def test_regression_close_marker_after_a_dropped_append_is_a_clean_end() -> None:
+    vfs = MemoryVFS()
+    with mem_open(vfs, segment_size=3000) as log:
+        log.append(b"x" * 4000)
+        log.commit()
+        log.append(b"")  # dropped by close(); the marker rolls into a new segment
+    with mem_open(vfs, segment_size=3000) as log:
+        assert log.recovery.clean
+        assert [r.payload for r in log.replay()] == [b"x" * 4000]
