@@ -166,7 +166,7 @@ class WriteAheadLog:
             for slot in found.to_free:
                 self._free(slot)
             if not self._chain:
-                self._roll(self._next_lsn, sync=True)
+                self._roll(self._next_lsn)
             for slot in self._chain:
                 slot.file.sync()
         except OSError as exc:
@@ -331,7 +331,7 @@ class WriteAheadLog:
                 if slot.end + size > self.segment_size and slot.end > fmt.SEGMENT_HEADER_SIZE:
                     self._flush(slot, buffers, start)
                     buffers = []
-                    self._roll(rec.lsn, sync=False)
+                    self._roll(rec.lsn)
                     slot, start = self._active, self._active.end
                 header = slot.header
                 assert header is not None
@@ -369,9 +369,11 @@ class WriteAheadLog:
 
     # -- segments ------------------------------------------------------------------------
 
-    def _roll(self, base_lsn: int, *, sync: bool) -> None:
+    def _roll(self, base_lsn: int) -> None:
         """Start a new segment (reusing a free slot when there is one) whose first record
-        will be `base_lsn`. With `sync`, the new header is durable on return."""
+        will be `base_lsn`. The header is durable on return, in every sync mode: headers must
+        become durable in sequence order, or a crash could leave a gap that reads as a
+        damaged segment (R2). One fsync per segment."""
         seq = max((s.header.seq for s in self._slots if s.current and s.header), default=0) + 1
         prev_lsn = self._active.last_lsn if self._chain else base_lsn - 1
         header = fmt.SegmentHeader(0, new_salt(), seq, base_lsn, prev_lsn)
@@ -382,12 +384,9 @@ class WriteAheadLog:
             slot.write_header(header, fresh=fresh)
             if slot.size < self.segment_size:
                 slot.zero_fill(self.segment_size)
-            if sync or fresh:
-                slot.file.sync()
-                if fresh:  # the file may have just been created: make its name durable
-                    self._vfs.sync_dir(os.path.dirname(self.path))
-            elif slot.file not in self._dirty:
-                self._dirty.append(slot.file)
+            slot.file.sync()
+            if fresh:  # the file may have just been created: make its name durable
+                self._vfs.sync_dir(os.path.dirname(self.path))
         else:
             number = max((s.number for s in self._slots), default=-1) + 1
             path = slot_path(self.path, number)
@@ -436,7 +435,7 @@ class WriteAheadLog:
                     and active.last_lsn == self._committed_lsn <= lsn
                     and active.end > fmt.SEGMENT_HEADER_SIZE
                 ):
-                    self._roll(self._next_lsn, sync=True)
+                    self._roll(self._next_lsn)
                     self._set_mark()
                 while len(self._chain) > 1 and self._chain[0].last_lsn <= lsn:
                     self._free(self._chain[0])

@@ -395,3 +395,29 @@ def test_regression_close_marker_after_a_dropped_append_is_a_clean_end() -> None
     with mem_open(vfs, segment_size=3000) as log:
         assert log.recovery.clean
         assert [r.payload for r in log.replay()] == [b"x" * 4000]
+
+
+def test_regression_a_recycled_header_is_durable_before_a_later_segment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the stateful stress run: a recycled segment's header was left unsynced while
+    a newer, freshly created segment's header was synced; a power loss then left a gap in
+    the sequence numbers, which recovery rightly calls damage."""
+    import wal.log as wlog
+
+    monkeypatch.setattr(wlog, "SPILL_BYTES", 2500)
+    disk = MemoryVFS()
+    log = mem_open(disk, segment_size=3000)
+    for _ in range(13):
+        log.append(b"")
+    log.append(b"x" * 4000)  # spills, rolling into a new file log.1
+    log.append(b"")
+    disk = disk.crash(keep="none")  # recovery frees log.1
+    log.close()
+    log = mem_open(disk, segment_size=3000)
+    for payload in (b"", b"x" * 4000, b"", b"x" * 4000):  # recycles log.1, creates log.2
+        log.append(payload)
+    disk = disk.crash(keep="none")
+    log.close()
+    with mem_open(disk, segment_size=3000) as again:
+        assert list(again.replay()) == []
