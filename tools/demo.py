@@ -31,7 +31,8 @@ def main() -> None:
     with wal.open(path, segment_size=1 << 20) as log:
         print(f"reopened after the writer died: {log.recovery}")
         records = list(log.replay())
-        print(f"replayed {len(records)} records; last: lsn={records[-1].lsn} {records[-1].payload!r}")
+        last = records[-1]
+        print(f"replayed {len(records)} records; last: lsn={last.lsn} {last.payload!r}")
         assert len(records) == 1000 and b"never committed" not in {r.payload for r in records}
         log.checkpoint(records[-1].lsn)
         print(f"checkpointed through lsn {records[-1].lsn}; replay now yields "

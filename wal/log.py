@@ -24,7 +24,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from types import TracebackType
 from typing import Literal, NamedTuple
 
@@ -73,7 +73,7 @@ class _Mark(NamedTuple):
     crc: int
 
 
-def open(  # noqa: A001 - the package's entry point mirrors the builtin's shape
+def open(
     path: str | os.PathLike[str],
     *,
     sync: SyncMode = "full",
@@ -402,7 +402,8 @@ class WriteAheadLog:
     def _free(self, slot: Slot) -> None:
         """Mark a segment free, durably. Its header keeps the next LSN so that LSNs keep
         growing even if every segment is free."""
-        slot.write_header(fmt.SegmentHeader(fmt.FLAG_FREE, new_salt(), 0, self._next_lsn), fresh=False)
+        header = fmt.SegmentHeader(fmt.FLAG_FREE, new_salt(), 0, self._next_lsn)
+        slot.write_header(header, fresh=False)
         slot.file.sync()
         if slot in self._chain:
             self._chain.remove(slot)
@@ -457,7 +458,7 @@ class WriteAheadLog:
 
     # -- reading -------------------------------------------------------------------------
 
-    def replay(self, from_lsn: int = 0) -> Iterator[Record]:
+    def replay(self, from_lsn: int = 0) -> Generator[Record, None, None]:
         """Yield committed data records with `lsn >= from_lsn`, in order.
 
         Reads the segments again (O(bytes from the first needed segment)), re-verifying
@@ -478,7 +479,7 @@ class WriteAheadLog:
         self,
         plan: list[tuple[Slot, fmt.SegmentHeader | None, int, int]],
         from_lsn: int,
-    ) -> Iterator[Record]:
+    ) -> Generator[Record, None, None]:
         try:
             last = 0
             for slot, header, end, last_lsn in plan:

@@ -24,6 +24,7 @@ R6. The writer resumes right after the last committed record, and current segmen
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 
@@ -117,7 +118,7 @@ def open_slots(vfs: VFS, path: str, max_record_size: int) -> list[Slot]:
 def recover(slots: list[Slot], max_record_size: int) -> Recovered:
     """Apply R2-R6 to loaded slots. Reads every current record once; writes nothing."""
     chain = sorted((s for s in slots if s.current), key=_seq)
-    for a, b in zip(chain, chain[1:], strict=False):
+    for a, b in itertools.pairwise(chain):
         if _seq(b) != _seq(a) + 1:
             raise WalCorruptionError(
                 f"log segment {_seq(a) + 1} is missing or its header is damaged",

@@ -37,7 +37,7 @@ class Window:
         """Exactly `min(n, size - offset)` bytes at `offset`. One pread per window refill."""
         n = max(0, min(n, self.size - offset))
         rel = offset - self._start
-        if 0 <= rel and rel + n <= len(self._buf):
+        if rel >= 0 and rel + n <= len(self._buf):
             return memoryview(self._buf)[rel : rel + n]
         if n > WINDOW:
             return self._file.pread(n, offset)
@@ -122,7 +122,8 @@ def scan(
         if checked is None:
             return
         head, value = checked
-        if head.prev_crc != prev_crc or head.lsn <= last_lsn or offset + fmt.RECORD_HEADER_SIZE + head.length > limit:
+        end = offset + fmt.RECORD_HEADER_SIZE + head.length
+        if head.prev_crc != prev_crc or head.lsn <= last_lsn or end > limit:
             return
         payload = None
         if payloads:

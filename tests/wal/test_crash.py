@@ -39,7 +39,7 @@ def test_power_loss_after_a_clean_run_keeps_everything() -> None:
     out = workload.run(mem)
     assert out.error is None
     for keep in ("none", "random", "all"):
-        reopen_and_check(mem.crash(keep=keep, rng=random.Random(3)), out)  # type: ignore[arg-type]
+        reopen_and_check(mem.crash(keep=keep, rng=random.Random(3)), out)
 
 
 @pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC])
@@ -53,7 +53,7 @@ def test_fail_every_file_call_in_turn(code: int) -> None:
         assert out.error is not None, n
         assert isinstance(out.error, wal.WalError)
         for keep in ("none", "all"):
-            reopen_and_check(mem.crash(keep=keep), out)  # type: ignore[arg-type]
+            reopen_and_check(mem.crash(keep=keep), out)
 
 
 def test_tear_the_last_write_at_every_byte_offset() -> None:
@@ -103,8 +103,11 @@ def test_stress_random_workloads_and_crashes(seed: int) -> None:
     for _ in range(200):
         mem = MemoryVFS()
         out = workload.run(
-            FaultyVFS(mem, fail_at=rng.randint(1, total), errno=rng.choice((errno.EIO, errno.ENOSPC))),
-            seed=seed, rounds=30,
+            FaultyVFS(
+                mem, fail_at=rng.randint(1, total), errno=rng.choice((errno.EIO, errno.ENOSPC))
+            ),
+            seed=seed,
+            rounds=30,
         )
         keep = rng.choice(("none", "random", "all"))
         reopen_and_check(mem.crash(keep=keep, rng=rng), out)  # type: ignore[arg-type]

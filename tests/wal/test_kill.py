@@ -59,12 +59,12 @@ def one_round(path: Path, threads: int, rng: random.Random) -> int:
     proc.wait()
     # Acks already in the pipe were sent after their commit returned: they count too.
     rest = buf + proc.stdout.read()
-    for line in rest.split(b"\n"):
-        if line.startswith(b"A "):
-            _, lsn, thread, counter = line.split()
-            acked[int(lsn)] = (int(thread), int(counter))
-        elif line.startswith(b"C "):
-            checkpoint = max(checkpoint, int(line.split()[1]))
+    for text in rest.decode().split("\n"):
+        kind, *fields = text.split() or [""]
+        if kind == "A":
+            acked[int(fields[0])] = (int(fields[1]), int(fields[2]))
+        elif kind == "C":
+            checkpoint = max(checkpoint, int(fields[0]))
     proc.stdout.close()
 
     with wal.open(path, segment_size=256 << 10) as log:
@@ -76,7 +76,9 @@ def one_round(path: Path, threads: int, rng: random.Random) -> int:
             assert got.get(lsn) == payload(thread, counter), f"acknowledged record {lsn} lost"
     # Unacknowledged records may be present (their commit had not returned), but only genuine
     # ones: each must be one of its thread's next few payloads.
-    reached = {t: max((c for tt, c in acked.values() if tt == t), default=-1) for t in range(threads)}
+    reached = {
+        t: max((c for tt, c in acked.values() if tt == t), default=-1) for t in range(threads)
+    }
     genuine = {payload(t, c) for t in range(threads) for c in range(reached[t] + 8)}
     assert all(data in genuine for data in got.values())
     return len(acked)

@@ -56,8 +56,7 @@ def test_lsns_only_grow_across_reopens_and_checkpoints() -> None:
     seen: list[int] = []
     for round_ in range(5):
         with mem_open(vfs) as log:
-            for i in range(30):
-                seen.append(log.append(b"%d-%d" % (round_, i)))
+            seen.extend(log.append(b"%d-%d" % (round_, i)) for i in range(30))
             log.commit()
             if round_ % 2:
                 log.checkpoint(log.committed_lsn)
@@ -122,7 +121,9 @@ def test_large_batches_spill_before_commit_and_stay_atomic(monkeypatch: pytest.M
             assert payloads(log) == [b"committed"]
 
 
-def test_rollback_drops_the_batch_including_spilled_records(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rollback_drops_the_batch_including_spilled_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import wal.log as wlog
 
     monkeypatch.setattr(wlog, "SPILL_BYTES", 500)
@@ -247,9 +248,8 @@ def test_an_empty_existing_file_becomes_a_new_log() -> None:
 
 def test_a_second_writer_is_locked_out() -> None:
     vfs = MemoryVFS()
-    with mem_open(vfs):
-        with pytest.raises(wal.WalLockedError):
-            mem_open(vfs)
+    with mem_open(vfs), pytest.raises(wal.WalLockedError):
+        mem_open(vfs)
     mem_open(vfs).close()
 
 

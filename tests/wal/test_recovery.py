@@ -23,7 +23,9 @@ def files(vfs: MemoryVFS) -> dict[str, bytes]:
     return {n: vfs.read_file(f"/db/{n}") for n in sorted(vfs.listdir("/db"))}
 
 
-def damage(vfs: MemoryVFS, path: str, offset: int, value: int | None = None, length: int = 1) -> None:
+def damage(
+    vfs: MemoryVFS, path: str, offset: int, value: int | None = None, length: int = 1
+) -> None:
     raw = bytearray(vfs.read_file(path))
     for i in range(offset, offset + length):
         raw[i] = raw[i] ^ 0x40 if value is None else value
