@@ -165,6 +165,8 @@ class WriteAheadLog:
             # recovered state durable before anything new is written after it.
             for slot in found.to_free:
                 self._free(slot)
+            if found.report.discarded_records:
+                self._erase_tail(self._chain[-1])
             if not self._chain:
                 self._roll(self._next_lsn)
             for slot in self._chain:
@@ -269,12 +271,18 @@ class WriteAheadLog:
             return target
 
     def rollback(self) -> None:
-        """Drop the records appended since the last commit. Their LSNs are not reused."""
+        """Drop the records appended since the last commit. Their LSNs are not reused.
+
+        O(1) unless the batch had spilled to the file: then it writes and fsyncs once.
+        """
         with self._lock:
             self._check_writable()
             self._pending.clear()
             self._pending_bytes = 0
-            self._rewind()
+            try:
+                self._rewind()
+            except OSError as exc:
+                raise self._fail(exc, "rolling back") from exc
 
     def sync(self) -> int:
         """Make every committed record durable now (any sync mode). Returns `durable_lsn`."""
@@ -284,13 +292,27 @@ class WriteAheadLog:
             return self._durable_lsn
 
     def _rewind(self) -> None:
-        """Return the write position to the commit mark, freeing segments a spilled batch
-        rolled into. Spilled records lack END and no longer chain onto what will follow,
-        so they never validate. Lock held."""
+        """Return the write position to the commit mark, dropping spilled records of the
+        unfinished batch: segments it rolled into are freed, and its first record in the
+        mark's segment is erased. Lock held; may write and fsync."""
         mark = self._mark
+        spilled = self._active is not mark.slot or mark.slot.end > mark.end
         while self._active is not mark.slot:
             self._free(self._active)
         mark.slot.end, mark.slot.last_lsn, mark.slot.last_crc = mark.end, mark.lsn, mark.crc
+        if spilled:
+            self._erase_tail(mark.slot)
+
+    def _erase_tail(self, slot: Slot) -> None:
+        """Zero the record header at `slot.end`, durably.
+
+        Records left past the resume point by an unfinished batch still chain onto the last
+        committed record. If the next write rolled to a new segment instead of overwriting
+        them, recovery would read them as the start of a batch, and their segment would no
+        longer end where the next one says it does. Erasing the first one breaks the chain.
+        """
+        slot.file.pwritev([bytes(fmt.RECORD_HEADER_SIZE)], slot.end)
+        slot.file.sync()
 
     def _sync_to(self, target: int) -> None:
         """Wait until `durable_lsn >= target`, fsyncing if no other thread is. Lock held."""
@@ -438,7 +460,9 @@ class WriteAheadLog:
                 ):
                     self._roll(self._next_lsn)
                     self._set_mark()
-                while len(self._chain) > 1 and self._chain[0].last_lsn <= lsn:
+                # Never free the segment holding the last committed record: a spilled batch
+                # in a later segment may still be rolled back to it.
+                while self._chain[0] is not self._mark.slot and self._chain[0].last_lsn <= lsn:
                     self._free(self._chain[0])
                 self._delete_spare()
             except OSError as exc:
@@ -515,7 +539,10 @@ class WriteAheadLog:
             try:
                 if self._failed is None:
                     self._pending.clear()
-                    self._rewind()
+                    try:
+                        self._rewind()
+                    except OSError as exc:
+                        raise self._fail(exc, "closing") from exc
                     # The CLOSE marker tells the next open that no torn-tail search is needed.
                     lsn = self._next_lsn
                     self._next_lsn += 1

@@ -84,3 +84,61 @@ class LogMachine(RuleBasedStateMachine):
 
 
 TestLog = LogMachine.TestCase
+
+
+# Regressions found by the stress profile of the test above.
+
+
+def test_regression_rollback_of_a_spilled_batch_then_a_roll() -> None:
+    """The rolled-back record stayed chained in place while the next commit rolled to a new
+    segment; recovery then read it and called the new segment's records corruption."""
+    machine = LogMachine()
+    machine.reopen()
+    machine.append(b"")
+    machine.append(b"x" * 4000)  # spills the empty record
+    machine.rollback()
+    machine.append(b"x" * 4000)  # rolls to a new segment
+    machine.commit()
+    machine.reopen()
+    machine.replay_matches_model()
+    machine.crash("none", 0)
+    machine.replay_matches_model()
+    machine.teardown()
+
+
+def test_regression_recovery_discards_a_batch_then_the_writer_rolls() -> None:
+    disk = MemoryVFS()
+    wlog_spill = wlog.SPILL_BYTES
+    wlog.SPILL_BYTES = 100
+    try:
+        log = wal.open(LOG, vfs=disk, segment_size=3000)
+        log.append(b"a")
+        log.commit()
+        log.append(b"b" * 50)
+        log.append(b"c" * 200)  # spills b: an unfinished batch on disk
+        disk = disk.crash(keep="all")
+        log.close()
+        log = wal.open(LOG, vfs=disk, segment_size=3000)
+        assert log.recovery.discarded_records == 1
+        log.append(b"d" * 4000)  # rolls to a new segment, leaving b's bytes behind
+        log.commit()
+        disk = disk.crash(keep="none")
+        log.close()
+        with wal.open(LOG, vfs=disk, segment_size=3000) as again:
+            assert [r.payload for r in again.replay()] == [b"a", b"d" * 4000]
+    finally:
+        wlog.SPILL_BYTES = wlog_spill
+
+
+def test_regression_checkpoint_keeps_the_segment_a_spilled_batch_rolls_back_to() -> None:
+    machine = LogMachine()
+    machine.append(b"")
+    machine.commit()
+    machine.append(b"x" * 4000)
+    machine.append(b"")  # spills x into a new segment
+    machine.checkpoint(0.0)
+    machine.replay_matches_model()
+    machine.rollback()
+    machine.reopen()
+    machine.replay_matches_model()
+    machine.teardown()
