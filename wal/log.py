@@ -232,8 +232,9 @@ class WriteAheadLog:
         """
         if not isinstance(payload, bytes):
             view = memoryview(payload)
-            payload = view if view.readonly and isinstance(view.obj, bytes) else bytes(view)
-        size = len(payload) if isinstance(payload, bytes) else payload.nbytes
+            immutable = view.readonly and isinstance(view.obj, bytes) and view.c_contiguous
+            payload = view.cast("B") if immutable else view.tobytes()
+        size = len(payload)
         if size > self.max_record_size:
             raise WalInvalidArgumentError(
                 f"record of {size} bytes exceeds max_record_size={self.max_record_size}"

@@ -421,3 +421,22 @@ def test_regression_a_recycled_header_is_durable_before_a_later_segment(
     log.close()
     with mem_open(disk, segment_size=3000) as again:
         assert list(again.replay()) == []
+
+
+def test_any_buffer_is_stored_as_its_bytes() -> None:
+    import array
+
+    data = bytes(range(256)) * 4
+    buffers: list[object] = [
+        memoryview(data).cast("I"),  # read-only view over bytes, 4-byte items
+        memoryview(data)[::2],  # not contiguous
+        array.array("H", range(100)),
+        bytearray(b"abc"),
+        memoryview(bytearray(b"xyz")).toreadonly(),
+    ]
+    with mem_open(MemoryVFS(), segment_size=1 << 16) as log:
+        for buf in buffers:
+            log.append(buf)  # type: ignore[arg-type]
+        log.commit()
+        got = [r.payload for r in log.replay()]
+    assert got == [memoryview(b).tobytes() for b in buffers]  # type: ignore[arg-type]
