@@ -37,11 +37,11 @@ Record, 40-byte header then the payload, back to back from offset 64:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import crc32c as _crc32c
 
-from wal.errors import WalFormatError
+from wal.errors import WalCorruptionError, WalFormatError
 
 MAGIC = b"\x89SDBWAL\n"
 VERSION = 1
@@ -55,6 +55,10 @@ KIND_CLOSE = 2
 FLAG_END = 0x1
 
 MAX_PAYLOAD = 0xFFFF_FFFF  # the length field is a u32
+# LSNs and sequence numbers are u64 on disk; values past 2**62 cannot come from a real log
+# (a million records a second would take 146,000 years) and are refused as damage, which
+# keeps every "+ 1" the writer does far from overflowing.
+MAX_COUNTER = 1 << 62
 
 _SEG = struct.Struct("<8sHHIQQQQB11s")  # 60 bytes; the CRC follows
 _REC = struct.Struct("<IBBHIIQQII")  # 40 bytes
@@ -73,19 +77,17 @@ class SegmentHeader:
     seq: int
     base_lsn: int
     prev_lsn: int = 0
+    # Derived from the salt once, since every record written or read uses them.
+    tag: int = field(init=False, repr=False, compare=False)  # the salt's low 32 bits
+    seed: int = field(init=False, repr=False, compare=False)  # CRC-32C of the salt
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tag", self.salt & 0xFFFF_FFFF)
+        object.__setattr__(self, "seed", crc(self.salt.to_bytes(8, "little")))
 
     @property
     def free(self) -> bool:
         return bool(self.flags & FLAG_FREE)
-
-    @property
-    def tag(self) -> int:
-        return self.salt & 0xFFFF_FFFF
-
-    @property
-    def seed(self) -> int:
-        """The CRC seed every record of this segment starts from."""
-        return crc(self.salt.to_bytes(8, "little"))
 
     def pack(self) -> bytes:
         body = _SEG.pack(
@@ -120,6 +122,8 @@ def parse_segment_header(data: bytes) -> SegmentHeader | None:
         return None
     if version != VERSION or size != SEGMENT_HEADER_SIZE or algo != CHECKSUM_CRC32C:
         raise WalFormatError(f"unsupported log header (version {version}, size {size})")
+    if max(seq, base, prev) >= MAX_COUNTER:
+        raise WalCorruptionError("log header holds an implausible sequence number or LSN")
     return SegmentHeader(flags, salt, seq, base, prev)
 
 
@@ -148,7 +152,7 @@ class RecordHeader:
             and not self.flags & ~FLAG_END
             and self.reserved == 0
             and self.length <= room
-            and self.durable_lsn < self.lsn
+            and self.durable_lsn < self.lsn < MAX_COUNTER
         )
 
 

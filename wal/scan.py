@@ -45,6 +45,21 @@ class Window:
         self._start = offset
         return memoryview(self._buf)[:n]
 
+    def find(self, needle: bytes, start: int) -> int:
+        """Offset of the first `needle` at or after `start`, or -1. Reads window by window,
+        searching each in place (no copies)."""
+        pos = start
+        while pos + len(needle) <= self.size:
+            rel = pos - self._start
+            if not (rel >= 0 and rel + len(needle) <= len(self._buf)):
+                self._buf = self._file.pread(min(WINDOW, self.size - pos), pos)
+                self._start, rel = pos, 0
+            hit = self._buf.find(needle, rel)
+            if hit >= 0:
+                return self._start + hit
+            pos = self._start + len(self._buf) - len(needle) + 1
+        return -1
+
     def crc(self, offset: int, n: int, seed: int) -> int:
         """CRC-32C of `n` bytes at `offset`, window by window."""
         value = seed
@@ -133,28 +148,26 @@ def scan(
         offset, prev_crc, last_lsn = found.end, value, head.lsn
 
 
-def max_durable_after(
-    window: Window, seg: fmt.SegmentHeader, start: int, max_record_size: int
-) -> int:
-    """The highest `durable_lsn` of any valid record of this segment starting after `start`.
+def proves_durable(
+    window: Window, seg: fmt.SegmentHeader, start: int, lsn: int, max_record_size: int
+) -> bool:
+    """True if a valid record of this segment starting after `start` says, through its
+    durable LSN, that record `lsn` had been fsynced before it was written.
 
-    Used only when recovery stops early: a valid record written after the stop point whose
-    `durable_lsn` covers the stop point proves the bytes there had been fsynced, so they are
-    corrupt rather than torn. Finds candidates with `bytes.find` on the salt tag, so zero or
-    stale-salt space is skipped at C speed. O(segment bytes after `start`).
+    Used only when recovery stops early: such a record proves the bytes at the stop point
+    were durable, so they are corrupt rather than torn. Candidates are found by searching
+    for the salt tag (zero-filled and stale-salt space is skipped at C speed); a valid
+    candidate is skipped whole, so records nested in payloads are never looked at.
+    O(bytes after `start`); stops at the first proof.
     """
     tag = seg.tag.to_bytes(4, "little")
-    best = 0
-    pos = start + 1
-    while pos + fmt.RECORD_HEADER_SIZE <= window.size:
-        chunk = window.read(pos, WINDOW)
-        hit = bytes(chunk).find(tag)
-        if hit < 0:
-            pos += max(1, len(chunk) - 3)
+    pos = window.find(tag, start + 1)
+    while pos >= 0:
+        checked = check_record(window, seg, pos, max_record_size)
+        if checked is None:
+            pos = window.find(tag, pos + 1)
             continue
-        cand = pos + hit
-        checked = check_record(window, seg, cand, max_record_size)
-        if checked is not None:
-            best = max(best, checked[0].durable_lsn)
-        pos = cand + 1
-    return best
+        if checked[0].durable_lsn >= lsn:
+            return True
+        pos = window.find(tag, pos + fmt.RECORD_HEADER_SIZE + checked[0].length)
+    return False

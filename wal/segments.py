@@ -68,6 +68,7 @@ class Slot:
         packed = header.pack()
         if fresh:
             self.file.pwritev([packed], 0)
+            self.size = max(self.size, fmt.SEGMENT_HEADER_SIZE)
         else:
             self.file.pwritev([packed[8:]], 8)
         self.header = header

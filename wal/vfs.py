@@ -97,20 +97,24 @@ class OsFile:
         return os.pread(self._fd, size, offset)
 
     def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
-        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        # Buffers are byte-format (len == nbytes): the log normalises payloads on append.
+        written = 0
+        if len(buffers) <= _IOV_MAX:
+            written = os.pwritev(self._fd, buffers, offset)
+            if written == sum(map(len, buffers)):
+                return  # the common case: one syscall wrote everything
+        views = [memoryview(b) for b in buffers if len(b)]
         while views:
-            batch = views[:_IOV_MAX]
-            written = os.pwritev(self._fd, batch, offset)
+            # Drop what landed; a short write leaves a partial buffer to resume from.
             offset += written
-            # Drop what was written; a short write leaves a partial buffer to resume from.
             while written and views:
-                head = views[0]
-                if written >= len(head):
-                    written -= len(head)
-                    views.pop(0)
+                if written >= len(views[0]):
+                    written -= len(views.pop(0))
                 else:
-                    views[0] = head[written:]
+                    views[0] = views[0][written:]
                     written = 0
+            if views:
+                written = os.pwritev(self._fd, views[:_IOV_MAX], offset)
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size

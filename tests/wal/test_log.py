@@ -440,3 +440,22 @@ def test_any_buffer_is_stored_as_its_bytes() -> None:
         log.commit()
         got = [r.payload for r in log.replay()]
     assert got == [memoryview(b).tobytes() for b in buffers]  # type: ignore[arg-type]
+
+
+def test_os_file_pwritev_resumes_after_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wal import vfs as wvfs
+
+    real = os.pwritev
+
+    def short(fd: int, buffers: list[bytes], offset: int) -> int:
+        first = bytes(memoryview(buffers[0]))[:3]  # at most 3 bytes per call
+        return real(fd, [first], offset)
+
+    monkeypatch.setattr(os, "pwritev", short)
+    monkeypatch.setattr(wvfs, "_IOV_MAX", 2)
+    f = wvfs.OsVFS().open(str(tmp_path / "f"), create=True)
+    f.pwritev([b"hello", b"", memoryview(b" wide "), bytearray(b"world")], 10)
+    assert f.pread(100, 0) == bytes(10) + b"hello wide world"
+    f.close()

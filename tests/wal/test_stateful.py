@@ -142,3 +142,17 @@ def test_regression_checkpoint_keeps_the_segment_a_spilled_batch_rolls_back_to()
     machine.reopen()
     machine.replay_matches_model()
     machine.teardown()
+
+
+def test_regression_checkpoint_deletes_a_spare_file_a_rolled_back_batch_wrote() -> None:
+    """The deleted file stayed queued for the next fsync, which then hit a closed file."""
+    machine = LogMachine()
+    machine.append(b"")
+    machine.commit()
+    for payload in (b"x" * 4000, b"", b"x" * 4000, b""):  # spills across new segments
+        machine.append(payload)
+    machine.rollback()
+    machine.append(b"")
+    machine.checkpoint(0.0)  # rolls, frees, deletes spare files
+    machine.replay_matches_model()
+    machine.teardown()  # close() syncs what is dirty
