@@ -230,6 +230,9 @@ def build(rng: random.Random) -> dict[str, FuzzCase]:
     corpus["flip-sibling-header"] = FuzzCase(two.log, flip(two.sibling, 30, 4))
     corpus["flip-sibling-first-record"] = FuzzCase(two.log, flip(two.sibling, HDR + 20, 6))
     corpus["lsn-going-backwards-repaired"] = FuzzCase(put(many.log, records[5] + 16, 8, 1))
+    # Counters near 2**64 with valid checksums once overflowed the writer's u64 fields.
+    corpus["lsn-overflow-header-base-repaired"] = FuzzCase(put(one.log, 32, 8, 2**64 - 1))
+    corpus["lsn-overflow-last-record-repaired"] = FuzzCase(put(many.log, last + 16, 8, 2**63))
     corpus["durable-lsn-claims-future-repaired"] = FuzzCase(
         put(many.log, records[4] + 24, 8, 10**6)
     )
