@@ -233,6 +233,7 @@ def build(rng: random.Random) -> dict[str, FuzzCase]:
     # Counters near 2**64 with valid checksums once overflowed the writer's u64 fields.
     corpus["lsn-overflow-header-base-repaired"] = FuzzCase(put(one.log, 32, 8, 2**64 - 1))
     corpus["lsn-overflow-last-record-repaired"] = FuzzCase(put(many.log, last + 16, 8, 2**63))
+    corpus["header-base-lsn-zero-repaired"] = FuzzCase(put(one.log, 32, 8, 0))
     corpus["durable-lsn-claims-future-repaired"] = FuzzCase(
         put(many.log, records[4] + 24, 8, 10**6)
     )

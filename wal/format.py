@@ -122,7 +122,8 @@ def parse_segment_header(data: bytes) -> SegmentHeader | None:
         return None
     if version != VERSION or size != SEGMENT_HEADER_SIZE or algo != CHECKSUM_CRC32C:
         raise WalFormatError(f"unsupported log header (version {version}, size {size})")
-    if max(seq, base, prev) >= MAX_COUNTER:
+    live = not flags & FLAG_FREE
+    if max(seq, base, prev) >= MAX_COUNTER or base < 1 or (live and not (seq >= 1 and prev < base)):
         raise WalCorruptionError("log header holds an implausible sequence number or LSN")
     return SegmentHeader(flags, salt, seq, base, prev)
 

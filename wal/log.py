@@ -49,6 +49,7 @@ DEFAULT_SEGMENT_SIZE = 16 << 20
 DEFAULT_MAX_RECORD_SIZE = 64 << 20
 SPILL_BYTES = 4 << 20  # buffered batch bytes above which records are written before commit
 KEEP_FREE = 2  # free segment files kept for reuse after a checkpoint
+GATHER_MAX = 0.002  # longest a group-commit leader waits for other threads' batches
 
 
 class Record(NamedTuple):
@@ -136,6 +137,10 @@ class WriteAheadLog:
         self._pending_bytes = 0
         self._dirty: list[VFile] = []
         self._syncing = False
+        self._waiting = 0  # threads waiting for another thread's fsync
+        self._group = 1  # threads the last fsync served
+        self._gather = threading.Condition(self._lock)  # a leader waiting for batches
+        self._gather_seconds = 0.0
         self._failed: BaseException | None = None
         self._closed = True  # until the files are open
         self._replays = 0
@@ -316,17 +321,35 @@ class WriteAheadLog:
         slot.file.sync()
 
     def _sync_to(self, target: int) -> None:
-        """Wait until `durable_lsn >= target`, fsyncing if no other thread is. Lock held."""
+        """Wait until `durable_lsn >= target`, fsyncing if no other thread is. Lock held.
+
+        Group commit: a thread that finds an fsync running waits for it, then for the next
+        one, which covers every batch written meanwhile. When the last fsync served several
+        threads, the next leader first waits, at most one fsync's time, for that many
+        batches to arrive: otherwise the first thread back from an fsync would start the
+        next one alone, and rounds would alternate between full and near-empty.
+        """
         while self._durable_lsn < target:
             if self._failed is not None:
                 self._check_writable()
             if self._syncing:
+                self._waiting += 1
+                self._gather.notify()
                 self._cond.wait()
+                self._waiting -= 1
                 continue
             self._syncing = True
+            if self._group > 1:
+                deadline = time.monotonic() + self._gather_seconds
+                while self._waiting + 1 < self._group:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._gather.wait(left):
+                        break
             upto, files, self._dirty = self._committed_lsn, self._dirty, []
+            served = self._waiting + 1
             self._lock.release()
             error: OSError | None = None
+            started = time.monotonic()
             try:
                 for file in files:
                     file.sync()
@@ -340,6 +363,8 @@ class WriteAheadLog:
                 raise self._fail(error, "syncing") from error
             self._durable_lsn = max(self._durable_lsn, upto)
             self._last_sync = time.monotonic()
+            self._group = served
+            self._gather_seconds = min(GATHER_MAX, self._last_sync - started)
 
     def _write_pending(self, *, end: bool) -> None:
         """Write buffered records (all, or all but the last) at the active segment's end,
