@@ -137,8 +137,8 @@ class WriteAheadLog:
         self._pending_bytes = 0
         self._dirty: list[VFile] = []
         self._syncing = False
-        self._waiting = 0  # threads waiting for another thread's fsync
-        self._group = 1  # threads the last fsync served
+        self._unsynced_batches = 0  # batches written since the last fsync started
+        self._group = 1  # batches per fsync lately (a decaying average)
         self._gather = threading.Condition(self._lock)  # a leader waiting for batches
         self._gather_seconds = 0.0
         self._failed: BaseException | None = None
@@ -267,6 +267,8 @@ class WriteAheadLog:
             self._check_writable()
             if self._pending:
                 self._write_pending(end=True)
+                self._unsynced_batches += 1
+                self._gather.notify()
             target = self._committed_lsn
             due = self.sync_mode == "full" or (
                 self.sync_mode == "batch"
@@ -333,20 +335,17 @@ class WriteAheadLog:
             if self._failed is not None:
                 self._check_writable()
             if self._syncing:
-                self._waiting += 1
-                self._gather.notify()
                 self._cond.wait()
-                self._waiting -= 1
                 continue
             self._syncing = True
             if self._group > 1:
                 deadline = time.monotonic() + self._gather_seconds
-                while self._waiting + 1 < self._group:
+                while self._unsynced_batches < self._group:
                     left = deadline - time.monotonic()
                     if left <= 0 or not self._gather.wait(left):
                         break
             upto, files, self._dirty = self._committed_lsn, self._dirty, []
-            served = self._waiting + 1
+            served, self._unsynced_batches = self._unsynced_batches, 0
             self._lock.release()
             error: OSError | None = None
             started = time.monotonic()
@@ -363,7 +362,8 @@ class WriteAheadLog:
                 raise self._fail(error, "syncing") from error
             self._durable_lsn = max(self._durable_lsn, upto)
             self._last_sync = time.monotonic()
-            self._group = served
+            # A slowly decaying average, so one small round does not reset it.
+            self._group = max(served, (self._group * 7 + served) // 8, 1)
             self._gather_seconds = min(GATHER_MAX, self._last_sync - started)
 
     def _write_pending(self, *, end: bool) -> None:
