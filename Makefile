@@ -28,8 +28,9 @@ lint: $(TEST_STAMP)
 	$(PY) -m ruff check streamdb wal tests tools fuzz
 	$(PY) -m mypy
 
+# Every test, the slow sweeps included, with 2000 hypothesis examples per stateful test.
 stress: $(TEST_STAMP)
-	STREAMDB_STRESS=1 $(PY) -m pytest -q -m slow
+	STREAMDB_STRESS=1 $(PY) -m pytest -q -m "slow or not slow"
 
 fuzz: $(TEST_STAMP)
 	$(PY) fuzz/fuzz_wal_recovery.py --seconds $${FUZZ_SECONDS:-60}

@@ -100,8 +100,10 @@ class WriteAheadLog:
     sync="full": `commit()` fsyncs (fdatasync) before it returns.
     sync="batch": `commit()` writes; an fsync happens when `sync_interval` seconds have passed
         since the last one (checked at commit), at `sync()` and at `close()`.
-    sync="off": no fsync unless `sync()` is called; survives a killed process, not a power
-        loss, and recovery cannot then tell corruption from a torn tail.
+    sync="off": commits are never fsynced (only `sync()` does); survives a killed process,
+        not a power loss, and recovery cannot then tell corruption from a torn tail.
+    In every mode, segment headers are fsynced as they are written (once per segment) and
+    checkpoint fsyncs the headers it rewrites.
 
     Opening recovers: it reads every record once (O(log size)), drops a torn tail (reported
     in `recovery`, not raised), and raises WalCorruptionError if durable bytes are damaged,
