@@ -262,6 +262,9 @@ class WriteAheadLog:
     def commit(self) -> int:
         """Write every appended record as one atomic batch; fsync per the sync mode (W1).
 
+        Appended records are shared by all threads: this commits every thread's records
+        appended so far, not only the caller's.
+
         Returns the LSN of the last committed record. Raises WalIOError/WalFullError when
         the write or fsync fails, after which the log is failed (W4).
         """
