@@ -52,7 +52,11 @@ class WalInvalidArgumentError(WalError, ValueError):
 
 
 class WalIOError(WalError, OSError):
-    """A file call failed; `errno` is the original one."""
+    """A file call failed; `errno` is the original one. `during` names what the log was
+    doing ("opening", "writing", "syncing", ...): after "syncing" nothing written since the
+    last successful fsync can be trusted to be on disk."""
+
+    during: str = ""
 
 
 class WalFullError(WalIOError):
@@ -70,4 +74,6 @@ class WalFailedError(WalError):
 def io_error(exc: OSError, what: str) -> WalIOError:
     """Wrap an OSError from the file layer into the tree (caller raises it `from exc`)."""
     cls = WalFullError if exc.errno == _errno.ENOSPC else WalIOError
-    return cls(exc.errno or _errno.EIO, f"{what}: {exc.strerror or exc}")
+    error = cls(exc.errno or _errno.EIO, f"{what}: {exc.strerror or exc}")
+    error.during = what.split()[0]
+    return error

@@ -259,6 +259,15 @@ class WriteAheadLog:
                 self._write_pending(end=False)
             return lsn
 
+    def skip_to(self, lsn: int) -> None:
+        """Hand out LSNs above `lsn` from now on (a caller that recorded LSNs elsewhere, e.g.
+        in a checkpoint, and finds the log behind them). O(1); nothing is written."""
+        with self._lock:
+            self._check_writable()
+            if lsn >= fmt.MAX_COUNTER:
+                raise WalInvalidArgumentError(f"LSN {lsn} is out of range")
+            self._next_lsn = max(self._next_lsn, lsn + 1)
+
     def commit(self) -> int:
         """Write every appended record as one atomic batch; fsync per the sync mode (W1).
 

@@ -476,3 +476,26 @@ def test_os_file_pwritev_resumes_after_short_writes(
     f.pwritev([b"hello", b"", memoryview(b" wide "), bytearray(b"world")], 10)
     assert f.pread(100, 0) == bytes(10) + b"hello wide world"
     f.close()
+
+
+def test_skip_to_makes_later_lsns_larger_and_they_persist() -> None:
+    vfs = MemoryVFS()
+    with mem_open(vfs) as log:
+        log.skip_to(1000)
+        assert log.append(b"x") == 1001
+        log.commit()
+    with mem_open(vfs.crash(keep="none")) as log:
+        assert [r.lsn for r in log.replay()] == [1001]
+        assert log.next_lsn > 1001
+
+
+def test_io_errors_say_what_the_log_was_doing() -> None:
+    mem = MemoryVFS()
+    faulty = FaultyVFS(mem, only=frozenset({"sync"}))
+    log = mem_open(faulty)
+    faulty.fail_at = faulty.calls + 1
+    log.append(b"x")
+    with pytest.raises(wal.WalIOError) as info:
+        log.commit()
+    assert info.value.during == "syncing"
+    log.close()

@@ -1,0 +1,61 @@
+"""`Config`: the options of `streamdb.open`, with the defaults of DESIGN section 2."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from streamdb.errors import InvalidArgumentError
+
+KiB = 1 << 10
+MiB = 1 << 20
+TiB = 1 << 40
+
+Durability = Literal["full", "normal", "off"]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Options fixed when a database is opened.
+
+    `page_size` is recorded in the file when it is created; opening an existing database
+    uses the file's page size. `durability`: "full" fsyncs every commit; "normal" fsyncs the
+    log at most once a second (a power loss may lose the last second of commits, never
+    consistency); "off" never fsyncs commits (a killed process loses nothing, a power loss
+    may lose anything since the last checkpoint).
+    """
+
+    page_size: int = 8192
+    max_document_size: int = 256 * MiB
+    max_db_size: int = 8 * TiB
+    page_cache_size: int = 2048
+    versions_to_keep: int = 2
+    use_mmap: bool = True
+    compression: Literal["snappy", "lz4", "zstd"] | None = None
+    encryption_key: bytes | None = None
+    checksum: Literal["xxh3", "crc32c"] = "xxh3"
+    durability: Durability = "full"
+    lock_timeout: float = 0.0
+
+    def __post_init__(self) -> None:
+        size = self.page_size
+        if size < 4 * KiB or size > 64 * KiB or size & (size - 1):
+            raise InvalidArgumentError(f"page_size must be a power of two, 4 KiB..64 KiB: {size}")
+        if not 0 <= self.max_document_size <= 1 << 40:
+            raise InvalidArgumentError("max_document_size must be 0..1 TiB")
+        if self.max_db_size < 1 * MiB:
+            raise InvalidArgumentError("max_db_size must be at least 1 MiB")
+        if self.page_cache_size < 0:
+            raise InvalidArgumentError("page_cache_size must be >= 0")
+        if self.versions_to_keep < 1:
+            raise InvalidArgumentError("versions_to_keep must be >= 1")
+        if self.compression not in (None, "snappy", "lz4", "zstd"):
+            raise InvalidArgumentError(f"unknown compression {self.compression!r}")
+        if self.encryption_key is not None and len(self.encryption_key) != 32:
+            raise InvalidArgumentError("encryption_key must be 32 bytes (AES-256)")
+        if self.checksum not in ("xxh3", "crc32c"):
+            raise InvalidArgumentError(f"unknown checksum {self.checksum!r}")
+        if self.durability not in ("full", "normal", "off"):
+            raise InvalidArgumentError(f"unknown durability {self.durability!r}")
+        if self.lock_timeout < 0:
+            raise InvalidArgumentError("lock_timeout must be >= 0")

@@ -1,0 +1,102 @@
+"""The error tree. Every exception StreamDB raises on purpose is one of these.
+
+```
+StreamDbError
+├── NotFoundError(KeyError)           path, id or version absent
+├── InvalidPathError(ValueError)      not absolute, not UTF-8, NUL, over 1,024 bytes
+├── InvalidArgumentError(ValueError)
+├── DocumentTooLargeError             max_document_size / max_db_size
+├── CorruptionError                   names the path (or page) and offset
+│   └── ChecksumMismatch
+├── EncryptionError
+│   └── WrongKeyError
+├── LockedError                       another process holds the writer lock
+├── ReadOnlyError
+├── ClosedError
+├── StorageFullError                  ENOSPC / max_db_size; the database stays usable
+├── StorageIOError(OSError)           any other failed file call; errno kept
+└── UnsupportedError                  unknown format version, unsupported type, ...
+```
+
+Lower-level exceptions (OSError, the `wal` package's errors, struct errors while parsing stored
+metadata) are re-raised as one of these with the original as `__cause__`.
+"""
+
+from __future__ import annotations
+
+
+class StreamDbError(Exception):
+    """Base of every error StreamDB raises."""
+
+
+class NotFoundError(StreamDbError, KeyError):
+    """A path, document id or version does not exist."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; a message reads better
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidPathError(StreamDbError, ValueError):
+    """A path is not absolute, not valid UTF-8, contains NUL, or exceeds 1,024 bytes."""
+
+
+class InvalidArgumentError(StreamDbError, ValueError):
+    """An argument is out of range or of the wrong kind."""
+
+
+class DocumentTooLargeError(StreamDbError):
+    """A document exceeds max_document_size, or the database would exceed max_db_size."""
+
+
+class CorruptionError(StreamDbError):
+    """Stored bytes fail a checksum or a structural check. Names where."""
+
+    def __init__(self, message: str, *, path: str | None = None, page: int | None = None,
+                 offset: int | None = None) -> None:
+        where = []
+        if path is not None:
+            where.append(f"path {path!r}")
+        if page is not None:
+            where.append(f"page {page}")
+        if offset is not None:
+            where.append(f"offset {offset}")
+        super().__init__(message + (f" ({', '.join(where)})" if where else ""))
+        self.path = path
+        self.page = page
+        self.offset = offset
+
+
+class ChecksumMismatch(CorruptionError):
+    """A checksum does not match the bytes it covers."""
+
+
+class EncryptionError(StreamDbError):
+    """Encryption is misconfigured, or authentication failed."""
+
+
+class WrongKeyError(EncryptionError):
+    """The encryption key does not open this database."""
+
+
+class LockedError(StreamDbError):
+    """Another process holds the writer lock."""
+
+
+class ReadOnlyError(StreamDbError):
+    """A write was attempted on a read-only database or view."""
+
+
+class ClosedError(StreamDbError):
+    """The database (or object) is closed."""
+
+
+class StorageFullError(StreamDbError):
+    """The disk is full or max_db_size is reached. The database stays usable."""
+
+
+class StorageIOError(StreamDbError, OSError):
+    """A file call failed; `errno` is the original one."""
+
+
+class UnsupportedError(StreamDbError):
+    """A format version, type or feature this library does not support."""

@@ -1,0 +1,102 @@
+"""File objects over documents: `db.open(path, "rb")` and `db.open(path, "wb")`."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from streamdb.errors import InvalidArgumentError
+from streamdb.storage.records import Version
+
+if TYPE_CHECKING:
+    from streamdb.database import Database
+
+
+class DocumentReader(io.RawIOBase):
+    """A seekable, read-only view of one version. Reads verify the chunks they touch.
+    Wrap in io.BufferedReader for many small reads."""
+
+    def __init__(self, db: Database, path: str, version: Version) -> None:
+        super().__init__()
+        self._db = db
+        self._path = path
+        self._version = version
+        self._pos = 0
+        self.name = path
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._version.size}
+        if whence not in base:
+            raise InvalidArgumentError(f"bad whence {whence}")
+        pos = base[whence] + offset
+        if pos < 0:
+            raise InvalidArgumentError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        with self._db._lock:
+            self._db._check_open()
+            data = self._db._read(self._path, self._version, self._pos, len(view))
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def readall(self) -> bytes:
+        with self._db._lock:
+            self._db._check_open()
+            data = self._db._read(self._path, self._version, self._pos,
+                                  max(0, self._version.size - self._pos))
+        self._pos += len(data)
+        return data
+
+
+class DocumentWriter(io.RawIOBase):
+    """Collects bytes (in memory up to 1 MiB, then in a temporary file) and writes them as
+    a new version of the document when closed. Leaving a `with` block by an exception
+    discards them."""
+
+    def __init__(self, db: Database, path: str) -> None:
+        super().__init__()
+        self._db = db
+        self._path = path
+        # Closed in close(); the writer's lifetime is not a with-block of ours.
+        self._spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)  # noqa: SIM115
+        self._discard = False
+        self.name = path
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("write to a closed document writer")
+        return self._spool.write(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if not self._discard:
+                self._spool.seek(0)
+                self._db.write_document(self._path, self._spool)
+        finally:
+            self._spool.close()
+            super().close()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._discard = exc_type is not None
+        self.close()

@@ -1,0 +1,120 @@
+"""Free space: extents of whole pages, allocated best-fit so large documents stay contiguous.
+
+Pages freed while something may still read them (the last checkpoint's trees refer to them)
+are *pending*: they become allocatable only after the next checkpoint is durable
+(`release_pending`). That is invariant 1: never overwrite live data.
+"""
+
+from __future__ import annotations
+
+from sortedcontainers import SortedDict, SortedList
+
+from streamdb.errors import StorageFullError
+
+
+class FreeSpace:
+    """Extents `(first page, count)`, coalesced. O(log n) allocate and free."""
+
+    def __init__(self, file_pages: int, max_pages: int) -> None:
+        self.file_pages = file_pages  # the logical end of the file, in pages
+        self.max_pages = max_pages
+        self._by_start: SortedDict = SortedDict()  # start -> count
+        self._by_size: SortedList = SortedList()  # (count, start)
+        self.pending: list[tuple[int, int]] = []
+
+    def free_pages(self) -> int:
+        return sum(self._by_start.values())
+
+    def extents(self) -> list[tuple[int, int]]:
+        return list(self._by_start.items())
+
+    def allocate(self, count: int) -> int:
+        """First page of `count` contiguous pages: the smallest free extent that fits, else
+        the end of the file. Raises StorageFullError past `max_pages`."""
+        i = self._by_size.bisect_left((count, -1))
+        if i < len(self._by_size):
+            size, start = map(int, self._by_size[i])
+            self._remove(start, size)
+            if size > count:
+                self._insert(start + count, size - count)
+            return start
+        # Extend; a free extent touching the end of the file is used as the extent's head.
+        start = self.file_pages
+        if self._by_start:
+            last, size = map(int, self._by_start.peekitem(-1))
+            if last + size == self.file_pages:
+                self._remove(last, size)
+                start = last
+        if start + count > self.max_pages:
+            if start != self.file_pages:
+                self._insert(start, self.file_pages - start)
+            raise StorageFullError(
+                f"the database would exceed max_db_size ({self.max_pages} pages)"
+            )
+        self.file_pages = max(self.file_pages, start + count)
+        return int(start)
+
+    def free(self, start: int, count: int) -> None:
+        """Return pages for immediate reuse (nothing can read them). Coalesces."""
+        if count <= 0:
+            return
+        i = self._by_start.bisect_left(start)
+        if i > 0:
+            prev, size = self._by_start.peekitem(i - 1)
+            if prev + size == start:
+                self._remove(prev, size)
+                start, count = prev, count + size
+        nxt = self._by_start.get(start + count)
+        if nxt is not None:
+            self._remove(start + count, nxt)
+            count += nxt
+        self._insert(start, count)
+
+    def claim(self, start: int, count: int) -> None:
+        """Mark pages in use that the free map still lists (log replay: pages a commit after
+        the last checkpoint allocated). Extends the file end if they lie past it."""
+        end = start + count
+        i = self._by_start.bisect_right(start)
+        if i > 0:
+            i -= 1
+        for s, c in list(self._by_start.items()[i:]):
+            if s >= end:
+                break
+            if s + c <= start:
+                continue
+            self._remove(s, c)
+            if s < start:
+                self._insert(s, start - s)
+            if s + c > end:
+                self._insert(end, s + c - end)
+        self.file_pages = max(self.file_pages, end)
+
+    def defer(self, start: int, count: int) -> None:
+        """Free these pages once the next checkpoint is durable."""
+        if count > 0:
+            self.pending.append((start, count))
+
+    def release_pending(self) -> None:
+        pending, self.pending = self.pending, []
+        for start, count in pending:
+            self.free(start, count)
+
+    def _insert(self, start: int, count: int) -> None:
+        self._by_start[start] = count
+        self._by_size.add((count, start))
+
+    def _remove(self, start: int, count: int) -> None:
+        del self._by_start[start]
+        self._by_size.remove((count, start))
+
+    def _check(self) -> None:
+        """Assert: extents sorted, disjoint, coalesced, inside the file; indexes agree."""
+        end = -1
+        for start, count in self._by_start.items():
+            assert count > 0 and start > end, (start, count)
+            assert start + count <= self.file_pages
+            end = start + count
+        assert sorted((c, s) for s, c in self._by_start.items()) == list(self._by_size)
+        for start, count in self.pending:
+            for s, c in self._by_start.items():
+                assert start + count <= s or s + c <= start, "pending pages already free"

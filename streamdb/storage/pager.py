@@ -1,0 +1,94 @@
+"""The pager: page-granular I/O on the database file, through a `wal.vfs` file.
+
+Reads go through a read-only memory map when the file layer has a descriptor and mmap is
+enabled, so a document read can be a zero-copy `memoryview`; otherwise through `pread`.
+Writes always use `pwritev` (never the map). The map is replaced, not resized, when the file
+grows: a map with live exported views cannot be closed (`BufferError`), so superseded maps
+are kept until their views are gone. The file is never truncated while mapped.
+
+Errors: OSError from the file layer propagates; the database translates it.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Sequence
+
+from wal.vfs import Buffer, VFile
+
+_MAP_SLACK = 64 << 20  # map this much past the file end is never done; remap grows by this
+
+
+class Pager:
+    def __init__(self, file: VFile, page_size: int, *, use_mmap: bool) -> None:
+        self.file = file
+        self.page_size = page_size
+        self.size = file.size()
+        fileno = getattr(file, "fileno", None)
+        self._fd: int | None = fileno() if use_mmap and callable(fileno) else None
+        self._map: mmap.mmap | None = None
+        self._retired: list[mmap.mmap] = []
+
+    @property
+    def mapped(self) -> bool:
+        return self._fd is not None
+
+    def _ensure_map(self, end: int) -> mmap.mmap:
+        """A map covering [0, end). O(1) unless the file grew past the current map."""
+        current = self._map
+        if current is not None and len(current) >= end:
+            return current
+        assert self._fd is not None
+        self.size = max(self.size, self.file.size())
+        if end > self.size:
+            raise ValueError("read beyond the end of the file")
+        fresh = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_READ)
+        if current is not None:
+            self._retire(current)
+        self._map = fresh
+        return fresh
+
+    def _retire(self, old: mmap.mmap) -> None:
+        self._retired.append(old)
+        still = []
+        for m in self._retired:
+            try:
+                m.close()
+            except BufferError:  # a view handed out earlier still points into it
+                still.append(m)
+        self._retired = still
+
+    def read(self, offset: int, length: int) -> memoryview:
+        """`length` bytes at `offset`: a view of the map (zero-copy) or of a fresh buffer.
+
+        Raises ValueError when the range is past the end of the file.
+        """
+        end = offset + length
+        if self._fd is not None:
+            return memoryview(self._ensure_map(end))[offset:end]
+        data = self.file.pread(length, offset)
+        if len(data) != length:
+            raise ValueError("read beyond the end of the file")
+        return memoryview(data)
+
+    def read_page(self, page_no: int) -> memoryview:
+        return self.read(page_no * self.page_size, self.page_size)
+
+    def write(self, offset: int, buffers: Sequence[Buffer]) -> None:
+        """Write buffers back to back at `offset` (one pwritev). Extends the file."""
+        self.file.pwritev(buffers, offset)
+        self.size = max(self.size, offset + sum(len(b) for b in buffers))
+
+    def write_pages(self, page_no: int, data: Buffer) -> None:
+        self.write(page_no * self.page_size, [data])
+
+    def sync(self) -> None:
+        """fdatasync the database file. Blocks for I/O."""
+        self.file.sync()
+
+    def close(self) -> None:
+        """Drop the maps (maps with live views stay until those views die) and the file."""
+        if self._map is not None:
+            self._retire(self._map)
+            self._map = None
+        self.file.close()
