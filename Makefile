@@ -36,6 +36,7 @@ fuzz: $(TEST_STAMP)
 	$(PY) fuzz/fuzz_wal_recovery.py --seconds $${FUZZ_SECONDS:-60}
 
 bench: $(STAMP)
+	$(PIP) install --quiet -e '.[bench]'
 	$(PY) tools/bench_wal.py
 
 clean:
