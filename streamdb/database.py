@@ -61,6 +61,7 @@ from streamdb.storage.records import (
     decode_op,
     encode_op,
 )
+from wal.segments import sibling_numbers, slot_path
 from wal.vfs import VFS, OsVFS
 
 CHECKPOINT_LOG_BYTES = 32 << 20  # checkpoint when this much has been logged since the last
@@ -126,6 +127,8 @@ class _Store:
         except ValueError as exc:
             raise E.CorruptionError("tree page lies past the end of the file",
                                     page=page_no) from exc
+        except OSError as exc:
+            raise _io(exc, f"reading page {page_no}") from exc
 
     def allocate(self, n_pages: int) -> int:
         space = self.db._space
@@ -197,6 +200,9 @@ class Database:
             self._page_size = self._header.page_size
             self._pager = Pager(file, self._page_size, use_mmap=self.config.use_mmap)
             self._open_log()
+        except OSError as exc:
+            file.close()
+            raise _io(exc, f"opening {self.path}") from exc
         except BaseException:
             file.close()
             raise
@@ -253,6 +259,9 @@ class Database:
         header = Header(self.config.page_size, uuid.uuid4(), generation=1, checksum=algo)
         page = self.config.page_size
         try:
+            # A log beside a file that had no header cannot be this database's: it would be
+            # replayed into the new one. Remove it first.
+            self._remove_log()
             older = replace(header, generation=0).pack().ljust(page, b"\x00")
             file.pwritev([header.pack().ljust(page, b"\x00"), older], 0)
             file.sync()
@@ -260,6 +269,12 @@ class Database:
         except OSError as exc:
             raise _io(exc, f"creating {self.path}") from exc
         return header
+
+    def _remove_log(self) -> None:
+        log = self.path + "-wal"
+        for name in [log] + [slot_path(log, n) for n in sibling_numbers(self._vfs, log)]:
+            if self._vfs.exists(name):
+                self._vfs.remove(name)
 
     def _open_log(self) -> None:
         header = self._header
@@ -733,17 +748,28 @@ class Database:
 
     def close(self) -> None:
         """Checkpoint (so the .db file alone holds every committed byte), then release the
-        files. Idempotent."""
+        files. Idempotent. The files are released even when the checkpoint fails; what was
+        committed is then still in the log, and the next open replays it."""
         with self._lock:
             if self._closed:
                 return
-            try:
-                if not self.readonly and self._failed is None:
+            self._closed = True
+            error: E.StreamDbError | None = None
+            if not self.readonly and self._failed is None:
+                try:
                     self._checkpoint()
-            finally:
-                self._closed = True
+                except E.StreamDbError as exc:
+                    error = exc
+            try:
                 self._wal.close()
+            except wal.WalError as exc:
+                error = error or _wal_error(exc, f"closing the log of {self.path}")
+            try:
                 self._pager.close()
+            except OSError as exc:
+                error = error or _io(exc, f"closing {self.path}")
+            if error is not None:
+                raise error
 
     def __enter__(self) -> Database:
         return self

@@ -820,8 +820,8 @@ class Tree:
             else:
                 for i in range(i0, i1):
                     yield keys[i], reader.value(node, i)
-            if i1 < len(keys):
-                return  # reached `stop`
+            if i1 < len(keys) or (stop is not None and hi is not None and stop <= hi):
+                return  # reached `stop` (the next leaf holds only keys >= hi)
             while path and path[-1][1] + 1 >= path[-1][0].n:
                 path.pop()  # climb past exhausted internal pages
             if not path:

@@ -640,3 +640,16 @@ def test_zeroed_and_truncated_pages() -> None:
     short.data = store.data
     with pytest.raises(CorruptionError, match="returned 4095 bytes"):
         Tree(short, ref, kind=KIND).get(b"k")
+
+
+def test_a_range_scan_reads_only_the_pages_it_needs() -> None:
+    items = numbered(20_000)
+    store, tree, _ = make(items)
+    fresh = Tree(store, tree.ref, kind=KIND)
+    store.reads = 0
+    assert len(list(fresh.items(b"key-00010000", b"key-00010001"))) == 1
+    assert store.reads == tree.ref.height
+    store.reads = 0
+    assert [k for k, _ in fresh.prefix(b"key-0001000")] == [b"key-%08d" % i
+                                                            for i in range(10_000, 10_010)]
+    assert store.reads <= 1  # the path is cached; at most the next leaf

@@ -277,3 +277,17 @@ def test_flipped_data_byte_is_a_checksum_error_naming_the_path(tmp_path: Path) -
         with pytest.warns(UserWarning):
             db.set_quick_mode(True)
         assert len(db.get("/victim")) == len(data)
+
+
+def test_a_new_database_does_not_adopt_a_stale_log(tmp_path: Path) -> None:
+    """Found while writing streamdb.dbm: an empty or missing .db file with an old NAME-wal
+    beside it got the old log replayed into the new database."""
+    path = tmp_path / "t.db"
+    db = streamdb.open(path)
+    db.write_document("/old", b"from another life")
+    db._wal.close()  # leave the log behind without a checkpoint
+    db._pager.close()
+    db._closed = True
+    path.write_bytes(b"")  # the database file is replaced by an empty one
+    with streamdb.open(path) as fresh:
+        assert list(fresh) == []
