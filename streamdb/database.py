@@ -665,9 +665,9 @@ class Database:
             self._check_writable()
             self._checkpoint()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, *, force: bool = False) -> None:
         try:
-            self._write_checkpoint()
+            self._write_checkpoint(force=force)
         except OSError as exc:
             self._failed = f"a checkpoint failed ({exc})"
             raise _io(exc, f"checkpointing {self.path}") from exc
@@ -675,8 +675,11 @@ class Database:
             self._failed = f"a checkpoint failed ({exc})"
             raise _wal_error(exc, f"checkpointing {self.path}") from exc
 
-    def _write_checkpoint(self) -> None:
+    def _write_checkpoint(self, *, force: bool = False) -> None:
         catalog, space, pager = self._catalog, self._space, self._pager
+        if not (force or catalog.d_docs or catalog.d_paths or space.pending
+                or self._applied_lsn != self._header.checkpoint_lsn):
+            return  # nothing since the last checkpoint
         leaf_max = self._page_size // 4
         # 1. Bytes that travelled in the log and are too big for a tree leaf go to pages.
         for key, doc in list(catalog.d_docs.items()):
@@ -688,9 +691,7 @@ class Database:
                     catalog.replace_version(key, v, replace(v, inline=None,
                                                             extents=((start, pages),)))
         # 2. New trees, copy-on-write, in free pages.
-        old_pages = [p for name in ("paths", "suffix", "docs", "free")
-                     for p in btree.Tree(self._store, self._header.trees[name],
-                                         kind=_KINDS[name]).pages()]
+        old_pages = self._tree_pages(self._header.trees)
         refs: dict[str, btree.TreeRef] = {}
         for name, items in catalog.merged_items().items():
             refs[name], _ = btree.build(self._store, items, kind=_KINDS[name])
@@ -725,6 +726,106 @@ class Database:
         catalog.set_base(refs)
         self._logged_bytes = 0
         self._counters["checkpoints"] += 1
+
+    def _tree_pages(self, refs: dict[str, btree.TreeRef]) -> list[int]:
+        """Every page of the given trees. A damaged tree's pages cannot all be found: those
+        stay allocated (leaked until `compact`) rather than risk freeing a live page."""
+        pages: list[int] = []
+        for name, ref in refs.items():
+            try:
+                pages.extend(btree.Tree(self._store, ref, kind=_KINDS[name]).pages())
+            except E.CorruptionError:
+                continue
+        return pages
+
+    def verify(self) -> VerifyReport:
+        """Check every checksum and structure: the header, each tree (order, separators,
+        page checksums), every chunk of every kept version, that paths and documents agree,
+        and that no page is used twice or both used and free.
+
+        When the path index (the paths and suffix trees) is damaged or disagrees with the
+        document records, it is rebuilt from those records (each lists its paths) and a
+        checkpoint writes it; deleted or superseded documents are not in the records, so
+        nothing comes back. O(database size) reads. Returns a report; raises only for I/O
+        errors or a closed database.
+        """
+        with self._lock:
+            self._check_open()
+            problems: list[str] = []
+            damaged: set[str] = set()
+            for name, ref in self._header.trees.items():
+                try:
+                    btree.Tree(self._store, ref, kind=_KINDS[name])._check()
+                except E.CorruptionError as exc:
+                    problems.append(f"{name} tree: {exc}")
+                    damaged.add(name)
+            if "docs" in damaged:
+                problems.append("document records are damaged: restore from a backup")
+                return VerifyReport(False, 0, 0, tuple(problems), False)
+            docs, owners = self._verify_documents(problems)
+            if not damaged & {"paths", "suffix"}:
+                problems += self._index_disagreements()
+            rebuild = bool(damaged & {"paths", "suffix"}) or any(
+                p.startswith("index:") for p in problems)
+            problems += _overlaps(owners + [(p, 1, "tree page") for p in
+                                            self._tree_pages(self._header.trees)]
+                                  + [(s, c, "free") for s, c in self._space.extents()])
+            if rebuild and not self.readonly and self._failed is None:
+                self._rebuild_index()
+            return VerifyReport(not problems, docs, self._catalog.count, tuple(problems),
+                                rebuild and not self.readonly)
+
+    def _verify_documents(self, problems: list[str]) -> tuple[int, list[tuple[int, int, str]]]:
+        owners: list[tuple[int, int, str]] = []
+        count = 0
+        for doc in self._catalog.iter_docs():
+            count += 1
+            name = doc.paths[0].decode("utf-8", "replace") if doc.paths else str(doc.doc_id)
+            for v in doc.versions:
+                owners += [(s, c, f"{name} v{v.version}") for s, c in v.extents]
+                reader = DocReader(self._pager, v, name, verify=True)
+                for i in range(reader.chunk_count()):
+                    try:
+                        reader.chunk(i)
+                    except E.CorruptionError as exc:
+                        problems.append(f"document {name} version {v.version}: {exc}")
+                        break
+                    except OSError as exc:
+                        raise _io(exc, f"verifying {name}") from exc
+        return count, owners
+
+    def _index_disagreements(self) -> list[str]:
+        problems = []
+        seen = 0
+        for key, doc_id in self._catalog.path_items():
+            seen += 1
+            doc = self._catalog.doc(doc_id)
+            if doc is None or key not in doc.paths:
+                problems.append(f"index: {key!r} names a document that does not list it")
+        for doc in self._catalog.iter_docs():
+            for key in doc.paths:
+                if self._catalog.lookup(key) != doc.doc_id.bytes:
+                    problems.append(f"index: {key!r} of document {doc.doc_id} is not indexed")
+        if seen != self._catalog.count:
+            problems.append(f"index: {seen} paths found, {self._catalog.count} counted")
+        if len(list(self._catalog.reversed_keys())) != seen:
+            problems.append("index: the suffix index does not match the paths")
+        return problems
+
+    def _rebuild_index(self) -> None:
+        """Replace the paths and suffix trees with ones built from the document records,
+        then checkpoint. Lock held."""
+        mapping = {key: doc.doc_id.bytes for doc in self._catalog.iter_docs()
+                   for key in doc.paths}
+        catalog = self._catalog
+        docs_delta = dict(catalog.d_docs)
+        catalog.set_base(dict(self._header.trees, paths=btree.EMPTY, suffix=btree.EMPTY))
+        catalog.d_docs = docs_delta
+        for key, doc_id in mapping.items():
+            catalog.d_paths[key] = doc_id
+            catalog.d_suffix[key[::-1]] = True
+        catalog.count = len(mapping)
+        self._checkpoint(force=True)
 
     def stats(self) -> Stats:
         with self._lock:
@@ -799,6 +900,18 @@ class Database:
 
 
 _KINDS = {"paths": KIND_PATHS, "suffix": KIND_SUFFIX, "docs": KIND_DOCS, "free": KIND_FREE}
+
+
+def _overlaps(owners: list[tuple[int, int, str]]) -> list[str]:
+    """Problems for pages claimed twice. O(n log n)."""
+    problems = []
+    end, last = -1, ""
+    for start, count, who in sorted(owners):
+        if start < end:
+            problems.append(f"page {start} belongs to both {last} and {who}")
+        if start + count > end:
+            end, last = start + count, who
+    return problems[:100]
 
 
 def open(  # mirrors dbm.open and the builtin
