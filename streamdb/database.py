@@ -803,9 +803,11 @@ class Database:
             if doc is None or key not in doc.paths:
                 problems.append(f"index: {key!r} names a document that does not list it")
         for doc in self._catalog.iter_docs():
-            for key in doc.paths:
-                if self._catalog.lookup(key) != doc.doc_id.bytes:
-                    problems.append(f"index: {key!r} of document {doc.doc_id} is not indexed")
+            problems.extend(
+                f"index: {key!r} of document {doc.doc_id} is not indexed"
+                for key in doc.paths
+                if self._catalog.lookup(key) != doc.doc_id.bytes
+            )
         if seen != self._catalog.count:
             problems.append(f"index: {seen} paths found, {self._catalog.count} counted")
         if len(list(self._catalog.reversed_keys())) != seen:

@@ -38,8 +38,7 @@ def build(path: Path) -> dict[str, bytes]:
 
 def tree_pages(path: Path, name: str) -> list[int]:
     with streamdb.open(path, CONFIG) as db:
-        return list(streamdb.database.btree.Tree(
-            db._store, db._header.trees[name], kind=streamdb.database._KINDS[name]).pages())
+        return db._tree_pages({name: db._header.trees[name]})
 
 
 def flip(path: Path, offset: int) -> None:
