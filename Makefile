@@ -30,7 +30,7 @@ lint: $(TEST_STAMP)
 
 # Every test, the slow sweeps included, with 2000 hypothesis examples per stateful test.
 stress: $(TEST_STAMP)
-	STREAMDB_STRESS=1 $(PY) -m pytest -q -m "slow or not slow"
+	STREAMDB_STRESS=1 $(PY) -m pytest -q -m "slow or not slow" -o timeout=3600
 
 fuzz: $(TEST_STAMP)
 	$(PY) fuzz/fuzz_wal_recovery.py --seconds $${FUZZ_SECONDS:-60}

@@ -281,11 +281,7 @@ class Database:
         max_pages = self.config.max_db_size // self._page_size
         self._space = FreeSpace(header.file_pages, max_pages)
         self._store = _Store(self)
-        free = btree.Tree(self._store, header.trees["free"], kind=KIND_FREE)
-        for key, value in free.items():
-            self._space.free(int.from_bytes(key, "big"), int.from_bytes(value, "little"))
-        self._catalog = Catalog(self._store, header.trees, keep=self.config.versions_to_keep,
-                                on_free=self._defer_free)
+        self._reload_state()
         try:
             self._wal = wal.open(self.path + "-wal", sync=_SYNC[self.config.durability],  # type: ignore[arg-type]
                                  vfs=self._vfs)
@@ -828,6 +824,94 @@ class Database:
             catalog.d_suffix[key[::-1]] = True
         catalog.count = len(mapping)
         self._checkpoint(force=True)
+
+    def backup(self, dest: str | os.PathLike[str]) -> None:
+        """Write a consistent copy of the database to `dest` (a single .db file: it is
+        checkpointed first). Written under a temporary name, fsynced, then renamed, so
+        `dest` is never half written. O(file size); blocks writers meanwhile."""
+        target = os.fspath(dest)
+        with self._lock:
+            self._check_open()
+            if not self.readonly and self._failed is None:
+                self._checkpoint()
+            tmp = target + ".tmp-backup"
+            try:
+                out = self._vfs.open(tmp, create=True)
+                try:
+                    out.truncate(0)
+                    size = self._space.file_pages * self._page_size
+                    for offset in range(0, size, 1 << 20):
+                        out.pwritev([self._pager.read(offset, min(1 << 20, size - offset))],
+                                    offset)
+                    out.sync()
+                finally:
+                    out.close()
+                self._vfs.rename(tmp, target)
+                self._vfs.sync_dir(os.path.dirname(os.path.abspath(target)))
+            except OSError as exc:
+                raise _io(exc, f"backing up to {target}") from exc
+
+    def compact(self) -> None:
+        """Rewrite the database into a new file holding only what is live, each version
+        contiguous, and rename it over this one. Space of freed pages goes back to the
+        file system. Views from `get_view` stay valid (the old file is renamed over, never
+        truncated). O(live data)."""
+        with self._lock:
+            self._check_writable()
+            self._checkpoint()
+            tmp = self.path + ".compact"
+            try:
+                if self._vfs.exists(tmp):
+                    self._vfs.remove(tmp)
+                fresh = Database(tmp, replace(self.config, page_size=self._page_size),
+                                 vfs=self._vfs)
+            except OSError as exc:
+                raise _io(exc, f"compacting {self.path}") from exc
+            try:
+                self._copy_into(fresh)
+                fresh._applied_lsn = self._applied_lsn  # LSNs keep growing
+                fresh._checkpoint(force=True)
+                fresh._wal.close()
+                fresh._remove_log()
+                # Its descriptor, which holds the lock, is taken over before the file takes
+                # the name, so no other writer can slip in.
+                file = fresh._pager.file
+                fresh._closed = True
+                self._vfs.rename(tmp, self.path)
+                self._vfs.sync_dir(os.path.dirname(os.path.abspath(self.path)))
+            except BaseException:
+                if not fresh._closed:
+                    fresh._closed = True
+                    fresh._wal.close()
+                    fresh._pager.close()
+                raise
+            self._pager.close()
+            self._header = self._read_or_create_header(file)
+            self._pager = Pager(file, self._page_size, use_mmap=self.config.use_mmap)
+            self._reload_state()
+
+    def _copy_into(self, fresh: Database) -> None:
+        """Every document, every kept version (oldest first), with ids, numbers and times."""
+        for doc in self._catalog.iter_docs():
+            for v in reversed(doc.versions):
+                ingest = Ingest(fresh._pager, fresh._space, v.checksum, max(v.size, 1))
+                size, sums, inline = ingest.run(self._stream(doc.paths[0].decode(), v, CHUNK))
+                assert size == v.size and sums == v.sums
+                copy = replace(v, extents=tuple(ingest.extents), inline=inline)
+                fresh._catalog.apply(Op(OP_VERSION, doc.doc_id, version=copy))
+            for key in doc.paths:
+                fresh._catalog.apply(Op(OP_BIND, doc.doc_id, path=key))
+        fresh._pager.sync()
+
+    def _reload_state(self) -> None:
+        """Free space and catalog from the current header (after compact)."""
+        header = self._header
+        self._space = FreeSpace(header.file_pages, self._space.max_pages)
+        free = btree.Tree(self._store, header.trees["free"], kind=KIND_FREE)
+        for key, value in free.items():
+            self._space.free(int.from_bytes(key, "big"), int.from_bytes(value, "little"))
+        self._catalog = Catalog(self._store, header.trees, keep=self.config.versions_to_keep,
+                                on_free=self._defer_free)
 
     def stats(self) -> Stats:
         with self._lock:

@@ -291,3 +291,43 @@ def test_a_new_database_does_not_adopt_a_stale_log(tmp_path: Path) -> None:
     path.write_bytes(b"")  # the database file is replaced by an empty one
     with streamdb.open(path) as fresh:
         assert list(fresh) == []
+
+
+def test_backup_is_a_consistent_openable_copy(tmp_path: Path) -> None:
+    with streamdb.open(tmp_path / "t.db") as db:
+        db.write_document("/a", b"x" * 100)
+        db.write_document("/b", os.urandom(300_000))
+        db.backup(tmp_path / "copy.db")
+        db.write_document("/after", b"not in the backup")
+        want = {p: db.get(p) for p in ("/a", "/b")}
+    with streamdb.open(tmp_path / "copy.db") as copy:
+        assert {p: copy.get(p) for p in copy} == want
+        assert copy.verify().ok
+
+
+def test_compact_shrinks_and_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with streamdb.open(path) as db:
+        for i in range(40):
+            db.write_document(f"/d/{i}", os.urandom(200_000))
+        doc_id = db.write_document("/keep", b"v1")
+        db.write_document("/keep", b"v2")
+        db.bind_to_path(doc_id, "/alias")
+        for i in range(35):
+            db.delete(f"/d/{i}")
+        db.checkpoint()
+        view = db.get_view("/d/39")
+        before = path.stat().st_size
+        want = {p: db.get(p) for p in db}
+        db.compact()
+        assert path.stat().st_size < before / 3
+        assert {p: db.get(p) for p in db} == want
+        assert db.versions("/keep") == [1, 2] and db.get_id_by_path("/alias") == doc_id
+        assert bytes(view) == want["/d/39"]  # an old view still reads the old bytes
+        db.write_document("/new", b"after compact")
+        assert db.verify().ok
+        with pytest.raises(streamdb.LockedError):
+            streamdb.open(path)
+    with streamdb.open(path) as db:
+        assert db.get("/new") == b"after compact" and db.get("/keep", version=1) == b"v1"
+    assert sorted(n for n in os.listdir(tmp_path) if "compact" in n) == []
