@@ -1,7 +1,9 @@
-"""End-to-end demo of what works today: the write-ahead log under `demo-data/`.
+"""End-to-end demo of StreamDB on an embedded database in `demo-data/demo.db`.
 
-Appends telemetry records in commit batches, simulates a crash by abandoning the log without
-closing it, reopens (recovery), replays, checkpoints, and prints what happened at each step.
+A writer process logs telemetry documents and stores a large array, then dies without
+closing (os._exit: a crash). The demo reopens the database, which recovers from its log,
+reads documents whole, by range, as a stream and zero-copy as a numpy array, searches by
+prefix and suffix, checks every checksum with verify(), compacts and backs up.
 """
 
 from __future__ import annotations
@@ -12,47 +14,64 @@ import os
 import shutil
 import time
 
-import wal
+import numpy as np
+
+import streamdb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(os.path.dirname(HERE), "demo-data")
+DB = os.path.join(DATA, "demo.db")
+
+
+def writer() -> None:
+    db = streamdb.open(DB)
+    start = time.perf_counter()
+    for day in range(1, 8):
+        batch = []
+        for dev in range(50):
+            reading = {"device": dev, "day": day, "celsius": 20 + (dev * 7 + day) % 13}
+            batch.append((f"/sensors/dev{dev:02d}/2026-11-{day:02d}.json",
+                          json.dumps(reading).encode()))
+        db.write_documents(batch)  # 50 documents, atomically, one fsync
+    elapsed = time.perf_counter() - start
+    print(f"writer: 350 documents in 7 durable batches, {elapsed * 1e3:.0f} ms")
+    frame = np.arange(4_000_000, dtype=np.float64)  # 32 MB
+    db.write_document("/frames/latest", frame.tobytes())
+    db.write_document("/sensors/dev00/2026-11-07.json", b'{"device": 0, "corrected": true}')
+    print("writer: stored a 32 MB array, then dies without closing the database")
+    os._exit(0)
 
 
 def main() -> None:
     shutil.rmtree(DATA, ignore_errors=True)
     os.makedirs(DATA)
-    path = os.path.join(DATA, "telemetry-wal")
-
-    # The writer runs in a child process that exits without closing the log: a crash.
-    child = multiprocessing.Process(target=write_then_crash, args=(path,))
+    child = multiprocessing.Process(target=writer)
     child.start()
     child.join()
 
-    with wal.open(path, segment_size=1 << 20) as log:
-        print(f"reopened after the writer died: {log.recovery}")
-        records = list(log.replay())
-        last = records[-1]
-        print(f"replayed {len(records)} records; last: lsn={last.lsn} {last.payload!r}")
-        assert len(records) == 1000 and b"never committed" not in {r.payload for r in records}
-        log.checkpoint(records[-1].lsn)
-        print(f"checkpointed through lsn {records[-1].lsn}; replay now yields "
-              f"{sum(1 for _ in log.replay())} records; next lsn {log.next_lsn}")
-    print("segment files:", ", ".join(sorted(os.listdir(DATA))))
-
-
-def write_then_crash(path: str) -> None:
-    log = wal.open(path, segment_size=1 << 20)
-    print(f"opened {path}")
-    start = time.perf_counter()
-    for batch in range(200):
-        for device in range(5):
-            event = {"device": device, "batch": batch, "celsius": 20 + (batch * 7 + device) % 13}
-            log.append(json.dumps(event).encode())
-        log.commit()  # one fsync makes the 5 records of this batch durable together
-    elapsed = time.perf_counter() - start
-    print(f"committed 1,000 records in 200 durable batches in {elapsed * 1e3:.0f} ms")
-    log.append(b"never committed")  # buffered only: a crash now must not keep it
-    os._exit(0)  # no close(): the parent's open recovers as after a crash
+    with streamdb.open(DB) as db:
+        print(f"reopened {DB}: {len(db)} paths recovered from the log")
+        print("documents of dev07:", db.search("/sensors/dev07/")[:3], "...")
+        print("json documents:", len(db.search_suffix(".json")))
+        latest = "/sensors/dev00/2026-11-07.json"
+        print(f"{latest}: versions {db.versions(latest)}, now {db.get(latest)!r}")
+        print(f"  version 1 was {db.get(latest, version=1)!r}")
+        view = db.get_view("/frames/latest")
+        frame = np.frombuffer(view, dtype=np.float64)  # no copy: over the memory map
+        print(f"array: {frame.size:,} float64 zero-copy, sum {frame.sum():,.0f}, "
+              f"slice {db.get('/frames/latest', offset=8, length=16)!r}")
+        streamed = sum(len(chunk) for chunk in db.get_stream("/frames/latest"))
+        print(f"streamed {streamed:,} bytes in verified 256 KiB chunks")
+        report = db.verify()
+        print(f"verify: ok={report.ok}, {report.documents} documents checked")
+        db.delete("/frames/latest")
+        db.compact()
+        db.backup(os.path.join(DATA, "backup.db"))
+        print(f"after deleting the array and compacting: {os.path.getsize(DB):,} bytes; "
+              f"backup written")
+        del view, frame
+    files = ", ".join(sorted(os.listdir(DATA)))
+    print(f"files: {files}")
 
 
 if __name__ == "__main__":
