@@ -10,7 +10,7 @@ See `streamdb.database.Database` for the whole API and `streamdb.errors` for the
 """
 
 from streamdb.config import Config
-from streamdb.database import Database, DocumentInfo, Stats, VerifyReport, open
+from streamdb.database import Database, DocumentInfo, Stats, open
 from streamdb.errors import (
     ChecksumMismatch,
     ClosedError,
@@ -28,6 +28,7 @@ from streamdb.errors import (
     UnsupportedError,
     WrongKeyError,
 )
+from streamdb.maintenance import VerifyReport
 
 __version__ = "0.1.0"
 

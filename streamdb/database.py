@@ -34,10 +34,13 @@ from typing import Any, cast
 
 import wal
 from streamdb import errors as E
+from streamdb import maintenance
 from streamdb.config import Config
+from streamdb.errmap import io_error, wal_error
+from streamdb.maintenance import VerifyReport
 from streamdb.paths import path_key, search_key
 from streamdb.storage import btree
-from streamdb.storage.catalog import KIND_DOCS, KIND_FREE, KIND_PATHS, KIND_SUFFIX, Catalog
+from streamdb.storage.catalog import KIND_FREE, Catalog
 from streamdb.storage.docio import CHUNK, DocReader, Ingest
 from streamdb.storage.freespace import FreeSpace
 from streamdb.storage.header import (
@@ -98,15 +101,6 @@ class Stats:
     cache_misses: int
 
 
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    ok: bool
-    documents: int
-    paths: int
-    problems: tuple[str, ...]
-    rebuilt: bool
-
-
 class _Store:
     """The page store the trees use: the pager plus free space, recording what it wrote."""
 
@@ -128,7 +122,7 @@ class _Store:
             raise E.CorruptionError("tree page lies past the end of the file",
                                     page=page_no) from exc
         except OSError as exc:
-            raise _io(exc, f"reading page {page_no}") from exc
+            raise io_error(exc, f"reading page {page_no}") from exc
 
     def allocate(self, n_pages: int) -> int:
         space = self.db._space
@@ -141,28 +135,6 @@ class _Store:
     def write_pages(self, page_no: int, data: bytes | bytearray | memoryview) -> None:
         self.db._pager.write_pages(page_no, data)
         self.written.extend(range(page_no, page_no + len(data) // self.page_size))
-
-
-def _io(exc: OSError, what: str) -> E.StreamDbError:
-    if exc.errno == errno.ENOSPC:
-        return E.StorageFullError(f"{what}: disk full")
-    return E.StorageIOError(exc.errno or errno.EIO, f"{what}: {exc.strerror or exc}")
-
-
-def _wal_error(exc: wal.WalError, what: str) -> E.StreamDbError:
-    if isinstance(exc, wal.WalFullError):
-        return E.StorageFullError(f"{what}: disk full")
-    if isinstance(exc, wal.WalIOError):
-        return E.StorageIOError(exc.errno or errno.EIO, f"{what}: {exc}")
-    if isinstance(exc, wal.WalLockedError):
-        return E.LockedError(str(exc))
-    if isinstance(exc, wal.WalCorruptionError):
-        return E.CorruptionError(f"the log is damaged: {exc}")
-    if isinstance(exc, wal.WalFormatError):
-        return E.UnsupportedError(f"the log file: {exc}")
-    if isinstance(exc, wal.WalFailedError):
-        return E.StorageIOError(errno.EIO, f"{what}: {exc}")
-    return E.StorageIOError(errno.EIO, f"{what}: {exc}")
 
 
 class Database:
@@ -193,7 +165,7 @@ class Database:
         except FileNotFoundError as exc:
             raise E.NotFoundError(f"no database at {self.path}") from exc
         except OSError as exc:
-            raise _io(exc, f"opening {self.path}") from exc
+            raise io_error(exc, f"opening {self.path}") from exc
         try:
             self._lock_file(file)
             self._header = self._read_or_create_header(file)
@@ -202,7 +174,7 @@ class Database:
             self._open_log()
         except OSError as exc:
             file.close()
-            raise _io(exc, f"opening {self.path}") from exc
+            raise io_error(exc, f"opening {self.path}") from exc
         except BaseException:
             file.close()
             raise
@@ -221,7 +193,7 @@ class Database:
                     raise E.LockedError(f"{self.path} is open for writing elsewhere") from exc
                 time.sleep(0.01)
             except OSError as exc:
-                raise _io(exc, f"locking {self.path}") from exc
+                raise io_error(exc, f"locking {self.path}") from exc
 
     def _read_or_create_header(self, file: Any) -> Header:
         """The current header copy; a new database for an empty or never-initialised file.
@@ -230,7 +202,7 @@ class Database:
             size = file.size()
             first = file.pread(HEADER_SIZE, 0)
         except OSError as exc:
-            raise _io(exc, f"reading {self.path}") from exc
+            raise io_error(exc, f"reading {self.path}") from exc
         if not could_be_ours(first):
             raise E.UnsupportedError(f"{self.path} is not a StreamDB database")
         candidates = []
@@ -242,7 +214,7 @@ class Database:
             try:
                 b = parse(file.pread(HEADER_SIZE, page_size))
             except OSError as exc:
-                raise _io(exc, f"reading {self.path}") from exc
+                raise io_error(exc, f"reading {self.path}") from exc
             if b is not None and (a is None or b.db_id == a.db_id):
                 candidates.append(b)
                 break
@@ -267,7 +239,7 @@ class Database:
             file.sync()
             self._vfs.sync_dir(os.path.dirname(os.path.abspath(self.path)))
         except OSError as exc:
-            raise _io(exc, f"creating {self.path}") from exc
+            raise io_error(exc, f"creating {self.path}") from exc
         return header
 
     def _remove_log(self) -> None:
@@ -286,7 +258,7 @@ class Database:
             self._wal = wal.open(self.path + "-wal", sync=_SYNC[self.config.durability],  # type: ignore[arg-type]
                                  vfs=self._vfs)
         except wal.WalError as exc:
-            raise _wal_error(exc, f"opening the log of {self.path}") from exc
+            raise wal_error(exc, f"opening the log of {self.path}") from exc
         try:
             self._applied_lsn = header.checkpoint_lsn
             self._replay()
@@ -307,7 +279,7 @@ class Database:
                 self._catalog.apply(op)
                 self._applied_lsn = record.lsn
         except wal.WalError as exc:
-            raise _wal_error(exc, f"replaying the log of {self.path}") from exc
+            raise wal_error(exc, f"replaying the log of {self.path}") from exc
 
     def _defer_free(self, extents: tuple[tuple[int, int], ...]) -> None:
         for start, count in extents:
@@ -357,7 +329,7 @@ class Database:
                     try:
                         size, sums, inline = ingest.run(data)
                     except OSError as exc:
-                        raise _io(exc, f"writing {path!r}") from exc
+                        raise io_error(exc, f"writing {path!r}") from exc
                     now = time.time()
                     created = now
                     doc = self._catalog.doc(doc_id.bytes)
@@ -398,7 +370,7 @@ class Database:
             try:
                 self._pager.sync()  # the pages first: the log record will point at them
             except OSError as exc:
-                raise _io(exc, f"syncing {self.path}") from exc
+                raise io_error(exc, f"syncing {self.path}") from exc
         payloads = []
         lsn = self._wal.next_lsn
         stamped = []
@@ -414,7 +386,7 @@ class Database:
             last = self._wal.commit()
         except wal.WalError as exc:
             self._after_log_failure(exc)
-            raise _wal_error(exc, f"committing to {self.path}") from exc
+            raise wal_error(exc, f"committing to {self.path}") from exc
         for op in stamped:
             self._catalog.apply(op)
         self._applied_lsn = last
@@ -483,7 +455,7 @@ class Database:
         try:
             data = self._reader(path, v).read(offset, length)
         except OSError as exc:
-            raise _io(exc, f"reading {path!r}") from exc
+            raise io_error(exc, f"reading {path!r}") from exc
         self._counters["bytes_read"] += len(data)
         return data
 
@@ -502,7 +474,7 @@ class Database:
             try:
                 view = self._reader(path, v).view()
             except OSError as exc:
-                raise _io(exc, f"reading {path!r}") from exc
+                raise io_error(exc, f"reading {path!r}") from exc
             if view is None:
                 view = memoryview(self._read(path, v, 0, v.size))
             return view.toreadonly()
@@ -652,7 +624,7 @@ class Database:
                 self._wal.sync()
             except wal.WalError as exc:
                 self._after_log_failure(exc)
-                raise _wal_error(exc, f"flushing {self.path}") from exc
+                raise wal_error(exc, f"flushing {self.path}") from exc
 
     def checkpoint(self) -> None:
         """Write the index and every logged change into the database file (D4), so the
@@ -663,76 +635,16 @@ class Database:
 
     def _checkpoint(self, *, force: bool = False) -> None:
         try:
-            self._write_checkpoint(force=force)
+            maintenance.write_checkpoint(self, force=force)
         except OSError as exc:
             self._failed = f"a checkpoint failed ({exc})"
-            raise _io(exc, f"checkpointing {self.path}") from exc
+            raise io_error(exc, f"checkpointing {self.path}") from exc
         except wal.WalError as exc:
             self._failed = f"a checkpoint failed ({exc})"
-            raise _wal_error(exc, f"checkpointing {self.path}") from exc
-
-    def _write_checkpoint(self, *, force: bool = False) -> None:
-        catalog, space, pager = self._catalog, self._space, self._pager
-        if not (force or catalog.d_docs or catalog.d_paths or space.pending
-                or self._applied_lsn != self._header.checkpoint_lsn):
-            return  # nothing since the last checkpoint
-        leaf_max = self._page_size // 4
-        # 1. Bytes that travelled in the log and are too big for a tree leaf go to pages.
-        for key, doc in list(catalog.d_docs.items()):
-            for v in doc.versions if doc is not None else ():
-                if v.inline is not None and len(v.inline) > leaf_max:
-                    pages = -(-len(v.inline) // self._page_size)
-                    start = space.allocate(pages)
-                    pager.write_pages(start, v.inline.ljust(pages * self._page_size, b"\x00"))
-                    catalog.replace_version(key, v, replace(v, inline=None,
-                                                            extents=((start, pages),)))
-        # 2. New trees, copy-on-write, in free pages.
-        old_pages = self._tree_pages(self._header.trees)
-        refs: dict[str, btree.TreeRef] = {}
-        for name, items in catalog.merged_items().items():
-            refs[name], _ = btree.build(self._store, items, kind=_KINDS[name])
-        # 3. The free map as it will be once the new header is durable, stored in pages
-        #    past the end so that writing it does not change it.
-        will_be_free = FreeSpace(space.file_pages, space.max_pages)
-        for start, count in space.extents() + space.pending:
-            will_be_free.free(start, count)
-        for page in old_pages:
-            will_be_free.free(page, 1)
-        self._store.at_end = True
-        try:
-            items = ((s.to_bytes(8, "big"), c.to_bytes(8, "little"))
-                     for s, c in will_be_free.extents())
-            refs["free"], _ = btree.build(self._store, items, kind=KIND_FREE)
-        finally:
-            self._store.at_end = False
-        pager.sync()
-        # 4. The other header copy, then the log may forget what the trees now hold.
-        header = self._header.next(checkpoint_lsn=self._applied_lsn,
-                                   file_pages=space.file_pages, trees=refs)
-        pager.write_pages(header.generation % 2, header.pack().ljust(self._page_size, b"\x00"))
-        pager.sync()
-        self._header = header
-        # The log may hold less than the header says (it is new, or was removed after a
-        # clean close): it can only recycle what it holds.
-        self._wal.checkpoint(min(self._applied_lsn, self._wal.committed_lsn))
-        # 5. What the old header referenced is garbage now.
-        space.release_pending()
-        for page in old_pages:
-            space.free(page, 1)
-        catalog.set_base(refs)
-        self._logged_bytes = 0
-        self._counters["checkpoints"] += 1
+            raise wal_error(exc, f"checkpointing {self.path}") from exc
 
     def _tree_pages(self, refs: dict[str, btree.TreeRef]) -> list[int]:
-        """Every page of the given trees. A damaged tree's pages cannot all be found: those
-        stay allocated (leaked until `compact`) rather than risk freeing a live page."""
-        pages: list[int] = []
-        for name, ref in refs.items():
-            try:
-                pages.extend(btree.Tree(self._store, ref, kind=_KINDS[name]).pages())
-            except E.CorruptionError:
-                continue
-        return pages
+        return maintenance.tree_pages(self, refs)
 
     def verify(self) -> VerifyReport:
         """Check every checksum and structure: the header, each tree (order, separators,
@@ -746,162 +658,21 @@ class Database:
         errors or a closed database.
         """
         with self._lock:
-            self._check_open()
-            problems: list[str] = []
-            damaged: set[str] = set()
-            for name, ref in self._header.trees.items():
-                try:
-                    btree.Tree(self._store, ref, kind=_KINDS[name])._check()
-                except E.CorruptionError as exc:
-                    problems.append(f"{name} tree: {exc}")
-                    damaged.add(name)
-            if "docs" in damaged:
-                problems.append("document records are damaged: restore from a backup")
-                return VerifyReport(False, 0, 0, tuple(problems), False)
-            docs, owners = self._verify_documents(problems)
-            if not damaged & {"paths", "suffix"}:
-                problems += self._index_disagreements()
-            rebuild = bool(damaged & {"paths", "suffix"}) or any(
-                p.startswith("index:") for p in problems)
-            problems += _overlaps(owners + [(p, 1, "tree page") for p in
-                                            self._tree_pages(self._header.trees)]
-                                  + [(s, c, "free") for s, c in self._space.extents()])
-            if rebuild and not self.readonly and self._failed is None:
-                self._rebuild_index()
-            return VerifyReport(not problems, docs, self._catalog.count, tuple(problems),
-                                rebuild and not self.readonly)
-
-    def _verify_documents(self, problems: list[str]) -> tuple[int, list[tuple[int, int, str]]]:
-        owners: list[tuple[int, int, str]] = []
-        count = 0
-        for doc in self._catalog.iter_docs():
-            count += 1
-            name = doc.paths[0].decode("utf-8", "replace") if doc.paths else str(doc.doc_id)
-            for v in doc.versions:
-                owners += [(s, c, f"{name} v{v.version}") for s, c in v.extents]
-                reader = DocReader(self._pager, v, name, verify=True)
-                for i in range(reader.chunk_count()):
-                    try:
-                        reader.chunk(i)
-                    except E.CorruptionError as exc:
-                        problems.append(f"document {name} version {v.version}: {exc}")
-                        break
-                    except OSError as exc:
-                        raise _io(exc, f"verifying {name}") from exc
-        return count, owners
-
-    def _index_disagreements(self) -> list[str]:
-        problems = []
-        seen = 0
-        for key, doc_id in self._catalog.path_items():
-            seen += 1
-            doc = self._catalog.doc(doc_id)
-            if doc is None or key not in doc.paths:
-                problems.append(f"index: {key!r} names a document that does not list it")
-        for doc in self._catalog.iter_docs():
-            problems.extend(
-                f"index: {key!r} of document {doc.doc_id} is not indexed"
-                for key in doc.paths
-                if self._catalog.lookup(key) != doc.doc_id.bytes
-            )
-        if seen != self._catalog.count:
-            problems.append(f"index: {seen} paths found, {self._catalog.count} counted")
-        if len(list(self._catalog.reversed_keys())) != seen:
-            problems.append("index: the suffix index does not match the paths")
-        return problems
-
-    def _rebuild_index(self) -> None:
-        """Replace the paths and suffix trees with ones built from the document records,
-        then checkpoint. Lock held."""
-        mapping = {key: doc.doc_id.bytes for doc in self._catalog.iter_docs()
-                   for key in doc.paths}
-        catalog = self._catalog
-        docs_delta = dict(catalog.d_docs)
-        catalog.set_base(dict(self._header.trees, paths=btree.EMPTY, suffix=btree.EMPTY))
-        catalog.d_docs = docs_delta
-        for key, doc_id in mapping.items():
-            catalog.d_paths[key] = doc_id
-            catalog.d_suffix[key[::-1]] = True
-        catalog.count = len(mapping)
-        self._checkpoint(force=True)
+            return maintenance.verify(self)
 
     def backup(self, dest: str | os.PathLike[str]) -> None:
-        """Write a consistent copy of the database to `dest` (a single .db file: it is
-        checkpointed first). Written under a temporary name, fsynced, then renamed, so
-        `dest` is never half written. O(file size); blocks writers meanwhile."""
-        target = os.fspath(dest)
+        """Write a consistent copy of the database to `dest` (one .db file: it is
+        checkpointed first), under a temporary name, fsynced, then renamed, so `dest` is
+        never half written. O(file size); writers wait meanwhile."""
         with self._lock:
-            self._check_open()
-            if not self.readonly and self._failed is None:
-                self._checkpoint()
-            tmp = target + ".tmp-backup"
-            try:
-                out = self._vfs.open(tmp, create=True)
-                try:
-                    out.truncate(0)
-                    size = self._space.file_pages * self._page_size
-                    for offset in range(0, size, 1 << 20):
-                        out.pwritev([self._pager.read(offset, min(1 << 20, size - offset))],
-                                    offset)
-                    out.sync()
-                finally:
-                    out.close()
-                self._vfs.rename(tmp, target)
-                self._vfs.sync_dir(os.path.dirname(os.path.abspath(target)))
-            except OSError as exc:
-                raise _io(exc, f"backing up to {target}") from exc
+            maintenance.backup(self, dest)
 
     def compact(self) -> None:
         """Rewrite the database into a new file holding only what is live, each version
-        contiguous, and rename it over this one. Space of freed pages goes back to the
-        file system. Views from `get_view` stay valid (the old file is renamed over, never
-        truncated). O(live data)."""
+        contiguous, and rename it over this one. Views from `get_view` stay valid (the old
+        file is renamed over, never truncated). O(live data)."""
         with self._lock:
-            self._check_writable()
-            self._checkpoint()
-            tmp = self.path + ".compact"
-            try:
-                if self._vfs.exists(tmp):
-                    self._vfs.remove(tmp)
-                fresh = Database(tmp, replace(self.config, page_size=self._page_size),
-                                 vfs=self._vfs)
-            except OSError as exc:
-                raise _io(exc, f"compacting {self.path}") from exc
-            try:
-                self._copy_into(fresh)
-                fresh._applied_lsn = self._applied_lsn  # LSNs keep growing
-                fresh._checkpoint(force=True)
-                fresh._wal.close()
-                fresh._remove_log()
-                # Its descriptor, which holds the lock, is taken over before the file takes
-                # the name, so no other writer can slip in.
-                file = fresh._pager.file
-                fresh._closed = True
-                self._vfs.rename(tmp, self.path)
-                self._vfs.sync_dir(os.path.dirname(os.path.abspath(self.path)))
-            except BaseException:
-                if not fresh._closed:
-                    fresh._closed = True
-                    fresh._wal.close()
-                    fresh._pager.close()
-                raise
-            self._pager.close()
-            self._header = self._read_or_create_header(file)
-            self._pager = Pager(file, self._page_size, use_mmap=self.config.use_mmap)
-            self._reload_state()
-
-    def _copy_into(self, fresh: Database) -> None:
-        """Every document, every kept version (oldest first), with ids, numbers and times."""
-        for doc in self._catalog.iter_docs():
-            for v in reversed(doc.versions):
-                ingest = Ingest(fresh._pager, fresh._space, v.checksum, max(v.size, 1))
-                size, sums, inline = ingest.run(self._stream(doc.paths[0].decode(), v, CHUNK))
-                assert size == v.size and sums == v.sums
-                copy = replace(v, extents=tuple(ingest.extents), inline=inline)
-                fresh._catalog.apply(Op(OP_VERSION, doc.doc_id, version=copy))
-            for key in doc.paths:
-                fresh._catalog.apply(Op(OP_BIND, doc.doc_id, path=key))
-        fresh._pager.sync()
+            maintenance.compact(self)
 
     def _reload_state(self) -> None:
         """Free space and catalog from the current header (after compact)."""
@@ -950,11 +721,11 @@ class Database:
             try:
                 self._wal.close()
             except wal.WalError as exc:
-                error = error or _wal_error(exc, f"closing the log of {self.path}")
+                error = error or wal_error(exc, f"closing the log of {self.path}")
             try:
                 self._pager.close()
             except OSError as exc:
-                error = error or _io(exc, f"closing {self.path}")
+                error = error or io_error(exc, f"closing {self.path}")
             if error is not None:
                 raise error
 
@@ -983,21 +754,6 @@ class Database:
             self._check_writable()
             return DocumentWriter(self, path)
         raise E.InvalidArgumentError(f"mode must be 'rb' or 'wb', not {mode!r}")
-
-
-_KINDS = {"paths": KIND_PATHS, "suffix": KIND_SUFFIX, "docs": KIND_DOCS, "free": KIND_FREE}
-
-
-def _overlaps(owners: list[tuple[int, int, str]]) -> list[str]:
-    """Problems for pages claimed twice. O(n log n)."""
-    problems = []
-    end, last = -1, ""
-    for start, count, who in sorted(owners):
-        if start < end:
-            problems.append(f"page {start} belongs to both {last} and {who}")
-        if start + count > end:
-            end, last = start + count, who
-    return problems[:100]
 
 
 def open(  # mirrors dbm.open and the builtin
