@@ -52,6 +52,7 @@ from streamdb.storage.header import (
     could_be_ours,
     parse,
 )
+from streamdb.storage.logfiles import log_files, remove_log
 from streamdb.storage.pager import Pager
 from streamdb.storage.records import (
     OP_BIND,
@@ -64,7 +65,6 @@ from streamdb.storage.records import (
     decode_op,
     encode_op,
 )
-from wal.segments import sibling_numbers, slot_path
 from wal.vfs import VFS, OsVFS
 
 CHECKPOINT_LOG_BYTES = 32 << 20  # checkpoint when this much has been logged since the last
@@ -231,9 +231,15 @@ class Database:
         header = Header(self.config.page_size, uuid.uuid4(), generation=1, checksum=algo)
         page = self.config.page_size
         try:
-            # A log beside a file that had no header cannot be this database's: it would be
-            # replayed into the new one. Remove it first.
-            self._remove_log()
+            # A database's header is durable before its log is first written, so a log
+            # beside a file with no header means the file was damaged or replaced: refuse,
+            # keeping the log as evidence, rather than start over or replay it into a new
+            # database.
+            if log_files(self._vfs, self.path):
+                raise E.CorruptionError(
+                    f"{self.path} has no database header but its log {self.path}-wal "
+                    f"exists: remove the log (and its numbered siblings) to start anew"
+                )
             older = replace(header, generation=0).pack().ljust(page, b"\x00")
             file.pwritev([header.pack().ljust(page, b"\x00"), older], 0)
             file.sync()
@@ -243,10 +249,7 @@ class Database:
         return header
 
     def _remove_log(self) -> None:
-        log = self.path + "-wal"
-        for name in [log] + [slot_path(log, n) for n in sibling_numbers(self._vfs, log)]:
-            if self._vfs.exists(name):
-                self._vfs.remove(name)
+        remove_log(self._vfs, self.path)
 
     def _open_log(self) -> None:
         header = self._header
@@ -263,6 +266,9 @@ class Database:
             self._applied_lsn = header.checkpoint_lsn
             self._replay()
             self._wal.skip_to(self._applied_lsn)
+        except wal.WalError as exc:
+            self._wal.close()
+            raise wal_error(exc, f"opening the log of {self.path}") from exc
         except BaseException:
             self._wal.close()
             raise
@@ -510,7 +516,7 @@ class Database:
                 path, doc.doc_id, v.version, v.size, v.created, v.modified,
                 None if not v.codec else str(v.codec),
                 "xxh3" if v.checksum == CHECKSUM_XXH3 else "crc32c",
-                tuple(p.decode() for p in doc.paths),
+                tuple(_text(p) for p in doc.paths),
             )
 
     def versions(self, path: str) -> list[int]:
@@ -527,14 +533,14 @@ class Database:
         key = search_key(prefix, "prefix")
         with self._lock:
             self._check_open()
-            return [k.decode() for k in self._catalog.iter_paths(key)]
+            return [_text(k) for k in self._catalog.iter_paths(key)]
 
     def search_suffix(self, suffix: str) -> list[str]:
         """Every path ending with `suffix`, sorted. O(log n + k log k)."""
         key = search_key(suffix, "suffix")
         with self._lock:
             self._check_open()
-            return sorted(k.decode() for k in self._catalog.iter_suffix(key))
+            return sorted(_text(k) for k in self._catalog.iter_suffix(key))
 
     def exists(self, path: str) -> bool:
         key = path_key(path)
@@ -568,7 +574,7 @@ class Database:
             doc = self._catalog.doc(doc_id.bytes)
             if doc is None:
                 raise E.NotFoundError(f"no document {doc_id}")
-            return [p.decode() for p in doc.paths]
+            return [_text(p) for p in doc.paths]
 
     def bind_to_path(self, doc_id: uuid.UUID, path: str) -> None:
         """Make `path` name the document `doc_id` too (an alias). A path that named another
@@ -675,12 +681,22 @@ class Database:
             maintenance.compact(self)
 
     def _reload_state(self) -> None:
-        """Free space and catalog from the current header (after compact)."""
+        """Free space and catalog from the current header.
+
+        The header's page count may exceed the file (pages allocated at the end by a write
+        that never committed were never written); free extents past the real end are
+        dropped rather than trusted, so a damaged count cannot make the file grow.
+        """
         header = self._header
-        self._space = FreeSpace(header.file_pages, self._space.max_pages)
+        actual = -(-self._pager.file.size() // self._page_size)
+        self._space = FreeSpace(min(header.file_pages, max(actual, HEADER_PAGES)),
+                                self._space.max_pages)
         free = btree.Tree(self._store, header.trees["free"], kind=KIND_FREE)
         for key, value in free.items():
-            self._space.free(int.from_bytes(key, "big"), int.from_bytes(value, "little"))
+            start = int.from_bytes(key, "big")
+            end = min(start + int.from_bytes(value, "little"), self._space.file_pages)
+            if HEADER_PAGES <= start < end:
+                self._space.free(start, end - start)
         self._catalog = Catalog(self._store, header.trees, keep=self.config.versions_to_keep,
                                 on_free=self._defer_free)
 
@@ -754,6 +770,15 @@ class Database:
             self._check_writable()
             return DocumentWriter(self, path)
         raise E.InvalidArgumentError(f"mode must be 'rb' or 'wb', not {mode!r}")
+
+
+def _text(key: bytes) -> str:
+    """A stored path key as text; keys are written as valid UTF-8, so anything else is
+    damage."""
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise E.CorruptionError(f"a stored path is not UTF-8: {key[:80]!r}") from exc
 
 
 def open(  # mirrors dbm.open and the builtin

@@ -16,6 +16,7 @@ from streamdb.storage import btree
 from streamdb.storage.catalog import KIND_DOCS, KIND_FREE, KIND_PATHS, KIND_SUFFIX
 from streamdb.storage.docio import CHUNK, DocReader, Ingest
 from streamdb.storage.freespace import FreeSpace
+from streamdb.storage.logfiles import remove_log
 from streamdb.storage.pager import Pager
 from streamdb.storage.records import OP_BIND, OP_VERSION, Op
 
@@ -222,8 +223,9 @@ def compact(db: Database) -> None:
         db._checkpoint()
         tmp = db.path + ".compact"
         try:
-            if db._vfs.exists(tmp):
+            if db._vfs.exists(tmp):  # left by a compaction that did not finish
                 db._vfs.remove(tmp)
+            remove_log(db._vfs, tmp)
             fresh = type(db)(tmp, replace(db.config, page_size=db._page_size), vfs=db._vfs)
         except OSError as exc:
             raise _io(exc, f"compacting {db.path}") from exc

@@ -123,6 +123,10 @@ def parse_segment_header(data: bytes) -> SegmentHeader | None:
     if version != VERSION or size != SEGMENT_HEADER_SIZE or algo != CHECKSUM_CRC32C:
         raise WalFormatError(f"unsupported log header (version {version}, size {size})")
     live = not flags & FLAG_FREE
+    if not all(salt >> (8 * i) & 0xFF for i in range(4)):
+        # The writer never makes a tag with a zero byte; one would make zero-filled space
+        # a candidate record at every byte when recovery searches for records.
+        raise WalCorruptionError("log header holds an implausible salt")
     if max(seq, base, prev) >= MAX_COUNTER or base < 1 or (live and not (seq >= 1 and prev < base)):
         raise WalCorruptionError("log header holds an implausible sequence number or LSN")
     return SegmentHeader(flags, salt, seq, base, prev)

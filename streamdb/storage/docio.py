@@ -250,7 +250,11 @@ class DocReader:
             span = count * page
             lo, hi = max(offset, base), min(offset + length, base + span)
             if lo < hi:
-                views.append(self.pager.read(first * page + lo - base, hi - lo))
+                try:
+                    views.append(self.pager.read(first * page + lo - base, hi - lo))
+                except ValueError as exc:  # the extent lies past the end of the file
+                    raise CorruptionError("document pages lie past the end of the file",
+                                          path=self.path, offset=lo) from exc
             base += span
             if base >= offset + length:
                 break

@@ -35,13 +35,14 @@ from dataclasses import dataclass, field, replace
 
 import xxhash
 
-from streamdb.errors import UnsupportedError
+from streamdb.errors import CorruptionError, UnsupportedError
 from streamdb.storage.btree import EMPTY, TreeRef
 
 MAGIC = b"\x89SDB\r\n\x1a\n"
 VERSION = 1
 HEADER_SIZE = 512
 HEADER_PAGES = 2
+MAX_COUNTER = 1 << 62  # generations, LSNs and page counts stay far below this
 CHECKSUM_XXH3 = 1
 CHECKSUM_CRC32C = 2
 TREES = ("paths", "suffix", "docs", "free")
@@ -100,5 +101,15 @@ def parse(data: bytes | memoryview) -> Header | None:
         raise UnsupportedError(
             f"database format version {version} is newer than this library's {VERSION}"
         )
-    trees = {name: TreeRef.unpack(raw[64 + 24 * i : 88 + 24 * i]) for i, name in enumerate(TREES)}
+    try:
+        trees = {name: TreeRef.unpack(raw[64 + 24 * i : 88 + 24 * i])
+                 for i, name in enumerate(TREES)}
+    except CorruptionError:
+        return None
+    # A checksummed header with values the writer never produces is damage, not a header.
+    sane_size = 4096 <= page_size <= 65536 and not page_size & (page_size - 1)
+    counters_ok = max(gen, lsn, pages) < MAX_COUNTER and pages >= HEADER_PAGES
+    trees_ok = all(t.count <= pages * page_size and t.root < pages for t in trees.values())
+    if not (sane_size and counters_ok and trees_ok and algo in (CHECKSUM_XXH3, CHECKSUM_CRC32C)):
+        return None
     return Header(page_size, uuid.UUID(bytes=db_id), gen, lsn, pages, algo, flags, trees)

@@ -279,9 +279,9 @@ def test_flipped_data_byte_is_a_checksum_error_naming_the_path(tmp_path: Path) -
         assert len(db.get("/victim")) == len(data)
 
 
-def test_a_new_database_does_not_adopt_a_stale_log(tmp_path: Path) -> None:
-    """Found while writing streamdb.dbm: an empty or missing .db file with an old NAME-wal
-    beside it got the old log replayed into the new database."""
+def test_a_headerless_database_beside_a_log_is_refused(tmp_path: Path) -> None:
+    """Found while writing streamdb.dbm: an empty .db file with an old NAME-wal beside it got
+    the old log replayed into a new database. The log is kept as evidence instead."""
     path = tmp_path / "t.db"
     db = streamdb.open(path)
     db.write_document("/old", b"from another life")
@@ -289,8 +289,10 @@ def test_a_new_database_does_not_adopt_a_stale_log(tmp_path: Path) -> None:
     db._pager.close()
     db._closed = True
     path.write_bytes(b"")  # the database file is replaced by an empty one
-    with streamdb.open(path) as fresh:
-        assert list(fresh) == []
+    log = (tmp_path / "t.db-wal").read_bytes()
+    with pytest.raises(streamdb.CorruptionError, match="remove the log"):
+        streamdb.open(path)
+    assert path.read_bytes() == b"" and (tmp_path / "t.db-wal").read_bytes() == log
 
 
 def test_backup_is_a_consistent_openable_copy(tmp_path: Path) -> None:

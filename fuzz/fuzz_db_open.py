@@ -1,0 +1,897 @@
+#!/usr/bin/env python3
+"""Fuzz harness for opening, reading and writing a damaged StreamDB database.
+
+One input is a disk image: the database file and, optionally, its log segments. The target
+writes it into a fresh `wal.memvfs.MemoryVFS` (`/fuzz/t.db`, `/fuzz/t.db-wal`,
+`/fuzz/t.db-wal.1`), then:
+
+1. opens it (`streamdb.open`; page size 4096 and durability "normal" for new files);
+2. lists every path (`list(db)`, `db.search("/")`, `db.search_suffix("")`) and gets every
+   document found; calls `db.verify()` if the database has one;
+3. writes one new document (100 bytes, or 100 KB when the input asks) and closes;
+4. reopens, reads the new document back, lists the paths again and closes.
+
+Accepted outcomes: success, or a `streamdb.errors.StreamDbError` at any step. Everything else
+is a bug and is raised (see `HarnessBug`): another exception; an input that runs longer than
+`TIME_LIMIT`; a traced-memory peak above `MEMORY_LIMIT`; a write that would make a file
+larger than `DISK_LIMIT` (refused before the memory is taken: no input comes near it, so the
+database trusted a damaged size or page number); input files changed by an open that failed
+with UnsupportedError or CorruptionError; an image written by the seed generator (a clean
+database or a simulated power loss) that does not open and read cleanly; and, in strict mode
+(the default), a session that ran without error whose paths and new document do not read
+back after the reopen.
+
+Input framing: byte 0 is a control byte (bit 0: a `-wal` file follows, bit 1: a `-wal.1`
+file follows, bit 2: the new document is large). The files follow in the order db, wal,
+wal.1; each but the last is prefixed by its length (u32 little-endian). Empty input: an
+empty database file. Randomness the library draws (ids, salts, clock) is seeded from the
+input, so every run of an input is the same.
+
+Modes:
+
+    python fuzz/fuzz_db_open.py --seconds 60 [--seed S]    built-in mutation fuzzer
+    python fuzz/fuzz_db_open.py --atheris [libFuzzer args]  coverage-guided (atheris)
+    python fuzz/fuzz_db_open.py FILE_OR_DIR...              replay inputs, print outcomes
+
+The built-in fuzzer starts from `fuzz/corpus/db/` and from databases it builds (documents of
+0..300 KB, overwrites, deletes, aliases, checkpoints; closed, or cut by a simulated power
+loss), mutates them (bit flips, byte sets, truncation, zeroed ranges, page swaps and copies,
+interesting integers in the header and tree page fields, with checksums repaired or not,
+log payloads with their CRCs repaired), keeps inputs with new outcomes, and saves one input
+per bug signature not saved yet under `fuzz/crashes/` (`db-<signature>-<sha1>.bin[.gz]`
+and a `.txt` with the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gzip
+import hashlib
+import importlib
+import os
+import random
+import re
+import signal
+import struct
+import sys
+import tempfile
+import time
+import traceback
+import tracemalloc
+import types
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+FUZZ_DIR = Path(__file__).resolve().parent
+REPO_DIR = FUZZ_DIR.parent
+if str(REPO_DIR) not in sys.path:  # run as a script from a checkout without installing
+    sys.path.insert(0, str(REPO_DIR))
+
+import xxhash  # noqa: E402
+
+import streamdb  # noqa: E402
+import streamdb.database  # noqa: E402
+import wal  # noqa: E402
+import wal.log  # noqa: E402
+import wal.segments  # noqa: E402
+from streamdb import Config  # noqa: E402
+from streamdb.errors import CorruptionError, StreamDbError, UnsupportedError  # noqa: E402
+from streamdb.storage import btree, header, records  # noqa: E402
+from wal import format as fmt  # noqa: E402
+from wal.memvfs import MemoryFile, MemoryVFS  # noqa: E402
+from wal.vfs import Buffer  # noqa: E402
+
+CORPUS_DIR = FUZZ_DIR / "corpus" / "db"
+CRASH_DIR = FUZZ_DIR / "crashes"
+CODE_DIRS = (Path(streamdb.__file__).resolve().parent, Path(wal.__file__).resolve().parent)
+
+DB_PATH = "/fuzz/t.db"
+FILES = (DB_PATH, DB_PATH + "-wal", DB_PATH + "-wal.1")
+NEW_PATH = "/fuzz/new"
+PAGE = 4096
+CONFIG = Config(page_size=PAGE, durability="normal")  # "full" would zero-fill 16 MiB logs
+
+TIME_LIMIT = 2.0  # seconds per input
+MEMORY_LIMIT = 128 << 20  # peak traced bytes per input
+DISK_LIMIT = 64 << 20  # no file of a session may grow past this
+MAX_INPUT = 2 << 20  # mutations stay below this size
+CTRL_WAL, CTRL_WAL1, CTRL_LARGE = 0x01, 0x02, 0x04
+
+
+class HarnessBug(Exception):
+    """A violated harness invariant; `kind` is short and stable (bugs are deduplicated by it)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+# -- input framing ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FuzzCase:
+    db: bytes
+    wal: bytes | None = None
+    wal1: bytes | None = None
+    large: bool = False
+
+    @classmethod
+    def decode(cls, data: bytes) -> FuzzCase:
+        if not data:
+            return cls(b"")
+        control, rest = data[0], data[1:]
+        present = [True, bool(control & CTRL_WAL), bool(control & CTRL_WAL1)]
+        files: list[bytes | None] = [None, None, None]
+        last = max(i for i, p in enumerate(present) if p)
+        for i in range(3):
+            if not present[i]:
+                continue
+            if i == last:
+                files[i], rest = rest, b""
+            else:
+                n = int.from_bytes(rest[:4].ljust(4, b"\0"), "little")
+                files[i], rest = rest[4 : 4 + n], rest[4 + n :]
+        return cls(files[0] or b"", files[1], files[2], bool(control & CTRL_LARGE))
+
+    def encode(self) -> bytes:
+        control = ((CTRL_WAL if self.wal is not None else 0)
+                   | (CTRL_WAL1 if self.wal1 is not None else 0)
+                   | (CTRL_LARGE if self.large else 0))
+        files = [f for f in (self.db, self.wal, self.wal1) if f is not None]
+        head = b"".join(struct.pack("<I", len(f)) + f for f in files[:-1])
+        return bytes([control]) + head + files[-1]
+
+    def files(self) -> dict[str, bytes]:
+        return {p: d for p, d in zip(FILES, (self.db, self.wal, self.wal1), strict=True)
+                if d is not None}
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{Path(p).name}: {len(d)} bytes" for p, d in self.files().items())
+        return sizes + (", large new document" if self.large else "")
+
+
+# -- determinism and a bounded disk -------------------------------------------------------------
+
+
+class _Seeded:
+    """Stands in for `secrets` (btree, wal) and `uuid.uuid4` during one input."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+
+    def randbits(self, k: int) -> int:
+        return self._rng.getrandbits(k)
+
+    def randbelow(self, n: int) -> int:
+        return self._rng.randrange(n)
+
+    def uuid4(self) -> uuid.UUID:
+        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+
+
+@contextlib.contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Make the ids, salts, tree ids and timestamps the library draws reproducible."""
+    fake = _Seeded(seed)
+    clock = types.SimpleNamespace(time=lambda: 1_800_000_000.0, monotonic=time.monotonic,
+                                  sleep=time.sleep)
+    patches: list[tuple[dict[str, Any], str, object]] = [
+        (vars(btree), "secrets", fake), (vars(wal.log), "secrets", fake),
+        (vars(wal.segments), "secrets", fake), (vars(uuid), "uuid4", fake.uuid4),
+        (vars(streamdb.database), "time", clock),
+    ]
+    saved = [(ns, name, ns[name]) for ns, name, _ in patches]
+    for ns, name, value in patches:
+        ns[name] = value
+    try:
+        yield
+    finally:
+        for ns, name, value in saved:
+            ns[name] = value
+
+
+class _BoundedFile(MemoryFile):
+    def _grow(self, end: int) -> None:
+        if end > DISK_LIMIT:
+            raise HarnessBug("huge-file", f"{self.path} would grow to {end} bytes")
+
+    def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
+        self._grow(offset + sum(memoryview(b).nbytes for b in buffers))
+        super().pwritev(buffers, offset)
+
+    def truncate(self, size: int) -> None:
+        self._grow(size)
+        super().truncate(size)
+
+    def allocate(self, size: int) -> None:
+        self._grow(size)
+        super().allocate(size)
+
+
+class BoundedVFS(MemoryVFS):
+    """A `MemoryVFS` whose files raise HarnessBug instead of growing past DISK_LIMIT."""
+
+    def open(self, path: str, *, create: bool = False) -> MemoryFile:
+        inner = super().open(path, create=create)
+        return _BoundedFile(self, path, inner._inode)
+
+
+# -- the target -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How an input ended: `exception` is None on success, else the error raised at `stage`."""
+
+    stage: str
+    exception: StreamDbError | None = None
+    paths: int = 0
+
+    @property
+    def error(self) -> str | None:
+        return None if self.exception is None else type(self.exception).__name__
+
+    def features(self) -> tuple[object, ...]:
+        message = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+", "N", str(self.exception or ""))
+        return self.stage, self.error, message[:70], min(self.paths, 4)
+
+    def __str__(self) -> str:
+        if self.exception is None:
+            return f"ok ({self.paths} paths)"
+        return f"{self.error} at {self.stage}: {self.exception}"
+
+
+def _snapshot(vfs: MemoryVFS, paths: Sequence[str]) -> dict[str, bytes]:
+    return {p: vfs.read_file(p) for p in paths if vfs.exists(p)}
+
+
+def _close_quietly(db: streamdb.Database) -> None:
+    with contextlib.suppress(StreamDbError):
+        db.close()
+
+
+def execute(data: bytes, *, strict: bool = True) -> Outcome:
+    """Run one input through the steps of the module docstring. Returns the outcome when it
+    is success or a StreamDbError; raises anything else and HarnessBug. No time or memory
+    checks: see `run_one`."""
+    case = FuzzCase.decode(data)
+    vfs = BoundedVFS()
+    for path, content in case.files().items():
+        vfs.write_file(path, content)
+    digest = hashlib.sha256(data).digest()
+    payload = (digest * (100_000 // 32 + 1))[:100_000] if case.large else digest * 3 + b"end"
+    with deterministic(int.from_bytes(digest[:8], "little")):
+        return _session(vfs, list(case.files()), payload, strict=strict)
+
+
+def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, *, strict: bool) -> Outcome:
+    before = _snapshot(vfs, inputs)
+    try:
+        db = streamdb.open(DB_PATH, CONFIG, vfs=vfs)
+    except StreamDbError as exc:
+        after = _snapshot(vfs, inputs)
+        if isinstance(exc, UnsupportedError | CorruptionError) and after != before:
+            changed = sorted(Path(p).name for p in before if before[p] != after.get(p))
+            raise HarnessBug(f"open-failed-but-modified-{'+'.join(changed)}",
+                             f"open raised {exc!r} and changed {changed}") from exc
+        return Outcome("open", exc)
+    stage, paths = "list", []
+    try:
+        paths = list(db)
+        stage = "search"
+        found = {*paths, *db.search("/")}
+        stage = "search_suffix"
+        found.update(db.search_suffix(""))
+        stage = "get"
+        for path in sorted(found):
+            db.get(path)
+        verify = getattr(db, "verify", None)
+        if callable(verify):
+            stage = "verify"
+            verify()
+            paths = list(db)  # verify() may have rebuilt the path index
+        stage = "write"
+        db.write_document(NEW_PATH, payload)
+        stage = "close"
+        db.close()
+    except StreamDbError as exc:
+        _close_quietly(db)
+        return Outcome(stage, exc, len(paths))
+    try:
+        stage = "reopen"
+        db = streamdb.open(DB_PATH, CONFIG, vfs=vfs)
+        try:
+            stage = "reread"
+            got = db.get(NEW_PATH)
+            stage = "relist"
+            again = list(db)
+        finally:
+            _close_quietly(db)
+    except StreamDbError as exc:
+        if strict:
+            raise HarnessBug(f"{stage}-failed:{type(exc).__name__}",
+                             f"a session ran without error, then {stage} raised {exc!r}") from exc
+        return Outcome(stage, exc, len(paths))
+    if strict and got != payload:
+        raise HarnessBug("new-document-differs", f"wrote {len(payload)} bytes, read {len(got)}")
+    if strict and again != sorted({*paths, NEW_PATH}):
+        raise HarnessBug("paths-differ", f"listed {len(paths)} paths + 1 new, then {len(again)}")
+    return Outcome("done", None, len(paths))
+
+
+@contextlib.contextmanager
+def _watchdog(seconds: float) -> Iterator[None]:
+    """Raise HarnessBug in the main thread after `seconds` (SIGALRM): catches real hangs."""
+
+    def fire(signum: int, frame: types.FrameType | None) -> None:
+        raise HarnessBug("slow", f"still running after {seconds:.1f}s (watchdog)")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_one(data: bytes, *, strict: bool = True, memory: bool = True,
+            watchdog: bool = False) -> Outcome:
+    """`execute` within TIME_LIMIT seconds and (with `memory`, via tracemalloc) MEMORY_LIMIT
+    bytes. With `watchdog`, a hang is interrupted after 2.5 x TIME_LIMIT (main thread only)."""
+    started_tracing = memory and not tracemalloc.is_tracing()
+    if started_tracing:
+        tracemalloc.start()
+    try:
+        if memory:
+            tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0] if memory else 0
+        start = time.perf_counter()
+        with _watchdog(TIME_LIMIT * 2.5) if watchdog else contextlib.nullcontext():
+            outcome = execute(data, strict=strict)
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1] - base if memory else 0
+    finally:
+        if started_tracing:
+            tracemalloc.stop()
+    if elapsed > TIME_LIMIT:
+        raise HarnessBug("slow", f"{elapsed:.2f}s for a {len(data)}-byte input ({outcome})")
+    if peak > MEMORY_LIMIT:
+        raise HarnessBug("memory", f"peak {peak >> 20} MiB for a {len(data)}-byte input")
+    return outcome
+
+
+def signature(exc: BaseException) -> str:
+    """A stable bug name: the harness kind, or the exception type and the two innermost
+    functions inside streamdb or wal (no line numbers: stable across edits)."""
+    if isinstance(exc, HarnessBug):
+        return exc.kind
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [f for f in frames if any(Path(f.filename).resolve().is_relative_to(d)
+                                       for d in CODE_DIRS)]
+    where = " in ".join(f"{Path(f.filename).stem}.{f.name}" for f in (inside or frames)[:-3:-1])
+    return f"{type(exc).__qualname__}@{where}" if where else type(exc).__qualname__
+
+
+# -- seeds: databases built here --------------------------------------------------------------
+
+PATHS = ("/a", "/a/b", "/docs/readme.txt", "/docs/x.bin", "/z/ünïcödé", "/logs/2026/01/02")
+ALIASES = ("/alias/one", "/alias/two", "/a/b")
+
+
+def content(tag: str, size: int) -> bytes:
+    """Deterministic, compressible document bytes."""
+    block = hashlib.sha256(tag.encode()).digest()
+    return (block * (size // 32 + 1))[:size]
+
+
+def _size(rng: random.Random) -> int:
+    roll = rng.random()
+    if roll < 0.15:
+        return 0
+    if roll < 0.5:
+        return rng.randint(1, 4096)
+    if roll < 0.8:
+        return rng.randint(4097, 65536)
+    return rng.randint(65537, 300_000)
+
+
+def build_database(rng: random.Random, *, many: bool = False, crash: str | None = None,
+                   with_log: bool = True) -> bytes:
+    """An encoded input: a database after a few random operations, closed (crash None), or
+    as a power loss with `MemoryVFS.crash(keep=crash)` leaves it ("none", "all", "random")."""
+    vfs = MemoryVFS()
+    with deterministic(rng.getrandbits(64)):
+        db = streamdb.open(DB_PATH, CONFIG, vfs=vfs)
+        live: dict[str, uuid.UUID] = {}
+        if many:
+            db.write_documents((f"/many/{i:04d}/{'x' * (i % 40)}", content(str(i), i % 200))
+                               for i in range(rng.randint(120, 220)))
+        for step in range(rng.randint(3, 10)):
+            roll = rng.random()
+            if roll < 0.5 or not live:
+                path = rng.choice(PATHS)
+                live[path] = db.write_document(path, content(f"{path}:{step}", _size(rng)))
+            elif roll < 0.65:
+                db.delete(rng.choice(sorted(live)))
+            elif roll < 0.8:
+                alias = rng.choice(ALIASES)
+                db.bind_to_path(live[rng.choice(sorted(live))], alias)
+            elif roll < 0.95:
+                db.checkpoint()
+            else:
+                db.gc()
+            live = {p: db.get_id_by_path(p) for p in db}
+        image = vfs
+        if crash is not None:
+            image = vfs.crash(keep=crash, rng=rng)  # type: ignore[arg-type]
+        else:
+            db.close()
+        db_file, wal0, wal1 = (image.read_file(p) if image.exists(p) else None for p in FILES)
+        case = FuzzCase(db_file or b"", wal0, wal1, rng.random() < 0.3)
+        if not with_log:
+            case = FuzzCase(case.db, large=case.large)
+        if crash is not None:
+            db.close()
+    if case.wal is None and case.wal1 is not None:
+        case = dataclasses.replace(case, wal=b"")
+    return case.encode()
+
+
+def random_seed(rng: random.Random) -> bytes:
+    crash = rng.choice([None, None, None, "none", "all", "random"])
+    return build_database(rng, many=rng.random() < 0.15, crash=crash,
+                          with_log=crash is not None or rng.random() < 0.5)
+
+
+# -- mutations ----------------------------------------------------------------------------------
+
+
+def struct_fields(layout: struct.Struct, base: int = 0) -> list[tuple[int, int]]:
+    """(offset, size) of each field of a struct layout, shifted by `base`."""
+    fields, offset = [], 0
+    for code in re.findall(r"\d*[a-zA-Z?]", layout.format.lstrip("<>=!@")):
+        size = struct.calcsize("<" + code)
+        fields.append((base + offset, size))
+        offset += size
+    return fields
+
+
+# Field tables come from the format constants that the reader and writer share.
+HEADER_FIELDS = struct_fields(header._FIXED) + [
+    f for i in range(5) for f in struct_fields(btree._REF, 64 + 24 * i)]
+PAGE_FIELDS = [f for f in struct_fields(btree._HEADER) if f[0] != btree._CHECKSUM_AT]
+OP_FIELDS = [(0, 1), (1, 16), *struct_fields(records._VERSION, 17)]  # kind, doc id, version
+
+
+def repair_header(buf: bytearray, at: int) -> None:
+    body = header.HEADER_SIZE - 8
+    if len(buf) >= at + header.HEADER_SIZE:
+        buf[at + body : at + body + 8] = xxhash.xxh3_64_intdigest(
+            bytes(buf[at : at + body])).to_bytes(8, "little")
+
+
+def repair_page(buf: bytearray, at: int) -> None:
+    if len(buf) >= at + PAGE:
+        buf[at + 24 : at + 32] = bytes(8)
+        buf[at + 24 : at + 32] = xxhash.xxh3_64_intdigest(bytes(buf[at : at + PAGE])).to_bytes(
+            8, "little")
+
+
+def tree_pages(buf: bytes | bytearray) -> list[int]:
+    """Offsets of the pages that look like tree pages."""
+    return [at for at in range(2 * PAGE, len(buf) - PAGE + 1, PAGE)
+            if buf[at : at + 2] == btree.MAGIC]
+
+
+def repair_db(buf: bytearray) -> None:
+    """Recompute both header checksums and every tree page checksum."""
+    for at in (0, PAGE):
+        if buf[at : at + 8] == header.MAGIC:
+            repair_header(buf, at)
+    for at in tree_pages(buf):
+        repair_page(buf, at)
+
+
+def log_records(buf: bytes | bytearray) -> list[tuple[int, int]]:
+    """(offset, payload length) of the records that carry the segment's tag, in order."""
+    if len(buf) < fmt.SEGMENT_HEADER_SIZE or buf[:8] != fmt.MAGIC:
+        return []
+    found, at, tag = [], fmt.SEGMENT_HEADER_SIZE, int.from_bytes(buf[16:20], "little")
+    while at + fmt.RECORD_HEADER_SIZE <= len(buf):
+        head = fmt.parse_record_header(bytes(buf[at : at + fmt.RECORD_HEADER_SIZE]))
+        if head.tag != tag or at + fmt.RECORD_HEADER_SIZE + head.length > len(buf):
+            break
+        found.append((at, head.length))
+        at += fmt.RECORD_HEADER_SIZE + head.length
+    return found
+
+
+def repair_log(buf: bytearray) -> None:
+    """Recompute the segment header CRC and every record's CRC and chain (`prev_crc`)."""
+    if len(buf) < fmt.SEGMENT_HEADER_SIZE or buf[:8] != fmt.MAGIC:
+        return
+    buf[60:64] = fmt.crc(bytes(buf[:60])).to_bytes(4, "little")
+    seg = fmt.SegmentHeader(0, int.from_bytes(buf[16:24], "little"), 1, 1)
+    prev = 0
+    for at, length in log_records(buf):
+        head = fmt.parse_record_header(bytes(buf[at : at + fmt.RECORD_HEADER_SIZE]))
+        body = bytes(buf[at + fmt.RECORD_HEADER_SIZE : at + fmt.RECORD_HEADER_SIZE + length])
+        packed, prev = fmt.pack_record_header(
+            tag=seg.tag, kind=head.kind, flags=head.flags, length=length,
+            payload_crc=fmt.crc(body, seg.seed), lsn=head.lsn, durable_lsn=head.durable_lsn,
+            prev_crc=prev, session=head.session)
+        buf[at : at + fmt.RECORD_HEADER_SIZE] = packed
+
+
+def interesting(size: int, current: int, pages: int) -> list[int]:
+    top = (1 << 8 * size) - 1
+    values = {0, 1, 2, 3, 4, 8, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, PAGE, 2 * PAGE, 1 << 16,
+              1 << 31, 1 << 32, 1 << 62, 1 << 63, top, top - 1, current + 1, current - 1,
+              pages - 1, pages, pages + 1, 2 * pages, pages * PAGE}
+    return sorted({v & top for v in values if v >= 0})
+
+
+class Mutator:
+    """Structure-aware mutations of an encoded input, drawing randomness from `rng`.
+    `pool` supplies other inputs to splice pages from."""
+
+    def __init__(self, rng: random.Random, pool: list[bytes]) -> None:
+        self.rng = rng
+        self.pool = pool
+
+    def mutate(self, data: bytes) -> bytes:
+        rng = self.rng
+        case = FuzzCase.decode(data)
+        db = bytearray(case.db)
+        logs = [bytearray(f) if f is not None else None for f in (case.wal, case.wal1)]
+        for _ in range(rng.choice((1, 1, 1, 2, 3))):
+            present = [log for log in logs if log is not None]
+            if present and rng.random() < 0.2:
+                self._log(rng.choice(present))
+            else:
+                self._db(db)
+        if logs[0] is not None and rng.random() < 0.03:
+            logs[rng.randrange(2)] = None
+        large = case.large ^ (rng.random() < 0.05)
+        wal0, wal1 = (bytes(log) if log is not None else None for log in logs)
+        if wal0 is None and wal1 is not None:
+            wal0 = b""
+        return FuzzCase(bytes(db[:MAX_INPUT]), wal0, wal1, large).encode()
+
+    def _db(self, buf: bytearray) -> None:
+        rng = self.rng
+        if len(buf) < 2 * PAGE and rng.random() < 0.5:
+            self._generic(buf)
+            return
+        roll = rng.random()
+        if roll < 0.35:
+            self._generic(buf)
+            if rng.random() < 0.3:
+                repair_db(buf)
+        elif roll < 0.5:
+            self._pages(buf)
+        elif roll < 0.65:
+            at = rng.choice((0, 0, PAGE))
+            offset, size = rng.choice(HEADER_FIELDS)
+            self._put(buf, at + offset, size)
+            if rng.random() < 0.9:
+                repair_header(buf, at)
+        else:
+            pages = tree_pages(buf)
+            if not pages:
+                self._generic(buf)
+                return
+            at = rng.choice(pages)
+            if roll < 0.8:
+                self._put(buf, at + rng.choice(PAGE_FIELDS)[0], rng.choice(PAGE_FIELDS)[1])
+            elif roll < 0.9 or buf[at + 4] != btree.PageType.INTERNAL:
+                self._flip(buf, at + btree.HEADER_SIZE, at + PAGE, rng.choice((1, 1, 2, 8)))
+            else:  # an internal page's child pointer: another child, a page, 0 or 1
+                n = int.from_bytes(buf[at + 8 : at + 12], "little")
+                child = at + 64 + 8 * rng.randrange(max(1, min(n, 400)))
+                other = at + 64 + 8 * rng.randrange(max(1, min(n, 400)))
+                buf[child : child + 8] = (buf[other : other + 8] if rng.random() < 0.5 else
+                                          rng.choice((0, 1, 2, len(buf) // PAGE)).to_bytes(8,
+                                                                                  "little"))
+            if rng.random() < 0.9:
+                repair_page(buf, at)
+
+    def _log(self, buf: bytearray) -> None:
+        rng = self.rng
+        found = log_records(buf)
+        roll = rng.random()
+        if roll < 0.5 or not found:
+            self._generic(buf)
+        elif roll < 0.6:  # a segment header field: flags, salt, seq, base LSN, previous LSN
+            self._put(buf, rng.choice((12, 16, 24, 32, 40)), 8 if roll > 0.52 else 4)
+        else:  # a logged operation's fields
+            at, length = rng.choice(found)
+            start = at + fmt.RECORD_HEADER_SIZE
+            fields = [f for f in OP_FIELDS if f[0] + f[1] <= length]
+            if roll < 0.85 and fields:
+                offset, size = rng.choice(fields)
+                self._put(buf, start + offset, size)
+            elif length:
+                self._flip(buf, start, start + length, rng.choice((1, 2, 4)))
+        if rng.random() < 0.85:
+            repair_log(buf)
+
+    def _put(self, buf: bytearray, at: int, size: int) -> None:
+        if at + size > len(buf):
+            return
+        current = int.from_bytes(buf[at : at + size], "little")
+        value = self.rng.choice(interesting(size, current, len(buf) // PAGE))
+        big = size > 1 and self.rng.random() < 0.1
+        buf[at : at + size] = value.to_bytes(size, "big" if big else "little")
+
+    def _flip(self, buf: bytearray, lo: int, hi: int, bits: int) -> None:
+        hi = min(hi, len(buf))
+        for _ in range(bits if hi > lo else 0):
+            buf[self.rng.randrange(lo, hi)] ^= 1 << self.rng.randrange(8)
+
+    def _generic(self, buf: bytearray) -> None:
+        rng, size = self.rng, len(buf)
+        roll = rng.random()
+        if not size or roll < 0.05:  # grow: zeros, noise or a copy of a page
+            tail = bytes(PAGE) if rng.random() < 0.5 else rng.randbytes(rng.randint(1, PAGE))
+            buf += buf[:PAGE] if size and rng.random() < 0.3 else tail
+        elif roll < 0.35:
+            self._flip(buf, 0, size, rng.choice((1, 1, 2, 4, 8)))
+        elif roll < 0.55:
+            for _ in range(rng.choice((1, 2, 4))):
+                buf[rng.randrange(size)] = rng.choice((0, 0xFF, 0x7F, 0x80, 1, rng.randrange(256)))
+        elif roll < 0.75:  # truncate: anywhere, at a page boundary, or a few bytes off the end
+            cut = rng.choice((rng.randrange(size), size // PAGE * PAGE - PAGE * rng.randrange(3),
+                              size - rng.randint(1, 16)))
+            del buf[max(0, cut) :]
+        else:  # zero a range, inside a page or a whole page
+            start = rng.randrange(size)
+            length = PAGE if rng.random() < 0.4 else rng.randint(1, 512)
+            if length == PAGE:
+                start -= start % PAGE
+            buf[start : start + length] = bytes(len(buf[start : start + length]))
+
+    def _pages(self, buf: bytearray) -> None:
+        rng, count = self.rng, len(buf) // PAGE
+        if count < 2:
+            self._generic(buf)
+            return
+        i, j = rng.randrange(count), rng.randrange(count)
+        a, b = slice(i * PAGE, (i + 1) * PAGE), slice(j * PAGE, (j + 1) * PAGE)
+        roll = rng.random()
+        if roll < 0.4:
+            buf[a], buf[b] = buf[b], buf[a]
+        elif roll < 0.7:
+            buf[b] = buf[a]
+        else:  # a page of another input at the same place: a stale or foreign page
+            other = FuzzCase.decode(rng.choice(self.pool)).db
+            if len(other) >= (j + 1) * PAGE:
+                buf[b] = other[b]
+
+
+# -- the built-in fuzzer ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Bug:
+    signature: str
+    data: bytes
+    error: str
+    path: Path | None = None
+
+
+@dataclasses.dataclass
+class FuzzStats:
+    executed: int = 0
+    seconds: float = 0.0
+    pool: int = 0
+    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
+    bugs: list[Bug] = dataclasses.field(default_factory=list)
+    hits: dict[str, int] = dataclasses.field(default_factory=dict)  # signature -> inputs
+
+
+def read_input(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def input_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.endswith((".bin", ".bin.gz")))
+
+
+def save_input(directory: Path, stem: str, data: bytes) -> Path:
+    """Write an input, gzipped when over 16 KiB (a name ending in .bin.gz)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if len(data) > 16 << 10:
+        path = directory / f"{stem}.bin.gz"
+        path.write_bytes(gzip.compress(data, 9, mtime=0))
+    else:
+        path = directory / f"{stem}.bin"
+        path.write_bytes(data)
+    return path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:80]
+
+
+def save_bug(bug: Bug, crash_dir: Path) -> Path:
+    stem = f"db-{_slug(bug.signature)}-{hashlib.sha1(bug.data).hexdigest()[:12]}"
+    path = save_input(crash_dir, stem, bug.data)
+    (crash_dir / f"{stem}.txt").write_text(
+        f"signature: {bug.signature}\ninput: {FuzzCase.decode(bug.data).describe()}\n"
+        f"reproduce: python fuzz/fuzz_db_open.py fuzz/crashes/{path.name}\n\n{bug.error}")
+    return path
+
+
+def fuzz(*, seed: int, seconds: float | None = None, max_inputs: int | None = None,
+         corpus_dirs: Sequence[Path] = (CORPUS_DIR,), crash_dir: Path | None = None,
+         strict: bool = True, watchdog: bool = False, memory_every: int = 1,
+         generated_seeds: int = 12, progress: Any = None) -> FuzzStats:
+    """The built-in mutation fuzzer; stops after `seconds` or `max_inputs`. Deterministic for
+    a seed and `max_inputs`. Every seed runs once unmutated (the ones built here must open
+    and read cleanly); then inputs with a new outcome fingerprint join the pool. The memory
+    check runs on every `memory_every`-th input. Bugs are collected (one per signature) and,
+    with `crash_dir`, saved there."""
+    if seconds is None and max_inputs is None:
+        raise ValueError("give seconds or max_inputs")
+    rng = random.Random(seed)
+    stats = FuzzStats()
+    corpus = [read_input(p) for d in corpus_dirs for p in input_files(d)]
+    built = [random_seed(rng) for _ in range(generated_seeds)]
+    pool = [*corpus, *built] or [b""]
+    queue = [(d, False) for d in corpus] + [(d, True) for d in built]
+    mutator = Mutator(rng, pool)
+    seen: set[tuple[object, ...]] = set()
+    started = last_progress = time.monotonic()
+    while max_inputs is None or stats.executed < max_inputs:
+        now = time.monotonic()
+        if seconds is not None and now - started >= seconds:
+            break
+        if progress is not None and now - last_progress >= 10:
+            stats.seconds, stats.pool, last_progress = now - started, len(pool), now
+            progress(stats)
+        if queue:
+            data, must_open = queue.pop(0)
+        elif rng.random() < 0.02:
+            data, must_open = random_seed(rng), True
+        else:
+            data, must_open = mutator.mutate(rng.choice(pool)), False
+        stats.executed += 1
+        memory = memory_every <= 1 or stats.executed % memory_every == 0
+        try:
+            outcome = run_one(data, strict=strict, memory=memory, watchdog=watchdog)
+            if must_open and outcome.exception is not None:
+                raise HarnessBug("valid-image-rejected", str(outcome)) from outcome.exception
+        except Exception as exc:
+            _record_bug(exc, data, stats, crash_dir)
+            continue
+        label = "ok" if outcome.error is None else f"{outcome.error}@{outcome.stage}"
+        stats.outcomes[label] = stats.outcomes.get(label, 0) + 1
+        features = outcome.features()
+        if features not in seen:
+            seen.add(features)
+            pool.append(data)
+    stats.seconds, stats.pool = time.monotonic() - started, len(pool)
+    return stats
+
+
+def _record_bug(exc: Exception, data: bytes, stats: FuzzStats, crash_dir: Path | None) -> None:
+    """Count a bug; keep (and save) the first input of each signature not saved before."""
+    sig = signature(exc)
+    stats.hits[sig] = stats.hits.get(sig, 0) + 1
+    saved = crash_dir is not None and any(crash_dir.glob(f"db-{_slug(sig)}-*.txt"))
+    if saved or any(b.signature == sig for b in stats.bugs):
+        return
+    bug = Bug(sig, data, "".join(traceback.format_exception(exc)))
+    if crash_dir is not None:
+        bug.path = save_bug(bug, crash_dir)
+    stats.bugs.append(bug)
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def _atheris_main(argv: list[str]) -> None:
+    atheris: Any = importlib.import_module("atheris")  # optional; not a project dependency
+    rng = random.Random(0)
+    pool = [read_input(p) for p in input_files(CORPUS_DIR)] or [b""]
+    mutator = Mutator(rng, pool)
+
+    def test_one_input(data: bytes) -> None:
+        run_one(data)
+
+    def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+        rng.seed(seed)
+        if rng.random() < 0.3:
+            return bytes(atheris.Mutate(data, max_size))
+        return mutator.mutate(data)[:max_size]
+
+    args = [sys.argv[0], *argv]
+    options = [a for a in argv if a.startswith("-")]
+    defaults = {"-timeout=": str(int(TIME_LIMIT * 3)), "-rss_limit_mb=": "4096",
+                "-max_len=": str(MAX_INPUT), "-artifact_prefix=": f"{CRASH_DIR}{os.sep}db-"}
+    args += [k + v for k, v in defaults.items() if not any(a.startswith(k) for a in options)]
+    CRASH_DIR.mkdir(exist_ok=True)
+    if not any(not a.startswith("-") for a in argv):
+        # libFuzzer reads raw files and writes new inputs to the first directory: give it a
+        # scratch directory holding the corpus decompressed.
+        work = tempfile.mkdtemp(prefix="db-atheris-")
+        for i, data in enumerate(pool):
+            Path(work, f"seed-{i:03d}").write_bytes(data)
+        print(f"corpus and new inputs in {work}", file=sys.stderr)
+        args.append(work)
+    atheris.instrument_all()
+    atheris.Setup(args, test_one_input, custom_mutator=custom_mutator)
+    atheris.Fuzz()
+
+
+def _print_progress(stats: FuzzStats) -> None:
+    rate = stats.executed / stats.seconds if stats.seconds else 0.0
+    print(f"[{stats.seconds:6.0f}s] {stats.executed} inputs ({rate:.0f}/s), pool {stats.pool}, "
+          f"bugs {len(stats.bugs)}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if "--atheris" in args_in:
+        args_in.remove("--atheris")
+        _atheris_main(args_in)
+        return 0
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("inputs", nargs="*", type=Path, help="replay these files or folders")
+    parser.add_argument("--seconds", type=float, help="fuzz for this long")
+    parser.add_argument("--max-inputs", type=int, help="stop after this many inputs")
+    parser.add_argument("--seed", type=int, default=None, help="default: from the clock")
+    parser.add_argument("--corpus", type=Path, action="append", help=f"default: {CORPUS_DIR}")
+    parser.add_argument("--crashes", type=Path, default=CRASH_DIR)
+    parser.add_argument("--no-strict", action="store_true", help="skip the round-trip checks")
+    parser.add_argument("--memory-every", type=int, default=4,
+                        help="tracemalloc check on every Nth input")
+    parser.add_argument("--generated-seeds", type=int, default=12,
+                        help="databases built at start-up to seed the pool")
+    args = parser.parse_args(args_in)
+    strict = not args.no_strict
+    if args.inputs:
+        failed = 0
+        for path in (p for a in args.inputs for p in (input_files(a) if a.is_dir() else [a])):
+            try:
+                outcome = run_one(read_input(path), strict=strict, watchdog=True)
+            except Exception as exc:
+                failed += 1
+                print(f"{path}: BUG {signature(exc)}")
+                traceback.print_exception(exc)
+            else:
+                print(f"{path}: {outcome}")
+        return 1 if failed else 0
+    if args.seconds is None and args.max_inputs is None:
+        parser.error("give --seconds N (or --max-inputs N), or input files to replay")
+    seed = args.seed if args.seed is not None else time.time_ns() % (1 << 32)
+    print(f"seed {seed}", flush=True)
+    stats = fuzz(seed=seed, seconds=args.seconds, max_inputs=args.max_inputs,
+                 corpus_dirs=args.corpus or [CORPUS_DIR], crash_dir=args.crashes, strict=strict,
+                 watchdog=True, memory_every=args.memory_every,
+                 generated_seeds=args.generated_seeds, progress=_print_progress)
+    _print_progress(stats)
+    print("outcomes:")
+    for label, count in sorted(stats.outcomes.items(), key=lambda kv: -kv[1]):
+        print(f"  {count:8d}  {label}")
+    if stats.hits:
+        print("bug signatures (inputs hitting each):")
+        for sig, count in sorted(stats.hits.items(), key=lambda kv: -kv[1]):
+            print(f"  {count:8d}  {sig}")
+    for bug in stats.bugs:
+        print(f"NEW BUG {bug.signature}: {bug.path or '(not saved)'}")
+    return 1 if stats.bugs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
