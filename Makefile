@@ -39,6 +39,7 @@ fuzz: $(TEST_STAMP)
 bench: $(STAMP)
 	$(PIP) install --quiet -e '.[bench]'
 	$(PY) tools/bench_wal.py
+	$(PY) tools/bench_store.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
