@@ -67,7 +67,7 @@ from streamdb.storage.records import (
 )
 from wal.vfs import VFS, OsVFS
 
-CHECKPOINT_LOG_BYTES = 32 << 20  # checkpoint when this much has been logged since the last
+CHECKPOINT_LOG_BYTES = 128 << 20  # checkpoint when this much has been logged since the last
 _SYNC = {"full": "full", "normal": "batch", "off": "off"}
 
 
@@ -698,7 +698,8 @@ class Database:
             if HEADER_PAGES <= start < end:
                 self._space.free(start, end - start)
         self._catalog = Catalog(self._store, header.trees, keep=self.config.versions_to_keep,
-                                on_free=self._defer_free)
+                                on_free=self._defer_free,
+                                cache_pages=self.config.page_cache_size)
 
     def stats(self) -> Stats:
         with self._lock:
@@ -716,8 +717,8 @@ class Database:
                 reads=c["reads"],
                 bytes_read=c["bytes_read"],
                 bytes_written=c["bytes_written"],
-                cache_hits=0,
-                cache_misses=0,
+                cache_hits=self._catalog.cache_stats()[0],
+                cache_misses=self._catalog.cache_stats()[1],
             )
 
     def close(self) -> None:

@@ -104,17 +104,19 @@ class OsFile:
             if written == sum(map(len, buffers)):
                 return  # the common case: one syscall wrote everything
         views = [memoryview(b) for b in buffers if len(b)]
-        while views:
-            # Drop what landed; a short write leaves a partial buffer to resume from.
+        i = 0  # views[:i] are written
+        while i < len(views):
+            # Skip what landed; a short write leaves a partial buffer to resume from.
             offset += written
-            while written and views:
-                if written >= len(views[0]):
-                    written -= len(views.pop(0))
+            while written and i < len(views):
+                if written >= len(views[i]):
+                    written -= len(views[i])
+                    i += 1
                 else:
-                    views[0] = views[0][written:]
+                    views[i] = views[i][written:]
                     written = 0
-            if views:
-                written = os.pwritev(self._fd, views[:_IOV_MAX], offset)
+            if i < len(views):
+                written = os.pwritev(self._fd, views[i : i + _IOV_MAX], offset)
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import cast
@@ -47,18 +48,24 @@ class Catalog:
         *,
         keep: int,
         on_free: Freed,
+        cache_pages: int = 64,
     ) -> None:
         self.store = store
         self.keep = keep
+        self.cache_pages = cache_pages
+        self._records: OrderedDict[bytes, DocRecord] = OrderedDict()  # decoded, from the tree
         self.on_free = on_free  # called with extents no version uses any more
         self.set_base(refs)
 
     def set_base(self, refs: dict[str, btree.TreeRef]) -> None:
         """Adopt checkpointed trees and start an empty delta."""
         self.refs = refs
-        self.paths = btree.Tree(self.store, refs["paths"], kind=KIND_PATHS)
-        self.suffix = btree.Tree(self.store, refs["suffix"], kind=KIND_SUFFIX)
-        self.docs = btree.Tree(self.store, refs["docs"], kind=KIND_DOCS)
+        # The page cache is shared out: most lookups touch paths and docs, few the suffixes.
+        pages = max(16, self.cache_pages // 5)
+        self.paths = btree.Tree(self.store, refs["paths"], kind=KIND_PATHS, cache_pages=2 * pages)
+        self.suffix = btree.Tree(self.store, refs["suffix"], kind=KIND_SUFFIX, cache_pages=pages)
+        self.docs = btree.Tree(self.store, refs["docs"], kind=KIND_DOCS, cache_pages=2 * pages)
+        self._records.clear()
         self.d_paths: SortedDict = SortedDict()  # path key -> doc id bytes | None
         self.d_suffix: SortedDict = SortedDict()  # reversed key -> True | None
         self.d_docs: dict[bytes, DocRecord | None] = {}
@@ -77,11 +84,28 @@ class Catalog:
         hit = self.d_docs.get(doc_id, _ABSENT)
         if hit is not _ABSENT:
             return hit  # type: ignore[return-value]
+        record = self._records.get(doc_id)
+        if record is not None:
+            self._records.move_to_end(doc_id)
+            return record
         raw = self.docs.get(doc_id)
-        return None if raw is None else decode_doc(uuid.UUID(bytes=doc_id), raw)
+        if raw is None:
+            return None
+        record = decode_doc(uuid.UUID(bytes=doc_id), raw)
+        self._records[doc_id] = record
+        if len(self._records) > 4 * self.cache_pages:
+            self._records.popitem(last=False)
+        return record
+
+    def cache_stats(self) -> tuple[int, int]:
+        """(hits, misses) of the trees' page caches."""
+        stats = [t.cache_stats() for t in (self.paths, self.suffix, self.docs)]
+        return sum(h for h, _ in stats), sum(m for _, m in stats)
 
     def path_items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """(path key, doc id) for paths starting with `prefix`, ascending. O(log n + k)."""
+        if not self.d_paths:  # nothing changed since the checkpoint: no merge needed
+            return self.paths.prefix(prefix)
         return _merge_items(self.paths.prefix(prefix), _delta_range(self.d_paths, prefix))
 
     def iter_paths(self, prefix: bytes = b"") -> Iterator[bytes]:
@@ -91,6 +115,8 @@ class Catalog:
     def reversed_keys(self, rev_prefix: bytes = b"") -> Iterator[bytes]:
         """Reversed path keys starting with `rev_prefix`, ascending. O(log n + k)."""
         base = self.suffix.prefix(rev_prefix)
+        if not self.d_suffix:
+            return (k for k, _ in base)
         return (k for k, _ in _merge_items(base, _delta_range(self.d_suffix, rev_prefix)))
 
     def iter_suffix(self, suffix: bytes) -> Iterator[bytes]:
