@@ -341,7 +341,9 @@ class Database:
                     doc = self._catalog.doc(doc_id.bytes)
                     if doc is not None:
                         created = doc.versions[-1].created
-                    version = Version(number, 0, size, created, now, self._header.checksum,
+                    # Operations get consecutive LSNs (one writer, lock held): stamp it now.
+                    lsn = self._wal.next_lsn + len(ops)
+                    version = Version(number, lsn, size, created, now, self._header.checksum,
                                       CHUNK, tuple(ingest.extents), sums, inline)
                     ops.append(Op(OP_VERSION, doc_id, version=version))
                     if key not in planned and self._catalog.lookup(key) is None:
@@ -377,23 +379,17 @@ class Database:
                 self._pager.sync()  # the pages first: the log record will point at them
             except OSError as exc:
                 raise io_error(exc, f"syncing {self.path}") from exc
-        payloads = []
-        lsn = self._wal.next_lsn
-        stamped = []
-        for op in ops:
-            if op.kind == OP_VERSION and op.version is not None:
-                op = replace(op, version=replace(op.version, lsn=lsn))
-            stamped.append(op)
-            payloads.append(encode_op(op))
-            lsn += 1
+        payloads = [encode_op(op) for op in ops]
         try:
+            first = self._wal.next_lsn
             for payload in payloads:
                 self._wal.append(payload)
             last = self._wal.commit()
+            assert last == first + len(ops) - 1, "log LSNs are consecutive within a batch"
         except wal.WalError as exc:
             self._after_log_failure(exc)
             raise wal_error(exc, f"committing to {self.path}") from exc
-        for op in stamped:
+        for op in ops:
             self._catalog.apply(op)
         self._applied_lsn = last
         self._counters["commits"] += 1

@@ -140,7 +140,8 @@ class Catalog:
             key = op.doc_id.bytes
             doc = self.doc(key) or DocRecord(op.doc_id, ())
             versions = (op.version, *doc.versions)
-            self._put_doc(replace(doc, versions=versions[: self.keep]), versions[self.keep :])
+            self._put_doc(DocRecord(doc.doc_id, versions[: self.keep], doc.paths),
+                          versions[self.keep :])
         elif op.kind == OP_BIND:
             assert op.doc_id is not None
             key = op.doc_id.bytes
@@ -157,7 +158,8 @@ class Catalog:
             self.d_paths[op.path] = key
             bound = self.doc(key)
             assert bound is not None
-            self._put_doc(replace(bound, paths=tuple(sorted((*bound.paths, op.path)))), ())
+            self._put_doc(DocRecord(bound.doc_id, bound.versions,
+                                    tuple(sorted((*bound.paths, op.path)))), ())
         elif op.kind == OP_UNBIND:
             old = self.lookup(op.path)
             if old is None:
