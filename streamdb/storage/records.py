@@ -117,16 +117,26 @@ def encode_version(v: Version) -> bytes:
 
 
 def decode_version(r: Reader) -> Version:
+    """One version record at the reader's position. Bounded: every count is checked against
+    the bytes left before anything is sized from it."""
+    buf, pos = r.buf, r.pos
+    if pos + _VERSION.size > len(buf):
+        raise CorruptionError(f"{r.what} is truncated")
     (number, codec, algo, flags, lsn, size, stored, created, modified, chunk, n_ext, n_sum,
-     _reserved) = r.unpack(_VERSION)
-    assert isinstance(n_ext, int) and isinstance(n_sum, int) and isinstance(stored, int)
-    if n_ext > len(r.buf) // _EXTENT.size or n_sum > len(r.buf) // 8:
-        raise CorruptionError(f"{r.what} declares more extents or chunks than it holds")
-    extents = tuple(_EXTENT.unpack(r.take(_EXTENT.size)) for _ in range(n_ext))
-    sums = struct.unpack(f"<{n_sum}Q", r.take(8 * n_sum))
-    inline = bytes(r.take(stored)) if isinstance(flags, int) and flags & FLAG_INLINE else None
+     _reserved) = _VERSION.unpack_from(buf, pos)
+    pos += _VERSION.size
+    inline_len = stored if flags & FLAG_INLINE else 0
+    end = pos + n_ext * _EXTENT.size + 8 * n_sum + inline_len
+    if end > len(buf):
+        raise CorruptionError(f"{r.what} declares more extents, chunks or bytes than it holds")
+    extents = tuple(_EXTENT.iter_unpack(buf[pos : pos + n_ext * _EXTENT.size]))
+    pos += n_ext * _EXTENT.size
+    sums = struct.unpack_from(f"<{n_sum}Q", buf, pos)
+    pos += 8 * n_sum
+    inline = bytes(buf[pos : pos + inline_len]) if flags & FLAG_INLINE else None
+    r.pos = end
     return Version(
-        number, lsn, size, created, modified, algo, chunk, extents, sums, inline, codec,  # type: ignore[arg-type]
+        number, lsn, size, created, modified, algo, chunk, extents, sums, inline, codec,
         -1 if stored == size else stored,
     )
 
