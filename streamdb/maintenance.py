@@ -97,16 +97,7 @@ def tree_pages(db: Database, refs: dict[str, btree.TreeRef]) -> list[int]:
     return pages
 
 def verify(db: Database) -> VerifyReport:
-    """Check every checksum and structure: the header, each tree (order, separators,
-    page checksums), every chunk of every kept version, that paths and documents agree,
-    and that no page is used twice or both used and free.
-
-    When the path index (the paths and suffix trees) is damaged or disagrees with the
-    document records, it is rebuilt from those records (each lists its paths) and a
-    checkpoint writes it; deleted or superseded documents are not in the records, so
-    nothing comes back. O(database size) reads. Returns a report; raises only for I/O
-    errors or a closed database.
-    """
+    """`Database.verify`, lock held."""
     with db._lock:
         db._check_open()
         problems: list[str] = []

@@ -47,7 +47,6 @@ import shlex
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -55,6 +54,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from machine import cpu_model, filesystem, load_average, run_text
 
 import wal
 from wal.vfs import OsFile, OsVFS
@@ -387,47 +388,6 @@ def bench_bulk(cfg: Config, workdir: str, blobs: list[bytes]) -> dict[str, Serie
 # -- machine facts --------------------------------------------------------------------------
 
 
-def run_text(argv: list[str]) -> str | None:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout
-
-
-def filesystem(path: str) -> str:
-    """`ext4 on /dev/vda mounted at / (rw,relatime,...)`, or what can be found of it."""
-    out = run_text(["df", "-T", path])
-    if out is not None:
-        fields = " ".join(out.splitlines()[1:]).split()
-        if len(fields) >= 7:
-            device, fstype, mountpoint = fields[0], fields[1], fields[-1]
-            options = ""
-            try:
-                with open("/proc/mounts") as mounts:
-                    for line in mounts:
-                        parts = line.split()
-                        if len(parts) >= 4 and parts[1] == mountpoint and parts[0] == device:
-                            options = f" ({parts[3]})"
-            except OSError:
-                pass
-            return f"{fstype} on {device} mounted at {mountpoint}{options}"
-    out = run_text(["stat", "-f", "-c", "%T", path])
-    return out.strip() if out else "unknown"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    out = run_text(["sysctl", "-n", "machdep.cpu.brand_string"])
-    return out.strip() if out else (platform.processor() or "unknown")
-
-
 def code_version() -> str:
     """The commit benchmarked, flagging uncommitted changes under wal/."""
     head = run_text(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
@@ -435,13 +395,6 @@ def code_version() -> str:
         return "unknown (not a git checkout)"
     dirty = run_text(["git", "-C", ROOT, "status", "--porcelain", "--", "wal"])
     return head.strip() + (" + uncommitted changes in wal/" if dirty else "")
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1 / 5 / 15 min)"
-    except OSError:
-        return "unknown"
 
 
 def machine_facts(workdir: str) -> list[tuple[str, str]]:
