@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(TEST_STAMP): $(STAMP) pyproject.toml
-	$(PIP) install --quiet -e '.[test,interop]'
+	$(PIP) install --quiet -e '.[test,interop,bench]'
 	touch $@
 
 demo: $(STAMP)

@@ -326,7 +326,7 @@ class LmdbStore:
             value = txn.get(path.encode())
         if value is None:
             raise KeyError(path)
-        return value
+        return bytes(value)
 
     def search(self, prefix: str) -> list[str]:
         key = prefix.encode()
