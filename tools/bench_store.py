@@ -814,7 +814,8 @@ class RawFsync:
         os.fsync(self.fd)
 
     def get(self, path: str) -> bytes:
-        raise NotImplementedError
+        # A baseline for durable writes only: it keeps no index to read back by path.
+        raise RuntimeError("the raw write+fsync baseline is write-only")
 
     def close(self) -> None:
         os.close(self.fd)
