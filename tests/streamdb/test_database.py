@@ -333,3 +333,18 @@ def test_compact_shrinks_and_keeps_everything(tmp_path: Path) -> None:
     with streamdb.open(path) as db:
         assert db.get("/new") == b"after compact" and db.get("/keep", version=1) == b"v1"
     assert sorted(n for n in os.listdir(tmp_path) if "compact" in n) == []
+
+
+def test_stats_count_commits_reads_and_cache(tmp_path: Path) -> None:
+    with streamdb.open(tmp_path / "t.db", Config(page_size=4096)) as db:
+        db.write_documents((f"/s/{i:05d}", b"x" * 50) for i in range(3000))
+        db.checkpoint()
+        for _ in range(3):
+            for i in range(0, 3000, 7):
+                db.get(f"/s/{i:05d}")
+        stats = db.stats()
+        assert stats.paths == 3000 and stats.commits == 1 and stats.checkpoints == 1
+        assert stats.reads == 3 * len(range(0, 3000, 7))
+        assert stats.cache_hits > stats.cache_misses > 0
+        with pytest.raises(AttributeError):
+            stats.paths = 1  # type: ignore[misc]
