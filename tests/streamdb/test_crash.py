@@ -103,3 +103,29 @@ def test_after_a_failed_fsync_writes_are_refused_until_reopen() -> None:
     with streamdb.open(dbworkload.DB, dbworkload.CONFIG, vfs=mem.crash(keep="none")) as again:
         assert again.get("/kept") == b"before"
         again.write_document("/next", b"y")
+
+
+@pytest.mark.parametrize("durability", ["normal", "off"])
+def test_lazy_durability_loses_at_most_recent_commits_never_consistency(durability: str) -> None:
+    """With "normal" or "off" a power loss may drop the latest commits, but the database
+    reopens to a state some prefix of the commits produced, and verifies."""
+    config = streamdb.Config(page_size=4096, durability=durability)  # type: ignore[arg-type]
+    rng = random.Random(11)
+    for keep in ("none", "random", "all"):
+        mem = MemoryVFS()
+        db = streamdb.open(dbworkload.DB, config, vfs=mem)
+        states: list[dict[str, bytes]] = [{}]
+        for i in range(40):
+            path, data = f"/k/{i % 7}", rng.randbytes(rng.choice((10, 3000, 90_000)))
+            db.write_document(path, data)
+            states.append({**states[-1], path: data})
+            if i == 20:
+                db.checkpoint()
+        disk = mem.crash(keep=keep, rng=rng)  # type: ignore[arg-type]
+        with streamdb.open(dbworkload.DB, config, vfs=disk) as again:
+            got = dbworkload.contents(again)
+            assert got in states[21:], keep  # the checkpoint was durable
+            assert again.verify().ok
+            if keep == "all":
+                assert got == states[-1]
+        db.close()
