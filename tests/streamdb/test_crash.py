@@ -121,7 +121,7 @@ def test_lazy_durability_loses_at_most_recent_commits_never_consistency(durabili
             states.append({**states[-1], path: data})
             if i == 20:
                 db.checkpoint()
-        disk = mem.crash(keep=keep, rng=rng)  # type: ignore[arg-type]
+        disk = mem.crash(keep=keep, rng=rng)
         with streamdb.open(dbworkload.DB, config, vfs=disk) as again:
             got = dbworkload.contents(again)
             assert got in states[21:], keep  # the checkpoint was durable
