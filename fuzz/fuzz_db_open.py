@@ -80,7 +80,7 @@ import wal.log  # noqa: E402
 import wal.segments  # noqa: E402
 from streamdb import Config  # noqa: E402
 from streamdb.errors import CorruptionError, StreamDbError, UnsupportedError  # noqa: E402
-from streamdb.storage import btree, header, records  # noqa: E402
+from streamdb.storage import btree, btree_format, header, records  # noqa: E402
 from wal import format as fmt  # noqa: E402
 from wal.memvfs import MemoryFile, MemoryVFS  # noqa: E402
 from wal.vfs import Buffer  # noqa: E402
@@ -464,8 +464,8 @@ def struct_fields(layout: struct.Struct, base: int = 0) -> list[tuple[int, int]]
 
 # Field tables come from the format constants that the reader and writer share.
 HEADER_FIELDS = struct_fields(header._FIXED) + [
-    f for i in range(5) for f in struct_fields(btree._REF, 64 + 24 * i)]
-PAGE_FIELDS = [f for f in struct_fields(btree._HEADER) if f[0] != btree._CHECKSUM_AT]
+    f for i in range(5) for f in struct_fields(btree_format._REF, 64 + 24 * i)]
+PAGE_FIELDS = [f for f in struct_fields(btree_format._HEADER) if f[0] != btree_format._CHECKSUM_AT]
 OP_FIELDS = [(0, 1), (1, 16), *struct_fields(records._VERSION, 17)]  # kind, doc id, version
 
 
@@ -486,7 +486,7 @@ def repair_page(buf: bytearray, at: int) -> None:
 def tree_pages(buf: bytes | bytearray) -> list[int]:
     """Offsets of the pages that look like tree pages."""
     return [at for at in range(2 * PAGE, len(buf) - PAGE + 1, PAGE)
-            if buf[at : at + 2] == btree.MAGIC]
+            if buf[at : at + 2] == btree_format.MAGIC]
 
 
 def repair_db(buf: bytearray) -> None:
@@ -591,7 +591,7 @@ class Mutator:
             if roll < 0.8:
                 self._put(buf, at + rng.choice(PAGE_FIELDS)[0], rng.choice(PAGE_FIELDS)[1])
             elif roll < 0.9 or buf[at + 4] != btree.PageType.INTERNAL:
-                self._flip(buf, at + btree.HEADER_SIZE, at + PAGE, rng.choice((1, 1, 2, 8)))
+                self._flip(buf, at + btree_format.HEADER_SIZE, at + PAGE, rng.choice((1, 1, 2, 8)))
             else:  # an internal page's child pointer: another child, a page, 0 or 1
                 n = int.from_bytes(buf[at + 8 : at + 12], "little")
                 child = at + 64 + 8 * rng.randrange(max(1, min(n, 400)))

@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as a script from a checkout without install
 
 import xxhash
 
-from streamdb.storage import btree
+from streamdb.storage import btree, btree_format
 from streamdb.storage import header as hdr
 from streamdb.storage.catalog import KIND_DOCS, KIND_FREE, KIND_PATHS, KIND_SUFFIX
 from streamdb.storage.records import (
@@ -229,7 +229,7 @@ class Dump:
             return
         page_size = self.current.page_size
         try:
-            btree._check_page_size(page_size)
+            btree_format._check_page_size(page_size)
         except Exception as exc:
             self.error("headers", exc)
             return
@@ -258,7 +258,7 @@ class Dump:
                  f"header checksum {'ok' if stored == actual else f'BAD ({stored:#x})'}")
         for i, name in enumerate(hdr.TREES):
             at = 64 + 24 * i
-            root, count, tree_id, height, ver, _ = btree._REF.unpack_from(copy.raw, at)
+            root, count, tree_id, height, ver, _ = btree_format._REF.unpack_from(copy.raw, at)
             self.out(f"  {name:<6} root {root}, height {height}, {count} entries, "
                      f"tree id {tree_id:#010x}, format {ver}")
 
@@ -425,7 +425,7 @@ class Dump:
             return
         if page_no < hdr.HEADER_PAGES:
             self.out("  a header page (decoded above)")
-        elif raw[:2] == btree.MAGIC and len(raw) >= btree.HEADER_SIZE:
+        elif raw[:2] == btree_format.MAGIC and len(raw) >= btree_format.HEADER_SIZE:
             self.tree_page(raw)
         else:
             self.out("  no tree page header: document bytes, free or unused space")
@@ -445,8 +445,8 @@ class Dump:
 
     def tree_page(self, raw: bytes) -> None:
         (_, version, kind, ptype, level, flags, count, tree_id, number, stored, nxt, voff, vlen,
-         _) = btree._HEADER.unpack_from(raw)
-        actual = btree._page_checksum(raw)
+         _) = btree_format._HEADER.unpack_from(raw)
+        actual = btree_format._page_checksum(raw)
         self.out(f"  tree page: format {version}, kind {KIND_NAMES.get(kind, kind)}, "
                  f"{PAGE_TYPES.get(ptype, f'type {ptype}')}, level {level}, flags {flags:#x}, "
                  f"count {count}, tree id {tree_id:#010x}, says page {number}")
@@ -456,19 +456,20 @@ class Dump:
         try:
             if ptype == 1:
                 n = count
-                off = struct.unpack_from(f"<{2 * n + 1}H", raw, btree.HEADER_SIZE)
+                off = struct.unpack_from(f"<{2 * n + 1}H", raw, btree_format.HEADER_SIZE)
                 for i in range(min(n, 50)):
                     key, value = raw[off[i] : off[i + 1]], raw[off[n + i] : off[n + i + 1]]
-                    flag = raw[btree.HEADER_SIZE + 2 * (2 * n + 1) + i]
+                    flag = raw[btree_format.HEADER_SIZE + 2 * (2 * n + 1) + i]
                     name = (_uuid(key) if kind == KIND_DOCS
                             else f"page {int.from_bytes(key, 'big')}" if kind == KIND_FREE
                             else _short(key, 60))
+                    overflow = flag & btree_format.FLAG_OVERFLOW
                     self.out(f"    {name}: {len(value)}-byte value"
-                             + (" (overflow reference)" if flag & btree.FLAG_OVERFLOW else ""))
+                             + (" (overflow reference)" if overflow else ""))
             elif ptype == 2:
                 n = count
-                children = struct.unpack_from(f"<{n}Q", raw, btree.HEADER_SIZE)
-                off = struct.unpack_from(f"<{n}H", raw, btree.HEADER_SIZE + 8 * n)
+                children = struct.unpack_from(f"<{n}Q", raw, btree_format.HEADER_SIZE)
+                off = struct.unpack_from(f"<{n}H", raw, btree_format.HEADER_SIZE + 8 * n)
                 seps = [raw[a:b] for a, b in itertools.pairwise(off)]
                 for i in range(min(n, 50)):
                     low = _short(seps[i - 1], 60) if i else "(lower bound)"
