@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import os
 import platform
 import random
@@ -74,11 +73,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Protocol, cast
 
-from machine import cpu_model, filesystem, load_average, run_text
+from benchkit import (
+    Series,
+    add_common_arguments,
+    cpu_model,
+    filesystem,
+    load_average,
+    run_text,
+    write_all,
+)
 
 import streamdb
 
@@ -161,34 +168,6 @@ QUICK = Config(
 
 
 # -- results --------------------------------------------------------------------------------
-
-
-@dataclass
-class Series:
-    """One measured variant: a headline value per run and pooled single-op latencies."""
-
-    label: str
-    unit: str  # of the per-run values: "docs/s", "MB/s", "µs"
-    per_run: list[float] = field(default_factory=list)
-    samples_us: list[float] = field(default_factory=list)
-    extra: list[float] = field(default_factory=list)  # e.g. close times, per run
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.per_run)
-
-    def p99_us(self) -> float:
-        return percentile(self.samples_us, 99.0)
-
-    def max_us(self) -> float:
-        return max(self.samples_us)
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def rotate(keys: Sequence[str], run: int) -> list[str]:
@@ -429,12 +408,6 @@ class FileStore:
 
     def close(self) -> None:
         pass
-
-
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def fsync_dir(path: str) -> None:
@@ -988,9 +961,9 @@ def report_docs(docs: DocResults, cfg: Config) -> list[str]:
                 read_cells = "not read (same file as NORMAL) | — | —"
             else:
                 r_docs, r_mb = fmt_rate(read.median, size)
-                read_cells = f"{r_docs} | {r_mb} | {fmt_us(read.p99_us())}"
+                read_cells = f"{r_docs} | {r_mb} | {fmt_us(read.p99_us)}"
             lines.append(f"| F{number} | {size_name(size)} | {series.label} | {docs_s} | {mb_s} | "
-                         f"{fmt_us(series.p99_us())} | {fmt_us(close * 1e6)} | {read_cells} |")
+                         f"{fmt_us(series.p99_us)} | {fmt_us(close * 1e6)} | {read_cells} |")
     return lines
 
 
@@ -1001,7 +974,7 @@ def report_latency(rows: Sequence[tuple[str, Series]], tag: str, unit_note: str)
     ]
     for number, (label, series) in enumerate(rows, 1):
         lines.append(f"| {tag}{number} | {label} | {fmt_us(statistics.median(series.samples_us))} "
-                     f"| {fmt_us(series.p99_us())} | {fmt_us(series.max_us())} | "
+                     f"| {fmt_us(series.p99_us)} | {fmt_us(series.max_us)} | "
                      f"{len(series.samples_us):,} |")
     return lines
 
@@ -1024,15 +997,8 @@ def report_ratios(ratios: Sequence[Ratio]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run, well under a minute (numbers are not meaningful)")
-    parser.add_argument("--runs", type=int, default=None,
-                        help=f"repetitions of every measurement (default {FULL.runs}, "
-                             f"{QUICK.runs} with --quick)")
-    parser.add_argument("--dir", default=ROOT,
-                        help="where to create the temporary directory (default: the project "
-                             "directory, i.e. its filesystem)")
-    parser.add_argument("--seed", type=int, default=FULL.seed, help="seed of the data")
+    add_common_arguments(parser, full_runs=FULL.runs, quick_runs=QUICK.runs, seed=FULL.seed,
+                         root=ROOT, quick_takes="well under a minute")
     parser.add_argument("--large-paths", type=int, default=None,
                         help="the large open-test scale (default 1,000,000; 40,000 with --quick)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
@@ -1143,7 +1109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "|---|---|---:|---:|---:|"]
         for number, series in enumerate(stream.values(), 1):
             out.append(f"| S{number} | {series.label} | {series.median:,.0f} | "
-                       f"{fmt_us(series.p99_us())} | {len(series.samples_us):,} |")
+                       f"{fmt_us(series.p99_us)} | {len(series.samples_us):,} |")
         out.append("")
         ratios.append(ratio(f"{size_name(cfg.stream_size)} get_stream / plain file readinto "
                             "(MB/s)", stream["streamdb"], stream["file"], TARGET_BIG_VS_FILE,
@@ -1155,7 +1121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "|---|---:|---|---:|---:|---:|"]
         for number, ((n, _key), series) in enumerate(sorted(builds.items()), 1):
             out.append(f"| B{number} | {n:,} | {STORES[_key][0]} | {series.median:,.0f} | "
-                       f"{fmt_us(series.p99_us())} | {fmt_us(series.extra[0] * 1e6)} |")
+                       f"{fmt_us(series.p99_us)} | {fmt_us(series.extra[0] * 1e6)} |")
         out.append("")
     if search is not None:
         out += [f"Prefix search returning {matches:,} of {small:,} paths:", ""]

@@ -39,7 +39,6 @@ runs on may be shared and noisy: compare the ratios, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import random
@@ -52,10 +51,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
-from machine import cpu_model, filesystem, load_average, run_text
+from benchkit import (
+    Series,
+    add_common_arguments,
+    cpu_model,
+    filesystem,
+    load_average,
+    run_text,
+    write_all,
+)
 
 import wal
 from wal.vfs import OsFile, OsVFS
@@ -90,35 +97,6 @@ FULL = Config(runs=7, warmup=200, latency_ops=5000, thread_seconds=2.0, threads=
               bulk_mib=256, seed=20240601)
 QUICK = Config(runs=2, warmup=20, latency_ops=200, thread_seconds=0.15, threads=8,
                bulk_mib=16, seed=20240601)
-
-
-@dataclass
-class Series:
-    """One benchmarked variant: a headline value per run and pooled per-op latencies."""
-
-    label: str
-    unit: str  # of the per-run values: "µs", "commits/s" or "MB/s"
-    per_run: list[float] = field(default_factory=list)
-    latencies_us: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.per_run)
-
-    @property
-    def p99_us(self) -> float:
-        return percentile(self.latencies_us, 99.0)
-
-    @property
-    def max_us(self) -> float:
-        return max(self.latencies_us)
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
-    return ordered[rank - 1]
 
 
 # -- section 1: commit latency --------------------------------------------------------------
@@ -210,7 +188,7 @@ def bench_latency(cfg: Config, workdir: str, records: list[bytes]) -> dict[str, 
                     samples.append((clock() - start) / 1000.0)
             finally:
                 committer.close()
-            results[key].latencies_us += samples
+            results[key].samples_us += samples
             results[key].per_run.append(statistics.median(samples))
         shutil.rmtree(rundir)
         progress(f"latency run {run + 1}/{cfg.runs}: " + ", ".join(
@@ -310,7 +288,7 @@ def bench_threads(
                 records, SlowSyncVFS() if slow else None,
             )
             results[n, slow].per_run.append(rate)
-            results[n, slow].latencies_us += samples
+            results[n, slow].samples_us += samples
         shutil.rmtree(rundir)
         progress(f"threads run {run + 1}/{cfg.runs}: " + ", ".join(
             f"{n} thr{' slow' * slow} {results[n, slow].per_run[-1]:,.0f}/s"
@@ -319,12 +297,6 @@ def bench_threads(
 
 
 # -- section 3: sync=off bulk throughput ----------------------------------------------------
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def bulk_wal(path: str, count: int, blobs: list[bytes]) -> tuple[float, list[float]]:
@@ -378,7 +350,7 @@ def bench_bulk(cfg: Config, workdir: str, blobs: list[bytes]) -> dict[str, Serie
             os.sync()
             rate, samples = BULK_VARIANTS[key][1](os.path.join(rundir, key), cfg.bulk_mib, blobs)
             results[key].per_run.append(rate)
-            results[key].latencies_us += samples
+            results[key].samples_us += samples
         shutil.rmtree(rundir)  # dirty pages of deleted files are dropped, never written
         progress(f"bulk run {run + 1}/{cfg.runs}: " + ", ".join(
             f"{k} {results[k].per_run[-1]:,.0f} MB/s" for k in keys))
@@ -461,7 +433,7 @@ def report(cfg: Config, command: str, facts: list[tuple[str, str]],
         lines.append(
             f"| {number} | {series.label} | {fmt_value(series.median, series.unit)} | "
             f"{fmt_value(series.p99_us, 'µs')} | {fmt_value(series.max_us, 'µs')} | "
-            f"{len(series.latencies_us):,} |"
+            f"{len(series.samples_us):,} |"
         )
     lines += [
         "",
@@ -487,15 +459,8 @@ def progress(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run of a few seconds (numbers are not meaningful)")
-    parser.add_argument("--runs", type=int, default=None,
-                        help=f"repetitions of every measurement (default {FULL.runs}, "
-                             f"{QUICK.runs} with --quick)")
-    parser.add_argument("--dir", default=ROOT,
-                        help="where to create the temporary directory (default: the project "
-                             "directory, i.e. its filesystem)")
-    parser.add_argument("--seed", type=int, default=FULL.seed, help="seed of the record data")
+    add_common_arguments(parser, full_runs=FULL.runs, quick_runs=QUICK.runs, seed=FULL.seed,
+                         root=ROOT, quick_takes="a few seconds")
     parser.add_argument("--threads", type=int, default=FULL.threads,
                         help="thread count of the multi-thread commit measurement")
     args = parser.parse_args(argv)

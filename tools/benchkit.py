@@ -1,0 +1,107 @@
+"""What the benchmarks in tools/ share: the measured series, percentiles, the common
+command-line options, a raw-write helper, and facts about the machine for the tables in
+docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import platform
+import statistics
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+def run_text(argv: list[str]) -> str | None:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout
+
+def filesystem(path: str) -> str:
+    """`ext4 on /dev/vda mounted at / (rw,relatime,...)`, or what can be found of it."""
+    out = run_text(["df", "-T", path])
+    if out is not None:
+        fields = " ".join(out.splitlines()[1:]).split()
+        if len(fields) >= 7:
+            device, fstype, mountpoint = fields[0], fields[1], fields[-1]
+            options = ""
+            with contextlib.suppress(OSError), open("/proc/mounts") as mounts:
+                for line in mounts:
+                    parts = line.split()
+                    if len(parts) >= 4 and parts[1] == mountpoint and parts[0] == device:
+                        options = f" ({parts[3]})"
+            return f"{fstype} on {device} mounted at {mountpoint}{options}"
+    out = run_text(["stat", "-f", "-c", "%T", path])
+    return out.strip() if out else "unknown"
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    out = run_text(["sysctl", "-n", "machdep.cpu.brand_string"])
+    return out.strip() if out else (platform.processor() or "unknown")
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1 / 5 / 15 min)"
+    except OSError:
+        return "unknown"
+
+
+@dataclass
+class Series:
+    """One measured variant: a headline value per run and pooled single-op latencies."""
+
+    label: str
+    unit: str  # of the per-run values: "µs", "commits/s", "docs/s", "MB/s"
+    per_run: list[float] = field(default_factory=list)
+    samples_us: list[float] = field(default_factory=list)
+    extra: list[float] = field(default_factory=list)  # e.g. close times, per run
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.per_run)
+
+    @property
+    def p99_us(self) -> float:
+        return percentile(self.samples_us, 99.0)
+
+    @property
+    def max_us(self) -> float:
+        return max(self.samples_us)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """os.write until every byte is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def add_common_arguments(
+    parser: argparse.ArgumentParser, *, full_runs: int, quick_runs: int, seed: int, root: str,
+    quick_takes: str,
+) -> None:
+    """--quick, --runs, --dir and --seed, as every benchmark here takes them."""
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run of {quick_takes} (numbers are not meaningful)")
+    parser.add_argument("--runs", type=int, default=None,
+                        help=f"repetitions of every measurement (default {full_runs}, "
+                             f"{quick_runs} with --quick)")
+    parser.add_argument("--dir", default=root,
+                        help="where to create the temporary directory (default: the project "
+                             "directory, i.e. its filesystem)")
+    parser.add_argument("--seed", type=int, default=seed, help="seed of the data")
