@@ -53,7 +53,6 @@ import importlib
 import os
 import random
 import re
-import signal
 import struct
 import sys
 import tempfile
@@ -72,6 +71,8 @@ if str(REPO_DIR) not in sys.path:  # run as a script from a checkout without ins
     sys.path.insert(0, str(REPO_DIR))
 
 import xxhash  # noqa: E402
+from fuzzkit import Bug, FuzzStats, input_files, read_input, slug  # noqa: E402
+from fuzzkit import watchdog as hang_watchdog  # noqa: E402
 
 import streamdb  # noqa: E402
 import streamdb.database  # noqa: E402
@@ -324,22 +325,6 @@ def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, *, strict: bool)
     return Outcome("done", None, len(paths))
 
 
-@contextlib.contextmanager
-def _watchdog(seconds: float) -> Iterator[None]:
-    """Raise HarnessBug in the main thread after `seconds` (SIGALRM): catches real hangs."""
-
-    def fire(signum: int, frame: types.FrameType | None) -> None:
-        raise HarnessBug("slow", f"still running after {seconds:.1f}s (watchdog)")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def run_one(data: bytes, *, strict: bool = True, memory: bool = True,
             watchdog: bool = False) -> Outcome:
     """`execute` within TIME_LIMIT seconds and (with `memory`, via tracemalloc) MEMORY_LIMIT
@@ -352,7 +337,9 @@ def run_one(data: bytes, *, strict: bool = True, memory: bool = True,
             tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0] if memory else 0
         start = time.perf_counter()
-        with _watchdog(TIME_LIMIT * 2.5) if watchdog else contextlib.nullcontext():
+        slow = lambda msg: HarnessBug("slow", msg)  # noqa: E731
+        guard = hang_watchdog(TIME_LIMIT * 2.5, slow) if watchdog else contextlib.nullcontext()
+        with guard:
             outcome = execute(data, strict=strict)
         elapsed = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1] - base if memory else 0
@@ -678,35 +665,6 @@ class Mutator:
 # -- the built-in fuzzer ----------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Bug:
-    signature: str
-    data: bytes
-    error: str
-    path: Path | None = None
-
-
-@dataclasses.dataclass
-class FuzzStats:
-    executed: int = 0
-    seconds: float = 0.0
-    pool: int = 0
-    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
-    bugs: list[Bug] = dataclasses.field(default_factory=list)
-    hits: dict[str, int] = dataclasses.field(default_factory=dict)  # signature -> inputs
-
-
-def read_input(path: Path) -> bytes:
-    data = path.read_bytes()
-    return gzip.decompress(data) if path.suffix == ".gz" else data
-
-
-def input_files(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if p.name.endswith((".bin", ".bin.gz")))
-
-
 def save_input(directory: Path, stem: str, data: bytes) -> Path:
     """Write an input, gzipped when over 16 KiB (a name ending in .bin.gz)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -719,12 +677,8 @@ def save_input(directory: Path, stem: str, data: bytes) -> Path:
     return path
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:80]
-
-
 def save_bug(bug: Bug, crash_dir: Path) -> Path:
-    stem = f"db-{_slug(bug.signature)}-{hashlib.sha1(bug.data).hexdigest()[:12]}"
+    stem = f"db-{slug(bug.signature)}-{hashlib.sha1(bug.data).hexdigest()[:12]}"
     path = save_input(crash_dir, stem, bug.data)
     (crash_dir / f"{stem}.txt").write_text(
         f"signature: {bug.signature}\ninput: {FuzzCase.decode(bug.data).describe()}\n"
@@ -788,7 +742,7 @@ def _record_bug(exc: Exception, data: bytes, stats: FuzzStats, crash_dir: Path |
     """Count a bug; keep (and save) the first input of each signature not saved before."""
     sig = signature(exc)
     stats.hits[sig] = stats.hits.get(sig, 0) + 1
-    saved = crash_dir is not None and any(crash_dir.glob(f"db-{_slug(sig)}-*.txt"))
+    saved = crash_dir is not None and any(crash_dir.glob(f"db-{slug(sig)}-*.txt"))
     if saved or any(b.signature == sig for b in stats.bugs):
         return
     bug = Bug(sig, data, "".join(traceback.format_exception(exc)))

@@ -60,7 +60,6 @@ import itertools
 import os
 import random
 import re
-import signal
 import struct
 import sys
 import tempfile
@@ -76,6 +75,9 @@ FUZZ_DIR = Path(__file__).resolve().parent
 REPO_DIR = FUZZ_DIR.parent
 if str(REPO_DIR) not in sys.path:  # run as a script from a checkout without installing
     sys.path.insert(0, str(REPO_DIR))
+
+from fuzzkit import Bug, FuzzStats, input_files, read_input, slug  # noqa: E402
+from fuzzkit import watchdog as hang_watchdog  # noqa: E402
 
 import wal  # noqa: E402
 import wal.log  # noqa: E402
@@ -374,22 +376,6 @@ def _check_round_trip(
         raise RoundTripError(kind, detail)
 
 
-@contextlib.contextmanager
-def _watchdog(seconds: float) -> Iterator[None]:
-    """Raise InputTimeout in the main thread after `seconds` (SIGALRM): catches real hangs."""
-
-    def fire(signum: int, frame: FrameType | None) -> None:
-        raise InputTimeout("slow", f"still running after {seconds:.1f}s (watchdog)")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def memory_limit(size: int) -> int:
     return MEMORY_LIMIT if size < SMALL_INPUT else MEMORY_LIMIT + 64 * size
 
@@ -414,7 +400,8 @@ def run_one(
             tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0] if memory else 0
         start = time.perf_counter()
-        guard = _watchdog(time_limit * 2.5) if watchdog else contextlib.nullcontext()
+        slow = lambda msg: InputTimeout("slow", msg)  # noqa: E731
+        guard = hang_watchdog(time_limit * 2.5, slow) if watchdog else contextlib.nullcontext()
         with guard:
             outcome = execute(data, strict=strict)
         elapsed = time.perf_counter() - start
@@ -886,37 +873,6 @@ class LineCoverage:
 # -- the built-in fuzzer --------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Bug:
-    signature: str
-    data: bytes
-    error: str
-    path: Path | None = None
-
-
-@dataclasses.dataclass
-class FuzzStats:
-    executed: int = 0
-    seconds: float = 0.0
-    pool: int = 0
-    edges: int = 0
-    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
-    bugs: list[Bug] = dataclasses.field(default_factory=list)
-    hits: dict[str, int] = dataclasses.field(default_factory=dict)  # signature -> inputs
-
-
-def read_input(path: Path) -> bytes:
-    """An input file: raw, or gzip-compressed when named *.gz (large reproducers)."""
-    data = path.read_bytes()
-    return gzip.decompress(data) if path.suffix == ".gz" else data
-
-
-def input_files(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if p.name.endswith((".bin", ".bin.gz")))
-
-
 def load_corpus(directory: Path) -> list[bytes]:
     return [read_input(p) for p in input_files(directory)]
 
@@ -968,14 +924,10 @@ def minimize(
     return best
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:80]
-
-
 def save_bug(bug: Bug, crash_dir: Path, *, strict: bool) -> Path:
     crash_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha1(bug.data).hexdigest()[:12]
-    stem = f"{_slug(bug.signature)}-{digest}"
+    stem = f"{slug(bug.signature)}-{digest}"
     if len(bug.data) > 64 << 10:
         path = crash_dir / f"{stem}.bin.gz"
         path.write_bytes(gzip.compress(bug.data, mtime=0))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz_db_open as h
+import fuzzkit
 
 PAGE = h.PAGE
 
@@ -110,7 +111,7 @@ def main() -> int:
         shutil.rmtree(args.out)
     for name, data in sorted(inputs.items()):
         h.save_input(args.out, name, data)
-    files = h.input_files(args.out)
+    files = fuzzkit.input_files(args.out)
     total = sum(p.stat().st_size for p in files)
     print(f"{len(files)} inputs, {total} bytes in {args.out}")
     return 0

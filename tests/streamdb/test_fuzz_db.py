@@ -28,8 +28,9 @@ if str(FUZZ_DIR) not in sys.path:
     sys.path.insert(0, str(FUZZ_DIR))
 
 import fuzz_db_open as harness  # noqa: E402
+import fuzzkit  # noqa: E402
 
-CORPUS = harness.input_files(harness.CORPUS_DIR)
+CORPUS = fuzzkit.input_files(harness.CORPUS_DIR)
 MUTATION_SEED = 20261121
 MUTATION_INPUTS = 150
 GENERATED_SEEDS = 4
@@ -43,7 +44,7 @@ def test_corpus_is_there() -> None:
 
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
 def test_corpus_file(path: Path) -> None:
-    outcome = harness.run_one(harness.read_input(path))  # raises on anything but these
+    outcome = harness.run_one(fuzzkit.read_input(path))  # raises on anything but these
     assert outcome.exception is None or isinstance(outcome.exception, StreamDbError)
 
 
@@ -51,7 +52,7 @@ def test_valid_corpus_images_open_cleanly() -> None:
     valid = [p for p in CORPUS if p.name.startswith(("closed-", "power-loss-", "many-"))]
     assert len(valid) >= 15
     for path in valid:
-        assert harness.run_one(harness.read_input(path), memory=False).error is None, path
+        assert harness.run_one(fuzzkit.read_input(path), memory=False).error is None, path
 
 
 # -- known bugs: minimal inputs ---------------------------------------------------------------

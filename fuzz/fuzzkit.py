@@ -1,0 +1,66 @@
+"""What the fuzz harnesses in fuzz/ share: input files, bug records, run statistics and a
+watchdog against hangs."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import re
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+
+@dataclasses.dataclass
+class Bug:
+    signature: str
+    data: bytes
+    error: str
+    path: Path | None = None
+
+
+@dataclasses.dataclass
+class FuzzStats:
+    executed: int = 0
+    seconds: float = 0.0
+    pool: int = 0
+    edges: int = 0  # line-coverage edges, where the harness traces them
+    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
+    bugs: list[Bug] = dataclasses.field(default_factory=list)
+    hits: dict[str, int] = dataclasses.field(default_factory=dict)  # signature -> inputs
+
+
+def read_input(path: Path) -> bytes:
+    """An input file: raw, or gzip-compressed when named *.gz (large reproducers)."""
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def input_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.endswith((".bin", ".bin.gz")))
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a bug signature."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:80]
+
+
+@contextlib.contextmanager
+def watchdog(seconds: float, error: Callable[[str], BaseException]) -> Iterator[None]:
+    """Raise `error(message)` in the main thread after `seconds` (SIGALRM): catches real
+    hangs, which a timer measured afterwards never sees."""
+
+    def fire(signum: int, frame: FrameType | None) -> None:
+        raise error(f"still running after {seconds:.1f}s (watchdog)")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
