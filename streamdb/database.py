@@ -701,6 +701,7 @@ class Database:
         with self._lock:
             self._check_open()
             c = self._counters
+            hits, misses = self._catalog.cache_stats()
             return Stats(
                 paths=self._catalog.count,
                 documents_changed_since_checkpoint=len(self._catalog.d_docs),
@@ -713,8 +714,8 @@ class Database:
                 reads=c["reads"],
                 bytes_read=c["bytes_read"],
                 bytes_written=c["bytes_written"],
-                cache_hits=self._catalog.cache_stats()[0],
-                cache_misses=self._catalog.cache_stats()[1],
+                cache_hits=hits,
+                cache_misses=misses,
             )
 
     def close(self) -> None:
