@@ -10,7 +10,7 @@ See `streamdb.database.Database` for the whole API and `streamdb.errors` for the
 """
 
 from streamdb.config import Config
-from streamdb.database import Database, DocumentInfo, Stats, open
+from streamdb.database import Database, Stats, open
 from streamdb.errors import (
     ChecksumMismatch,
     ClosedError,
@@ -29,6 +29,7 @@ from streamdb.errors import (
     WrongKeyError,
 )
 from streamdb.maintenance import VerifyReport
+from streamdb.reads import DocumentInfo, Snapshot
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __all__ = [
     "LockedError",
     "NotFoundError",
     "ReadOnlyError",
+    "Snapshot",
     "Stats",
     "StorageFullError",
     "StorageIOError",

@@ -2,8 +2,9 @@
 
 Invariants (DESIGN section 3; tests name them):
 
-D1. Never overwrite live data. New versions go to free pages; pages a superseded version or an
-    old tree used are freed only after the next checkpoint is durable.
+D1. Never overwrite live data. New versions go to free pages. Pages a superseded version or
+    an old tree used are freed only once a checkpoint after the change is durable and no
+    reader (thread, snapshot, view, or reader process) holds a state that sees them.
 D2. The commit point is the log record reaching stable storage. A document larger than
     INLINE_MAX is written to pages and fdatasync'ed before the record that makes it visible.
 D3. Every stored byte is checksummed: document chunks (XXH3-64 by default), tree pages,
@@ -14,12 +15,21 @@ D4. A checkpoint writes new trees to free pages, fsyncs, then writes the other h
 D5. The path index is the trees of the last checkpoint, read page by page, plus the changes
     since (replayed from the log on open): opening reads two header pages, not the index.
 
-Locking: one lock serialises the API for now (snapshots and concurrent readers come next).
+Concurrency (DESIGN invariant 7):
+C1. One writer thread at a time holds `_write_lock` for a whole write, or a whole
+    `transaction()`. Readers never take it: a read pins the published `State` (an LSN of the
+    multi-version catalog) and reads pages no writer will touch while it is pinned.
+C2. A write is applied to the catalog under LSNs above the published one, so other threads
+    cannot see it; it is published (one reference swap) after its log batch is committed.
+    A transaction's own thread reads at its newest LSN, so it sees its pending writes.
+C3. One writer process: the writer holds an exclusive lock on the database file (and the
+    log's). Read-only opens take no lock; they publish the oldest state they hold in the
+    reader table (`NAME-readers`), which the writer consults before reusing pages.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import errno
 import io
 import os
@@ -27,22 +37,25 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import wal
 from streamdb import errors as E
-from streamdb import maintenance
+from streamdb import follower, maintenance
 from streamdb.config import Config
 from streamdb.errmap import io_error, wal_error
 from streamdb.maintenance import VerifyReport
-from streamdb.paths import path_key, search_key
+from streamdb.paths import path_key
+from streamdb.pins import Pins, State
+from streamdb.reads import DocumentInfo, ReadMethods, Snapshot, version_at
 from streamdb.storage import btree
 from streamdb.storage.catalog import KIND_FREE, Catalog
 from streamdb.storage.docio import CHUNK, DocReader, Ingest
-from streamdb.storage.freespace import FreeSpace
+from streamdb.storage.freespace import FreeSpace, Stamp
 from streamdb.storage.header import (
     CHECKSUM_CRC32C,
     CHECKSUM_XXH3,
@@ -54,12 +67,13 @@ from streamdb.storage.header import (
 )
 from streamdb.storage.logfiles import log_files, remove_log
 from streamdb.storage.pager import Pager
+from streamdb.storage.pagestore import PageStore
+from streamdb.storage.readers import ReaderSlot, ReaderTable, open_table, remove_table
 from streamdb.storage.records import (
     OP_BIND,
     OP_PRUNE,
     OP_UNBIND,
     OP_VERSION,
-    DocRecord,
     Op,
     Version,
     decode_op,
@@ -67,21 +81,12 @@ from streamdb.storage.records import (
 )
 from wal.vfs import VFS, OsVFS
 
+__all__ = ["Database", "DocumentInfo", "Snapshot", "Stats", "open"]
+
 CHECKPOINT_LOG_BYTES = 128 << 20  # checkpoint when this much has been logged since the last
+RELEASE_INTERVAL = 0.05  # seconds between reader-table scans when the file would grow
 _SYNC = {"full": "full", "normal": "batch", "off": "off"}
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentInfo:
-    path: str
-    doc_id: uuid.UUID
-    version: int
-    size: int
-    created: float
-    modified: float
-    codec: str | None
-    checksum: str
-    paths: tuple[str, ...]
+_OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,46 +104,30 @@ class Stats:
     bytes_written: int
     cache_hits: int
     cache_misses: int
+    snapshots: int  # states held by snapshots, streams, views and reads in flight
+    readers: int  # live reader processes (and closed databases' views) in the reader table
 
 
-class _Store:
-    """The page store the trees use: the pager plus free space, recording what it wrote."""
+@dataclass(slots=True)
+class _Tx:
+    """The writer's open transaction: ops applied to the catalog, not yet committed."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.page_size = db._page_size
-        self.written: list[int] = []
-        self.at_end = False  # allocate past the end of the file (building the free tree)
-
-    def page_count(self) -> int:
-        return self.db._space.file_pages
-
-    def read_page(self, page_no: int) -> memoryview:
-        if not HEADER_PAGES <= page_no < self.db._space.file_pages:
-            raise E.CorruptionError("tree points outside the file", page=page_no)
-        try:
-            return self.db._pager.read_page(page_no)
-        except ValueError as exc:
-            raise E.CorruptionError("tree page lies past the end of the file",
-                                    page=page_no) from exc
-        except OSError as exc:
-            raise io_error(exc, f"reading page {page_no}") from exc
-
-    def allocate(self, n_pages: int) -> int:
-        space = self.db._space
-        if self.at_end:
-            start = space.file_pages
-            space.file_pages += n_pages
-            return start
-        return space.allocate(n_pages)
-
-    def write_pages(self, page_no: int, data: bytes | bytearray | memoryview) -> None:
-        self.db._pager.write_pages(page_no, data)
-        self.written.extend(range(page_no, page_no + len(data) // self.page_size))
+    user: bool  # opened by `transaction()` (else one write's own)
+    ingests: list[Ingest]
+    records: int = 0  # log records appended
+    logged: int = 0  # their bytes
 
 
-class Database:
-    """An open StreamDB database. Create it with `streamdb.open`."""
+class Database(ReadMethods):
+    """An open StreamDB database. Create it with `streamdb.open`.
+
+    Thread-safe: share one object between threads. Reads run concurrently and never wait for
+    the writer; writes are serialised. After `fork()` a child must open the database again.
+    """
+
+    _pins: Pins
+    _applied_lsn: int  # the newest LSN applied to the catalog (a transaction's, if open)
+    _catalog: Catalog
 
     def __init__(
         self,
@@ -151,36 +140,70 @@ class Database:
         self.path = os.fspath(path)
         self.config = config or Config()
         self.readonly = readonly
+        self._db = self
         self._vfs: VFS = vfs if vfs is not None else OsVFS()
-        self._lock = threading.RLock()
-        self._closed = True
+        self._write_lock = threading.RLock()
+        self._tx: _Tx | None = None
+        self._tx_owner: int | None = None
         self._failed: str | None = None
         self._quick = False
         self._warned_quick = False
+        self._counter_lock = threading.Lock()
         self._counters = dict.fromkeys(
             ("checkpoints", "commits", "reads", "bytes_read", "bytes_written"), 0
         )
+        self._slot: ReaderSlot | None = None
+        self._last_scan = 0.0
+        self._wal: wal.WriteAheadLog | None = None
+        self._tail: wal.LogTail | None = None  # read-only opens follow the log with it
+        self._refresh_lock = threading.Lock()
         try:
             file = self._vfs.open(self.path, create=not readonly)
         except FileNotFoundError as exc:
             raise E.NotFoundError(f"no database at {self.path}") from exc
         except OSError as exc:
             raise io_error(exc, f"opening {self.path}") from exc
+        self._table: ReaderTable | None = None
         try:
-            self._lock_file(file)
+            if not readonly:
+                self._lock_file(file)
             self._header = self._read_or_create_header(file)
             self._page_size = self._header.page_size
             self._pager = Pager(file, self._page_size, use_mmap=self.config.use_mmap)
-            self._open_log()
-        except OSError as exc:
-            file.close()
-            raise io_error(exc, f"opening {self.path}") from exc
-        except BaseException:
-            file.close()
+            self._space = FreeSpace(self._header.file_pages,
+                                    self.config.max_db_size // self._page_size)
+            self._store = PageStore(self._pager, self._space)
+            self._table = self._open_table()
+            if readonly:
+                self._slot = self._table.claim()
+                follower.load(self)
+            else:
+                self._open_log()
+        except BaseException as exc:
+            self._abandon_files(file)
+            if isinstance(exc, OSError) and not isinstance(exc, E.StreamDbError):
+                raise io_error(exc, f"opening {self.path}") from exc
             raise
-        self._closed = False
+        self._pid = os.getpid()
+        _OPEN.add(self)
 
     # -- opening -----------------------------------------------------------------------
+
+    def _abandon_files(self, file: Any) -> None:
+        with contextlib.suppress(Exception):  # already failing: report the first error
+            if self._wal is not None:
+                self._wal.close()
+        if self._slot is not None:
+            self._slot.release()
+        if self._table is not None:
+            self._table.close()
+        file.close()
+
+    def _open_table(self) -> ReaderTable:
+        try:
+            return open_table(self._vfs, self.path)
+        except OSError as exc:
+            raise io_error(exc, f"opening the reader table {self.path}-readers") from exc
 
     def _lock_file(self, file: Any) -> None:
         deadline = time.monotonic() + self.config.lock_timeout
@@ -251,11 +274,11 @@ class Database:
     def _remove_log(self) -> None:
         remove_log(self._vfs, self.path)
 
+    def _new_catalog(self, refs: dict[str, btree.TreeRef]) -> Catalog:
+        return Catalog(self._store, refs, keep=self.config.versions_to_keep,
+                       on_free=self._defer_free, cache_pages=self.config.page_cache_size)
+
     def _open_log(self) -> None:
-        header = self._header
-        max_pages = self.config.max_db_size // self._page_size
-        self._space = FreeSpace(header.file_pages, max_pages)
-        self._store = _Store(self)
         self._reload_state()
         try:
             self._wal = wal.open(self.path + "-wal", sync=_SYNC[self.config.durability],  # type: ignore[arg-type]
@@ -263,39 +286,120 @@ class Database:
         except wal.WalError as exc:
             raise wal_error(exc, f"opening the log of {self.path}") from exc
         try:
-            self._applied_lsn = header.checkpoint_lsn
             self._replay()
             self._wal.skip_to(self._applied_lsn)
         except wal.WalError as exc:
-            self._wal.close()
             raise wal_error(exc, f"opening the log of {self.path}") from exc
-        except BaseException:
-            self._wal.close()
-            raise
         self._logged_bytes = 0
 
     def _replay(self) -> None:
-        """Apply logged operations past the checkpoint (D4). O(log bytes)."""
+        """Apply logged operations past the last applied LSN (D4), then publish.
+        O(log bytes)."""
+        assert self._wal is not None
         try:
             for record in self._wal.replay(self._applied_lsn + 1):
                 op = decode_op(record.payload)
                 if op.kind == OP_VERSION and op.version is not None:
                     for start, count in op.version.extents:
                         self._space.claim(start, count)
-                self._catalog.apply(op)
+                self._catalog.apply(op, record.lsn)
                 self._applied_lsn = record.lsn
         except wal.WalError as exc:
             raise wal_error(exc, f"replaying the log of {self.path}") from exc
+        finally:
+            self._catalog.mark()
+            self._publish()
 
-    def _defer_free(self, extents: tuple[tuple[int, int], ...]) -> None:
+    def _reload_state(self) -> None:
+        """Free space, catalog and published state from the current header.
+
+        The header's page count may exceed the file (pages allocated at the end by a write
+        that never committed were never written); free extents past the real end are
+        dropped rather than trusted, so a damaged count cannot make the file grow. While a
+        reader process holds a state older than this header, the free map may list pages
+        that reader still reads: they wait until it has moved on (D1).
+        """
+        header = self._header
+        actual = -(-self._pager.file.size() // self._page_size)
+        self._space = FreeSpace(min(header.file_pages, max(actual, HEADER_PAGES)),
+                                self._space.max_pages)
+        self._space.on_short = self._on_short
+        self._space.durable = (header.checkpoint_lsn, header.generation)
+        self._store = PageStore(self._pager, self._space)
+        assert self._table is not None
+        behind = any(s[1] < header.generation
+                     for s in self._table.live(header.db_id.bytes))
+        free = btree.Tree(self._store, header.trees["free"], kind=KIND_FREE)
+        for key, value in free.items():
+            start = int.from_bytes(key, "big")
+            end = min(start + int.from_bytes(value, "little"), self._space.file_pages)
+            if HEADER_PAGES <= start < end:
+                if behind:
+                    self._space.defer(start, end - start, self._space.durable)
+                else:
+                    self._space.free(start, end - start)
+        self._catalog = self._new_catalog(header.trees)
+        self._applied_lsn = header.checkpoint_lsn
+        self._publish()
+
+    def _publish(self) -> None:
+        """Make the catalog at the last applied LSN the state new reads see (C2)."""
+        state = State(self._catalog, self._applied_lsn, self._header.generation, self._pager)
+        if getattr(self, "_pins", None) is None:
+            self._pins = Pins(state, self._unpinned)
+        else:
+            self._pins.publish(state)
+
+    def _defer_free(self, extents: tuple[tuple[int, int], ...], lsn: int) -> None:
+        stamp = (lsn, self._header.generation)
         for start, count in extents:
-            self._space.defer(start, count)
+            self._space.defer(start, count, stamp)
+
+    # -- readers and space -------------------------------------------------------------
+
+    def _oldest_reader(self) -> Stamp | None:
+        """The oldest state any reader holds: in this process, or in the reader table."""
+        assert self._table is not None
+        stamps = [s for s in (self._pins.oldest(),
+                              self._table.oldest(self._header.db_id.bytes)) if s is not None]
+        return min(stamps, default=None)
+
+    def _release_space(self) -> None:
+        """Make pending pages no reader can see allocatable (D1). Writer lock held."""
+        self._last_scan = time.monotonic()
+        self._space.release(self._oldest_reader())
+
+    def _on_short(self) -> None:
+        if time.monotonic() - self._last_scan >= RELEASE_INTERVAL:
+            self._release_space()
+
+    def _unpinned(self, state: State) -> None:
+        """The last pin of `state` went. A closed database releases its reader-table slot
+        once nothing is held; a reader process republishes its oldest held state."""
+        if self._pins.closed is not None:
+            if not self._pins.held():
+                self._release_slot()
+        elif self.readonly and state is not self._pins.current:
+            follower.publish_oldest(self)
+        if state.pager is not self._pager and not any(
+            s.pager is state.pager for s in self._pins.held()
+        ):
+            state.pager.close()  # a file compaction replaced, now unused
+
+    def _release_slot(self) -> None:
+        """Closed and nothing held: leave the reader table."""
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            slot.release()
+        table, self._table = self._table, None
+        if table is not None:
+            table.close()
 
     # -- guards ------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise E.ClosedError(f"{self.path} is closed")
+        if self._pins.closed is not None:
+            raise E.ClosedError(self._pins.closed)
 
     def _check_writable(self) -> None:
         self._check_open()
@@ -304,99 +408,173 @@ class Database:
         if self._failed is not None:
             raise E.StorageIOError(errno.EIO, f"{self._failed}; reopen the database")
 
+    def _check_no_tx(self, what: str) -> None:
+        if self._tx is not None and self._tx.user:
+            raise E.InvalidArgumentError(f"{what} cannot run inside a transaction")
+
+    # -- state for reads ---------------------------------------------------------------
+
+    def _own_state(self) -> State | None:
+        """The state this thread's transaction sees (its pending writes), else None."""
+        if self._tx_owner is not None and self._tx_owner == threading.get_ident():
+            return State(self._catalog, self._applied_lsn, self._header.generation,
+                         self._pager)
+        return None
+
+    def _enter(self) -> State:
+        return self._pins.acquire(self._own_state())
+
+    def _leave(self, state: State) -> None:
+        self._pins.release(state)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self._counters[name] += n
+
+    def _reader(self, state: State, path: str, v: Version) -> DocReader:
+        self._count("reads")
+        return DocReader(state.pager, v, path, verify=not self._quick)
+
+    def _read(self, state: State, path: str, v: Version, offset: int, length: int) -> bytes:
+        try:
+            data = self._reader(state, path, v).read(offset, length)
+        except OSError as exc:
+            raise io_error(exc, f"reading {path!r}") from exc
+        except ValueError as exc:  # a page past the end of the file
+            raise E.CorruptionError(f"{path!r} points past the end of the file") from exc
+        self._count("bytes_read", len(data))
+        return data
+
+    def snapshot(self) -> Snapshot:
+        """A consistent, read-only view of the last committed state (O(1)); see
+        `Snapshot`. Inside a transaction, of that transaction's state."""
+        return Snapshot(self)
+
+    def refresh(self) -> int:
+        """Read-only databases: move on to the last committed state (reads see the state
+        of the open, or of the last refresh). Returns its LSN. O(log bytes since the last
+        refresh), or O(1) + a catalog reopen after a checkpoint. A writer's reads are always
+        current: there it only returns the LSN."""
+        self._check_open()
+        if self.readonly:
+            follower.refresh(self)
+        return self._pins.current.lsn
+
     # -- writing -----------------------------------------------------------------------
 
-    def write_document(self, path: str, data: object) -> uuid.UUID:
-        """Write `data` (bytes-like, a binary file object, or an iterable of bytes-like
-        chunks) as the new version of the document at `path`, creating it if needed.
+    def transaction(self) -> _Transaction:
+        """A context manager that makes every write, delete, bind and unbind this thread
+        makes through the database inside it one atomic commit (one fsync) when the block
+        exits, and none of them if it raises. This thread's reads see its pending writes;
+        other threads' reads do not, and their writes wait for it. Transactions do not
+        nest (InvalidArgumentError). `gc`, `checkpoint`, `compact`, `backup` and `verify`
+        are refused inside one."""
+        return _Transaction(self)
 
-        Returns the document id (stable across versions). Durable on return with
-        durability="full". Memory O(64 KiB + 1 MiB) whatever the size. Raises
-        InvalidPathError, DocumentTooLargeError, StorageFullError; on any error nothing is
-        visible and the previous version is intact.
-        """
-        return self.write_documents([(path, data)])[0]
-
-    def write_documents(self, items: Iterable[tuple[str, object]]) -> list[uuid.UUID]:
-        """Write many documents atomically: all are visible after one fsync, or none."""
-        with self._lock:
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[_Tx]:
+        """One write: join this thread's transaction, or run as a transaction of its own.
+        A write that fails inside a transaction is undone alone; the transaction goes on."""
+        with self._write_lock:
             self._check_writable()
-            ops: list[Op] = []
-            ingests: list[Ingest] = []
-            ids: list[uuid.UUID] = []
-            planned: dict[bytes, tuple[uuid.UUID, int]] = {}
+            own = self._tx is None
+            if own:
+                self._begin(user=False)
+            tx = self._tx
+            assert tx is not None and self._wal is not None
+            lsn, mark, ingests = self._applied_lsn, self._catalog.undo_mark(), len(tx.ingests)
+            records = tx.records
             try:
-                for path, data in items:
-                    key = path_key(path)
-                    doc_id, number = self._next_version(key, planned)
-                    ingest = Ingest(self._pager, self._space, self._header.checksum,
-                                    self.config.max_document_size)
-                    ingests.append(ingest)
-                    try:
-                        size, sums, inline = ingest.run(data)
-                    except OSError as exc:
-                        raise io_error(exc, f"writing {path!r}") from exc
-                    now = time.time()
-                    created = now
-                    doc = self._catalog.doc(doc_id.bytes)
-                    if doc is not None:
-                        created = doc.versions[-1].created
-                    # Operations get consecutive LSNs (one writer, lock held): stamp it now.
-                    lsn = self._wal.next_lsn + len(ops)
-                    version = Version(number, lsn, size, created, now, self._header.checksum,
-                                      CHUNK, tuple(ingest.extents), sums, inline)
-                    ops.append(Op(OP_VERSION, doc_id, version=version))
-                    if key not in planned and self._catalog.lookup(key) is None:
-                        ops.append(Op(OP_BIND, doc_id, path=key))
-                    planned[key] = (doc_id, number)
-                    ids.append(doc_id)
-                self._commit(ops, ingests)
+                yield tx
             except BaseException:
-                for ingest in ingests:
-                    ingest.abandon()
+                if own or tx.records != records:
+                    # Records of a failed write reached the log batch: the log has failed
+                    # (W4), so the whole transaction goes, and no write follows it.
+                    self._abort()
+                else:
+                    self._undo_write(lsn, mark, ingests)
                 raise
-            return ids
+            if own:
+                self._commit()
 
-    def _next_version(
-        self, key: bytes, planned: dict[bytes, tuple[uuid.UUID, int]]
-    ) -> tuple[uuid.UUID, int]:
-        if key in planned:
-            doc_id, number = planned[key]
-            return doc_id, number + 1
-        existing = self._catalog.lookup(key)
-        if existing is None:
-            return uuid.uuid4(), 1
-        doc = self._catalog.doc(existing)
-        if doc is None:
-            raise E.CorruptionError("a path names a missing document",
-                                    path=key.decode("utf-8", "replace"))
-        return doc.doc_id, doc.latest.version + 1
+    def _begin(self, *, user: bool) -> None:
+        self._tx = _Tx(user, [])
+        self._tx_owner = threading.get_ident()
+        self._catalog.horizon = self._pins.horizon(self._catalog)
 
-    def _commit(self, ops: list[Op], ingests: Iterable[Ingest] = ()) -> int:
-        """Log `ops` as one atomic batch, then apply them (D2). Lock held."""
-        if any(ingest.extents for ingest in ingests):
+    def _undo_write(self, lsn: int, mark: int, ingests: int) -> None:
+        """Undo what one failed write inside a transaction applied after LSN `lsn` (none
+        of it reached the log): the transaction goes on as before the write."""
+        tx = self._tx
+        assert tx is not None
+        self._catalog.rollback(lsn, mark)
+        self._space.undefer_after((lsn, self._header.generation))
+        for ingest in tx.ingests[ingests:]:
+            ingest.abandon()
+        del tx.ingests[ingests:]
+        self._applied_lsn = lsn
+
+    def _abort(self) -> None:
+        """Drop the open transaction: the log batch, the catalog entries, the pages."""
+        tx, self._tx, self._tx_owner = self._tx, None, None
+        assert tx is not None and self._wal is not None
+        published = self._pins.current.lsn
+        self._catalog.rollback(published)
+        self._space.undefer_after((published, self._header.generation))
+        for ingest in tx.ingests:
+            ingest.abandon()
+        self._applied_lsn = published
+        if tx.records:
             try:
-                self._pager.sync()  # the pages first: the log record will point at them
-            except OSError as exc:
-                raise io_error(exc, f"syncing {self.path}") from exc
+                self._wal.rollback()
+            except wal.WalError as exc:
+                self._failed = f"a rollback of the log failed ({exc})"
+
+    def _log(self, ops: list[Op]) -> None:
+        """Apply `ops` to the catalog and append them to the open transaction's batch."""
+        tx, log = self._tx, self._wal
+        assert tx is not None and log is not None
         payloads = [encode_op(op) for op in ops]
+        first = log.next_lsn
+        for i, op in enumerate(ops):
+            self._catalog.apply(op, first + i)
+            self._applied_lsn = first + i
         try:
-            first = self._wal.next_lsn
-            for payload in payloads:
-                self._wal.append(payload)
-            last = self._wal.commit()
-            assert last == first + len(ops) - 1, "log LSNs are consecutive within a batch"
+            for i, payload in enumerate(payloads):
+                lsn = log.append(payload)
+                tx.records += 1
+                tx.logged += len(payload)
+                assert lsn == first + i, "one writer: LSNs are handed out in order"
         except wal.WalError as exc:
-            self._after_log_failure(exc)
-            raise wal_error(exc, f"committing to {self.path}") from exc
-        for op in ops:
-            self._catalog.apply(op)
-        self._applied_lsn = last
-        self._counters["commits"] += 1
-        self._logged_bytes += sum(len(p) for p in payloads)
+            self._failed = f"writing the log failed ({exc})"
+            raise wal_error(exc, f"writing to {self.path}") from exc
+
+    def _commit(self) -> None:
+        """Commit the open transaction (one log batch, one fsync), then publish it (C2)."""
+        tx = self._tx
+        assert tx is not None and self._wal is not None
+        if not tx.records:
+            self._tx = self._tx_owner = None
+            self._catalog.mark()
+            return
+        try:
+            if any(ingest.extents for ingest in tx.ingests):
+                self._pager.sync()  # the pages first: the log records point at them
+            last = self._wal.commit()
+        except (OSError, wal.WalError) as exc:
+            self._abort()
+            if isinstance(exc, wal.WalError):
+                self._after_log_failure(exc)
+                raise wal_error(exc, f"committing to {self.path}") from exc
+            raise io_error(exc, f"syncing {self.path}") from exc
+        assert last == self._applied_lsn, (last, self._applied_lsn)
+        self._tx = self._tx_owner = None
+        self._catalog.mark()
+        self._publish()
+        self._count("commits")
+        self._logged_bytes += tx.logged
         if self._logged_bytes > CHECKPOINT_LOG_BYTES:
             self._checkpoint()
-        return last
 
     def _after_log_failure(self, exc: wal.WalError) -> None:
         """A failed write to the log (ENOSPC) leaves the database usable: reopen the log,
@@ -405,182 +583,72 @@ class Database:
         if isinstance(exc, wal.WalIOError) and exc.during == "syncing":
             self._failed = f"an fsync of the log failed ({exc})"
             return
+        assert self._wal is not None
         try:
             self._wal.close()
             self._wal = wal.open(self.path + "-wal", sync=_SYNC[self.config.durability],  # type: ignore[arg-type]
                                  vfs=self._vfs)
             self._replay()  # in case the batch did reach the log after all
             self._wal.skip_to(self._applied_lsn)
+            self._failed = None
         except (wal.WalError, E.StreamDbError) as again:
             self._failed = f"the log could not be reopened ({again})"
 
-    # -- reading -----------------------------------------------------------------------
+    def write_document(self, path: str, data: object) -> uuid.UUID:
+        """Write `data` (bytes-like, a binary file object, or an iterable of bytes-like
+        chunks) as the new version of the document at `path`, creating it if needed.
 
-    def _doc_at(self, path: str) -> tuple[bytes, DocRecord]:
-        key = path_key(path)
-        doc_id = self._catalog.lookup(key)
-        doc = self._catalog.doc(doc_id) if doc_id is not None else None
-        if doc is None:
-            raise E.NotFoundError(f"no document at {path!r}")
-        return key, doc
-
-    def _version(self, path: str, version: int | None) -> Version:
-        _, doc = self._doc_at(path)
-        if version is None:
-            return doc.latest
-        for v in doc.versions:
-            if v.version == version:
-                return v
-        raise E.NotFoundError(f"{path!r} has no version {version} (kept: "
-                              f"{[v.version for v in doc.versions]})")
-
-    def _reader(self, path: str, v: Version) -> DocReader:
-        self._counters["reads"] += 1
-        return DocReader(self._pager, v, path, verify=not self._quick)
-
-    def get(self, path: str, version: int | None = None, offset: int = 0,
-            length: int | None = None) -> bytes:
-        """The bytes of the latest (or the given kept) version, or of a range of it.
-
-        O(length); every chunk touched is verified (unless quick mode). Raises
-        NotFoundError, InvalidArgumentError, ChecksumMismatch naming the path and offset.
+        Returns the document id (stable across versions). Durable on return with
+        durability="full" (inside a transaction: when it commits). Memory O(64 KiB + 1 MiB)
+        whatever the size. Raises InvalidPathError, DocumentTooLargeError,
+        StorageFullError; on any error nothing is visible and the previous version is intact.
         """
-        if offset < 0 or (length is not None and length < 0):
-            raise E.InvalidArgumentError("offset and length must be >= 0")
-        with self._lock:
-            self._check_open()
-            v = self._version(path, version)
-            data = self._read(path, v, offset, v.size - offset if length is None else length)
-            return data
+        return self.write_documents([(path, data)])[0]
 
-    def _read(self, path: str, v: Version, offset: int, length: int) -> bytes:
-        try:
-            data = self._reader(path, v).read(offset, length)
-        except OSError as exc:
-            raise io_error(exc, f"reading {path!r}") from exc
-        self._counters["bytes_read"] += len(data)
-        return data
-
-    def get_view(self, path: str) -> memoryview:
-        """The latest version as a read-only memoryview, zero-copy over the memory map when
-        the document is stored uncompressed in one extent (a copy otherwise).
-
-        Lifetime: the view stays valid after later writes and after close() (the map lives
-        as long as the view). Its bytes are the version's until that version is superseded
-        and a checkpoint has run; after that the pages may be reused: keep a copy (`get`)
-        of anything held across writes.
-        """
-        with self._lock:
-            self._check_open()
-            v = self._version(path, None)
-            try:
-                view = self._reader(path, v).view()
-            except OSError as exc:
-                raise io_error(exc, f"reading {path!r}") from exc
-            if view is None:
-                view = memoryview(self._read(path, v, 0, v.size))
-            return view.toreadonly()
-
-    def get_stream(self, path: str, chunk_size: int | None = None) -> Iterator[bytes]:
-        """The latest version as an iterator of `bytes` chunks (256 KiB by default), each
-        verified as it is read and valid after `next()`. Memory O(chunk). The version is
-        fixed when the iterator is created."""
-        if chunk_size is not None and chunk_size <= 0:
-            raise E.InvalidArgumentError("chunk_size must be > 0")
-        with self._lock:
-            self._check_open()
-            v = self._version(path, None)
-        step = chunk_size or v.chunk_size or CHUNK
-        return self._stream(path, v, step)
-
-    def _stream(self, path: str, v: Version, step: int) -> Iterator[bytes]:
-        for offset in range(0, v.size, step):
-            with self._lock:
-                self._check_open()
-                yield self._read(path, v, offset, step)
-
-    async def get_async(self, path: str) -> bytes:
-        """`get` on a worker thread, so the event loop is not blocked."""
-        return await asyncio.to_thread(self.get, path)
-
-    def info(self, path: str) -> DocumentInfo:
-        with self._lock:
-            self._check_open()
-            _, doc = self._doc_at(path)
-            v = doc.latest
-            return DocumentInfo(
-                path, doc.doc_id, v.version, v.size, v.created, v.modified,
-                None if not v.codec else str(v.codec),
-                "xxh3" if v.checksum == CHECKSUM_XXH3 else "crc32c",
-                tuple(_text(p) for p in doc.paths),
-            )
-
-    def versions(self, path: str) -> list[int]:
-        """Kept version numbers, oldest first."""
-        with self._lock:
-            self._check_open()
-            _, doc = self._doc_at(path)
-            return sorted(v.version for v in doc.versions)
-
-    # -- paths -------------------------------------------------------------------------
-
-    def search(self, prefix: str) -> list[str]:
-        """Every path starting with `prefix`, sorted. O(log n + k)."""
-        key = search_key(prefix, "prefix")
-        with self._lock:
-            self._check_open()
-            return [_text(k) for k in self._catalog.iter_paths(key)]
-
-    def search_suffix(self, suffix: str) -> list[str]:
-        """Every path ending with `suffix`, sorted. O(log n + k log k)."""
-        key = search_key(suffix, "suffix")
-        with self._lock:
-            self._check_open()
-            return sorted(_text(k) for k in self._catalog.iter_suffix(key))
-
-    def exists(self, path: str) -> bool:
-        key = path_key(path)
-        with self._lock:
-            self._check_open()
-            return self._catalog.lookup(key) is not None
-
-    def __contains__(self, path: object) -> bool:
-        try:
-            return self.exists(cast(str, path))
-        except E.InvalidPathError:
-            return False
-
-    def __len__(self) -> int:
-        with self._lock:
-            self._check_open()
-            return self._catalog.count
-
-    def __iter__(self) -> Iterator[str]:
-        """Paths in sorted order (a snapshot taken when iteration starts)."""
-        return iter(self.search("/"))
-
-    def get_id_by_path(self, path: str) -> uuid.UUID:
-        with self._lock:
-            self._check_open()
-            return self._doc_at(path)[1].doc_id
-
-    def list_paths(self, doc_id: uuid.UUID) -> list[str]:
-        with self._lock:
-            self._check_open()
-            doc = self._catalog.doc(doc_id.bytes)
-            if doc is None:
-                raise E.NotFoundError(f"no document {doc_id}")
-            return [_text(p) for p in doc.paths]
+    def write_documents(self, items: Iterable[tuple[str, object]]) -> list[uuid.UUID]:
+        """Write many documents atomically: all are visible after one fsync, or none."""
+        with self._writing() as tx:
+            ids = []
+            for path, data in items:
+                key = path_key(path)
+                ingest = Ingest(self._pager, self._space, self._header.checksum,
+                                self.config.max_document_size)
+                tx.ingests.append(ingest)
+                try:
+                    size, sums, inline = ingest.run(data)
+                except OSError as exc:
+                    raise io_error(exc, f"writing {path!r}") from exc
+                self._count("bytes_written", size)
+                doc_id_bytes = self._catalog.lookup(key)
+                doc = self._catalog.doc(doc_id_bytes) if doc_id_bytes is not None else None
+                if doc_id_bytes is not None and doc is None:
+                    raise E.CorruptionError("a path names a missing document", path=path)
+                now = time.time()
+                assert self._wal is not None
+                lsn = self._wal.next_lsn  # one writer: the LSN the VERSION record gets
+                if doc is None:
+                    doc_id = uuid.uuid4()
+                    version = Version(1, lsn, size, now, now, self._header.checksum, CHUNK,
+                                      tuple(ingest.extents), sums, inline)
+                    ops = [Op(OP_VERSION, doc_id, version=version), Op(OP_BIND, doc_id, path=key)]
+                else:
+                    doc_id = doc.doc_id
+                    version = Version(doc.latest.version + 1, lsn, size,
+                                      doc.versions[-1].created, now, self._header.checksum,
+                                      CHUNK, tuple(ingest.extents), sums, inline)
+                    ops = [Op(OP_VERSION, doc_id, version=version)]
+                self._log(ops)
+                ids.append(doc_id)
+            return ids
 
     def bind_to_path(self, doc_id: uuid.UUID, path: str) -> None:
         """Make `path` name the document `doc_id` too (an alias). A path that named another
         document is moved; that document is deleted if it has no path left."""
         key = path_key(path)
-        with self._lock:
-            self._check_writable()
+        with self._writing():
             if self._catalog.doc(doc_id.bytes) is None:
                 raise E.NotFoundError(f"no document {doc_id}")
-            self._commit([Op(OP_BIND, doc_id, path=key)])
+            self._log([Op(OP_BIND, doc_id, path=key)])
 
     def unbind_path(self, path: str) -> None:
         """Remove the path; the document is deleted if it has no path left."""
@@ -589,22 +657,23 @@ class Database:
     def delete(self, path: str) -> None:
         """Remove `path`. Raises NotFoundError (a KeyError) if it names nothing."""
         key = path_key(path)
-        with self._lock:
-            self._check_writable()
+        with self._writing():
             if self._catalog.lookup(key) is None:
                 raise E.NotFoundError(f"no document at {path!r}")
-            self._commit([Op(OP_UNBIND, path=key)])
+            self._log([Op(OP_UNBIND, path=key)])
 
     def gc(self) -> int:
         """Drop versions beyond versions_to_keep and make freed space reusable (a
-        checkpoint). Returns the number of pages free afterwards."""
-        with self._lock:
-            self._check_writable()
+        checkpoint). Space a snapshot or reader still sees is reused once it is released.
+        Returns the number of pages free afterwards."""
+        with self._write_lock:
+            self._check_no_tx("gc()")
             keep = self.config.versions_to_keep
-            ops = [Op(OP_PRUNE, d.doc_id, keep=keep)
-                   for d in self._catalog.iter_docs() if len(d.versions) > keep]
-            if ops:
-                self._commit(ops)
+            with self._writing():
+                ops = [Op(OP_PRUNE, d.doc_id, keep=keep)
+                       for d in self._catalog.iter_docs() if len(d.versions) > keep]
+                if ops:
+                    self._log(ops)
             self._checkpoint()
             return self._space.free_pages()
 
@@ -620,8 +689,9 @@ class Database:
 
     def flush(self) -> None:
         """Make every commit durable now (matters with durability "normal" or "off")."""
-        with self._lock:
+        with self._write_lock:
             self._check_writable()
+            assert self._wal is not None
             try:
                 self._wal.sync()
             except wal.WalError as exc:
@@ -631,13 +701,15 @@ class Database:
     def checkpoint(self) -> None:
         """Write the index and every logged change into the database file (D4), so the
         log can be recycled. O(index size)."""
-        with self._lock:
+        with self._write_lock:
             self._check_writable()
+            self._check_no_tx("checkpoint()")
             self._checkpoint()
 
-    def _checkpoint(self, *, force: bool = False) -> None:
+    def _checkpoint(self, *, force: bool = False,
+                    index: dict[str, Iterator[tuple[bytes, bytes]]] | None = None) -> None:
         try:
-            maintenance.write_checkpoint(self, force=force)
+            maintenance.write_checkpoint(self, force=force, index=index)
         except OSError as exc:
             self._failed = f"a checkpoint failed ({exc})"
             raise io_error(exc, f"checkpointing {self.path}") from exc
@@ -656,92 +728,129 @@ class Database:
         When the path index (the paths and suffix trees) is damaged or disagrees with the
         document records, it is rebuilt from those records (each lists its paths) and a
         checkpoint writes it; deleted or superseded documents are not in the records, so
-        nothing comes back. O(database size) reads. Returns a report; raises only for I/O
-        errors or a closed database.
+        nothing comes back. O(database size) reads; writers wait meanwhile, readers do not.
+        Returns a report; raises only for I/O errors or a closed database.
         """
-        with self._lock:
+        with self._write_lock:
+            self._check_open()
+            self._check_no_tx("verify()")
             return maintenance.verify(self)
 
     def backup(self, dest: str | os.PathLike[str]) -> None:
         """Write a consistent copy of the database to `dest` (one .db file: it is
         checkpointed first), under a temporary name, fsynced, then renamed, so `dest` is
-        never half written. O(file size); writers wait meanwhile."""
-        with self._lock:
+        never half written. O(file size); writers wait meanwhile, readers do not."""
+        with self._write_lock:
+            self._check_open()
+            self._check_no_tx("backup()")
             maintenance.backup(self, dest)
 
     def compact(self) -> None:
         """Rewrite the database into a new file holding only what is live, each version
-        contiguous, and rename it over this one. Views from `get_view` stay valid (the old
-        file is renamed over, never truncated). O(live data)."""
-        with self._lock:
+        contiguous, and rename it over this one. Snapshots, streams and views taken before
+        go on reading the old file, which is renamed over, never truncated. O(live data)."""
+        with self._write_lock:
+            self._check_writable()
+            self._check_no_tx("compact()")
             maintenance.compact(self)
 
-    def _reload_state(self) -> None:
-        """Free space and catalog from the current header.
-
-        The header's page count may exceed the file (pages allocated at the end by a write
-        that never committed were never written); free extents past the real end are
-        dropped rather than trusted, so a damaged count cannot make the file grow.
-        """
-        header = self._header
-        actual = -(-self._pager.file.size() // self._page_size)
-        self._space = FreeSpace(min(header.file_pages, max(actual, HEADER_PAGES)),
-                                self._space.max_pages)
-        free = btree.Tree(self._store, header.trees["free"], kind=KIND_FREE)
-        for key, value in free.items():
-            start = int.from_bytes(key, "big")
-            end = min(start + int.from_bytes(value, "little"), self._space.file_pages)
-            if HEADER_PAGES <= start < end:
-                self._space.free(start, end - start)
-        self._catalog = Catalog(self._store, header.trees, keep=self.config.versions_to_keep,
-                                on_free=self._defer_free,
-                                cache_pages=self.config.page_cache_size)
-
     def stats(self) -> Stats:
-        with self._lock:
-            self._check_open()
-            c = self._counters
-            hits, misses = self._catalog.cache_stats()
-            return Stats(
-                paths=self._catalog.count,
-                documents_changed_since_checkpoint=len(self._catalog.d_docs),
-                page_size=self._page_size,
-                file_pages=self._space.file_pages,
-                free_pages=self._space.free_pages(),
-                pending_free_pages=sum(n for _, n in self._space.pending),
-                checkpoints=c["checkpoints"],
-                commits=c["commits"],
-                reads=c["reads"],
-                bytes_read=c["bytes_read"],
-                bytes_written=c["bytes_written"],
-                cache_hits=hits,
-                cache_misses=misses,
-            )
+        self._check_open()
+        state = self._pins.current
+        with self._counter_lock:
+            c = dict(self._counters)
+        hits, misses = state.catalog.cache_stats()
+        table = self._table
+        return Stats(
+            paths=state.catalog.count(state.lsn),
+            documents_changed_since_checkpoint=len(state.catalog.d_docs),
+            page_size=self._page_size,
+            file_pages=max(self._space.file_pages, self._pager.size // self._page_size),
+            free_pages=self._space.free_pages(),
+            pending_free_pages=sum(p[1] for p in self._space.pending),
+            checkpoints=c["checkpoints"],
+            commits=c["commits"],
+            reads=c["reads"],
+            bytes_read=c["bytes_read"],
+            bytes_written=c["bytes_written"],
+            cache_hits=hits,
+            cache_misses=misses,
+            snapshots=len(self._pins.held()),
+            readers=len(table.live(self._header.db_id.bytes)) if table is not None else 0,
+        )
 
     def close(self) -> None:
         """Checkpoint (so the .db file alone holds every committed byte), then release the
-        files. Idempotent. The files are released even when the checkpoint fails; what was
-        committed is then still in the log, and the next open replays it."""
-        with self._lock:
-            if self._closed:
+        files. Idempotent.
+
+        Reads in flight finish first; writes and transactions in other threads finish
+        first too. Afterwards snapshots and streams raise ClosedError, while views from
+        `get_view` stay valid: their pages stay out of reuse, by this process and by later
+        writers (through the reader table), until the views are gone. The files are
+        released even when the checkpoint fails; what was committed is then still in the
+        log, and the next open replays it.
+        """
+        if getattr(self, "_pid", None) != os.getpid():
+            return  # a forked child: the parent's files are not ours to touch
+        with self._write_lock:
+            if self._pins.closed is not None:
                 return
-            self._closed = True
+            if self._tx is not None:
+                self._abort()
             error: E.StreamDbError | None = None
             if not self.readonly and self._failed is None:
                 try:
                     self._checkpoint()
                 except E.StreamDbError as exc:
                     error = exc
-            try:
-                self._wal.close()
-            except wal.WalError as exc:
-                error = error or wal_error(exc, f"closing the log of {self.path}")
+            held = self._pins.oldest()
+            if held is not None and self._slot is None and self._table is not None:
+                self._slot = self._table.claim()  # views outlive us: keep their pages
+                self._slot.publish(self._header.db_id.bytes, held)
+            self._pins.close(f"{self.path} is closed")
+            _OPEN.discard(self)
+            if self._wal is not None:
+                try:
+                    self._wal.close()
+                except wal.WalError as exc:
+                    error = error or wal_error(exc, f"closing the log of {self.path}")
+            follower.close(self)
             try:
                 self._pager.close()
             except OSError as exc:
                 error = error or io_error(exc, f"closing {self.path}")
+            if not self._pins.held():
+                self._release_slot()
             if error is not None:
                 raise error
+
+    def _detach(self, *, close_file: bool = False) -> None:
+        """Compaction's scratch database, done: close it without a checkpoint, remove its
+        log and reader table, and keep its file open (the caller adopts it) unless
+        `close_file`."""
+        self._pins.closed = f"{self.path} was compacted into another database"
+        _OPEN.discard(self)
+        with contextlib.suppress(wal.WalError, OSError):  # scratch files: removed next
+            if self._wal is not None:
+                self._wal.close()
+        self._remove_log()
+        self._release_slot()
+        remove_table(self._vfs, self.path)
+        if close_file:
+            self._pager.close()
+
+    def _forget(self) -> None:
+        """In a forked child: refuse every call, and drop our descriptors without any I/O
+        (their locks and the parent's state are the parent's)."""
+        self._pins.closed = (f"{self.path} was opened in process {self._pid}; after fork() "
+                             f"the child must open the database again")
+        with contextlib.suppress(OSError):  # descriptors only: nothing is written
+            if self._wal is not None:
+                self._wal.forget()
+            if self._table is not None:
+                self._table.forget()
+            follower.close(self)
+            self._pager.file.close()
 
     def __enter__(self) -> Database:
         return self
@@ -751,18 +860,22 @@ class Database:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<streamdb.Database {self.path!r}{' closed' if self._closed else ''}>"
+        closed = hasattr(self, "_pins") and self._pins.closed is not None
+        return f"<streamdb.Database {self.path!r}{' closed' if closed else ''}>"
 
     def open(self, path: str, mode: str = "rb") -> io.RawIOBase:
-        """A file object: "rb" reads the latest version (seekable, readinto); "wb" buffers
-        and writes a new version when closed."""
+        """A file object: "rb" reads the latest version (seekable, readinto; it pins that
+        version until closed); "wb" buffers and writes a new version when closed."""
         from streamdb.fileobj import DocumentReader, DocumentWriter
 
         if mode == "rb":
-            with self._lock:
-                self._check_open()
-                v = self._version(path, None)
-            return DocumentReader(self, path, v)
+            state = self._enter()
+            try:
+                v = version_at(state, path, None)
+                held = self._hold(state)
+            finally:
+                self._leave(state)
+            return DocumentReader(self, held, path, v)
         if mode == "wb":
             path_key(path)
             self._check_writable()
@@ -770,13 +883,51 @@ class Database:
         raise E.InvalidArgumentError(f"mode must be 'rb' or 'wb', not {mode!r}")
 
 
-def _text(key: bytes) -> str:
-    """A stored path key as text; keys are written as valid UTF-8, so anything else is
-    damage."""
-    try:
-        return key.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise E.CorruptionError(f"a stored path is not UTF-8: {key[:80]!r}") from exc
+class _Transaction:
+    """`Database.transaction()`: see there."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._tx: _Tx | None = None
+
+    def __enter__(self) -> None:
+        db = self._db
+        db._write_lock.acquire()
+        try:
+            if db._tx_owner == threading.get_ident():
+                raise E.InvalidArgumentError("transactions do not nest")
+            db._check_writable()
+            db._begin(user=True)
+            self._tx = db._tx
+        except BaseException:
+            db._write_lock.release()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        db = self._db
+        try:
+            if db._tx is not self._tx:  # rolled back under us: the log failed, or close()
+                if exc_type is None:
+                    raise E.StorageIOError(
+                        errno.EIO, f"the transaction was rolled back: "
+                        f"{db._failed or 'the database was closed'}")
+                return
+            if exc_type is not None:
+                db._abort()
+            else:
+                db._commit()
+        finally:
+            db._write_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    for db in list(_OPEN):
+        db._forget()
+    _OPEN.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def open(  # mirrors dbm.open and the builtin
@@ -786,5 +937,11 @@ def open(  # mirrors dbm.open and the builtin
     *,
     vfs: VFS | None = None,
 ) -> Database:
-    """Open (creating if missing, unless `readonly`) the database at `path`."""
+    """Open (creating if missing, unless `readonly`) the database at `path`.
+
+    One process at a time may open a database for writing; another gets LockedError (at
+    once, or after `config.lock_timeout` seconds). `readonly=True` opens work in any
+    number of processes while the writer writes, each reading the last committed state
+    as of its open or its latest `refresh()`.
+    """
     return Database(path, config, readonly=readonly, vfs=vfs)

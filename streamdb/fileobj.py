@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from streamdb.errors import InvalidArgumentError
+from streamdb.pins import State
 from streamdb.storage.records import Version
 
 if TYPE_CHECKING:
@@ -16,11 +17,13 @@ if TYPE_CHECKING:
 
 class DocumentReader(io.RawIOBase):
     """A seekable, read-only view of one version. Reads verify the chunks they touch.
-    Wrap in io.BufferedReader for many small reads."""
+    Wrap in io.BufferedReader for many small reads. The version's pages stay readable
+    until it is closed (or collected); reads raise ClosedError once the database is."""
 
-    def __init__(self, db: Database, path: str, version: Version) -> None:
+    def __init__(self, db: Database, state: State, path: str, version: Version) -> None:
         super().__init__()
         self._db = db
+        self._state: State | None = state  # pinned for us by Database.open
         self._path = path
         self._version = version
         self._pos = 0
@@ -45,22 +48,35 @@ class DocumentReader(io.RawIOBase):
         self._pos = pos
         return pos
 
+    def _pread(self, length: int) -> bytes:
+        if self._state is None:
+            raise ValueError("read from a closed document reader")
+        pins = self._db._pins
+        pins.begin()
+        try:
+            data = self._db._read(self._state, self._path, self._version, self._pos, length)
+        finally:
+            pins.end()
+        self._pos += len(data)
+        return data
+
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        with self._db._lock:
-            self._db._check_open()
-            data = self._db._read(self._path, self._version, self._pos, len(view))
+        data = self._pread(len(view))
         view[: len(data)] = data
-        self._pos += len(data)
         return len(data)
 
     def readall(self) -> bytes:
-        with self._db._lock:
-            self._db._check_open()
-            data = self._db._read(self._path, self._version, self._pos,
-                                  max(0, self._version.size - self._pos))
-        self._pos += len(data)
-        return data
+        return self._pread(max(0, self._version.size - self._pos))
+
+    def close(self) -> None:
+        state, self._state = self._state, None
+        if state is not None:
+            self._db._pins.release(state, op=False)
+        super().close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class DocumentWriter(io.RawIOBase):

@@ -8,6 +8,8 @@ crash recovery. It never imports `streamdb`; the database uses it as its commit 
         for record in log.replay():
             print(record.lsn, record.payload)
 
+A read-only follower of a log another writer appends to: `LogTail`.
+
 Byte layout: docs/format/wal.md. Error tree: `wal.errors`.
 """
 
@@ -21,13 +23,16 @@ from wal.errors import (
     WalInvalidArgumentError,
     WalIOError,
     WalLockedError,
+    WalRecycledError,
 )
 from wal.log import Record, SyncMode, WriteAheadLog, open
 from wal.recovery import RecoveryReport
+from wal.tail import LogTail
 from wal.vfs import VFS, OsVFS, VFile
 
 __all__ = [
     "VFS",
+    "LogTail",
     "OsVFS",
     "Record",
     "RecoveryReport",
@@ -42,6 +47,7 @@ __all__ = [
     "WalIOError",
     "WalInvalidArgumentError",
     "WalLockedError",
+    "WalRecycledError",
     "WriteAheadLog",
     "open",
 ]

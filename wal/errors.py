@@ -5,7 +5,8 @@ WalError
 ├── WalCorruptionError      durable log bytes are damaged (not a torn tail)
 ├── WalFormatError          not a log file, or a newer format version; the file is left untouched
 ├── WalLockedError          another process holds the log
-├── WalClosedError          the log was closed
+├── WalClosedError          the log (or a LogTail) was closed
+├── WalRecycledError        a LogTail was overtaken by a checkpoint: reopen from a newer one
 ├── WalInvalidArgumentError (also ValueError) bad argument: oversize record, LSN beyond the log
 ├── WalIOError              (also OSError, errno kept) a file call failed
 │   └── WalFullError        ENOSPC
@@ -45,6 +46,11 @@ class WalLockedError(WalError):
 
 class WalClosedError(WalError):
     """The log is closed."""
+
+
+class WalRecycledError(WalError):
+    """A checkpoint freed or recycled log segments a `LogTail` still needed: the log was
+    checkpointed past this reader. Reopen a tail from a newer checkpoint."""
 
 
 class WalInvalidArgumentError(WalError, ValueError):

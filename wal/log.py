@@ -599,13 +599,17 @@ class WriteAheadLog:
                 for slot in self._slots:
                     slot.file.close()
 
-    def __del__(self) -> None:
-        # An abandoned log releases its descriptors (and lock) but writes nothing: to the
-        # next open it looks like a crash, which recovery handles.
+    def forget(self) -> None:
+        """Release the descriptors without writing anything: for a process that must not
+        touch the log any more (a forked child). To the next open it looks like a crash,
+        which recovery handles. Idempotent."""
         if not getattr(self, "_closed", True):
             self._closed = True
             for slot in self._slots:
                 slot.file.close()
+
+    def __del__(self) -> None:
+        self.forget()  # an abandoned log writes nothing
 
     def __enter__(self) -> WriteAheadLog:
         return self

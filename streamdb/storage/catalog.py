@@ -1,22 +1,37 @@
 """The catalog: which paths name which documents, and each document's versions.
 
-State = the trees of the last checkpoint (read lazily from pages) + an in-memory delta of
-everything committed since (rebuilt from the log on open). `apply` is the only function
-that changes it, for live commits and for log replay alike, so replay reproduces exactly
-the state the writer had.
+A catalog is the trees of one checkpoint (read lazily from pages, immutable) plus a
+multi-version delta of everything committed since (rebuilt from the log on open). Every
+delta entry carries the LSN of the operation that wrote it, so one catalog serves every
+state since its checkpoint: a read *at* LSN `at` sees the newest entry with `lsn <= at`
+and falls through to the trees when there is none. That makes a snapshot O(1): an LSN.
 
-Invariants (`_check`): every path in the delta names a document that exists and lists the
-path; every document lists at least one path; the path count matches the paths.
+`apply` is the only function that changes it, for live commits and log replay alike, so
+replay reproduces exactly the state the writer had. A checkpoint does not change a catalog:
+it starts a new one over the new trees, and readers of the old one go on using it.
+
+Concurrency: one writer (the caller serialises `apply` and `rollback`), any number of
+reader threads. Entries are appended by replacing a key's history list, never by editing a
+list a reader may be walking; adding or removing a key of a sorted delta happens under
+`_mutex`, and range reads copy the keys they need under it. Readers never wait for I/O.
+
+History is folded as it grows: an entry older than the newest one at or below `horizon` (the
+oldest LSN any reader of this catalog may still read at) can never be read again.
+
+Invariants (`_check(at)`): every path names a document that exists and lists the path;
+every document lists at least one path and one version; the path count matches the paths.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
+import itertools
+import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 
 from sortedcontainers import SortedDict
 
@@ -35,9 +50,21 @@ from streamdb.storage.records import (
 )
 
 KIND_PATHS, KIND_SUFFIX, KIND_DOCS, KIND_FREE = 1, 2, 3, 4
-_ABSENT = object()
+LATEST = (1 << 63) - 1  # read at this LSN to see every entry
+_ABSENT: Any = object()
 
-Freed = Callable[[tuple[tuple[int, int], ...]], None]
+# Called with the extents no version uses any more, and the LSN of the operation.
+Freed = Callable[[tuple[tuple[int, int], ...], int], None]
+History = list[tuple[int, Any]]
+
+
+def _at(history: History | None, at: int) -> Any:
+    """The value of the newest entry with lsn <= at, or _ABSENT. O(entries after `at`)."""
+    if history is not None:
+        for lsn, value in reversed(history):
+            if lsn <= at:
+                return value
+    return _ABSENT
 
 
 class Catalog:
@@ -51,175 +78,236 @@ class Catalog:
         cache_pages: int = 64,
     ) -> None:
         self.store = store
-        self.keep = keep
-        self.cache_pages = cache_pages
-        self._records: OrderedDict[bytes, DocRecord] = OrderedDict()  # decoded, from the tree
-        self.on_free = on_free  # called with extents no version uses any more
-        self.set_base(refs)
-
-    def set_base(self, refs: dict[str, btree.TreeRef]) -> None:
-        """Adopt checkpointed trees and start an empty delta."""
         self.refs = refs
+        self.keep = keep
+        self.on_free = on_free
         # The page cache is shared out: most lookups touch paths and docs, few the suffixes.
-        pages = max(16, self.cache_pages // 5)
-        self.paths = btree.Tree(self.store, refs["paths"], kind=KIND_PATHS, cache_pages=2 * pages)
-        self.suffix = btree.Tree(self.store, refs["suffix"], kind=KIND_SUFFIX, cache_pages=pages)
-        self.docs = btree.Tree(self.store, refs["docs"], kind=KIND_DOCS, cache_pages=2 * pages)
-        self._records.clear()
-        self.d_paths: SortedDict = SortedDict()  # path key -> doc id bytes | None
-        self.d_suffix: SortedDict = SortedDict()  # reversed key -> True | None
-        self.d_docs: dict[bytes, DocRecord | None] = {}
-        self.count = len(self.paths)
+        pages = max(16, cache_pages // 5)
+        self.paths = btree.Tree(store, refs["paths"], kind=KIND_PATHS, cache_pages=2 * pages)
+        self.suffix = btree.Tree(store, refs["suffix"], kind=KIND_SUFFIX, cache_pages=pages)
+        self.docs = btree.Tree(store, refs["docs"], kind=KIND_DOCS, cache_pages=2 * pages)
+        self._base_doc = functools.lru_cache(maxsize=4 * max(16, cache_pages))(self._decode)
+        self._mutex = threading.Lock()
+        self.d_paths: SortedDict = SortedDict()  # path key -> history of doc id | None
+        self.d_suffix: SortedDict = SortedDict()  # reversed key -> history of bool
+        self.d_docs: dict[bytes, History] = {}  # doc id -> history of DocRecord | None
+        self._counts: History = [(0, len(self.paths))]
+        self.horizon = 0
+        self._undo: list[tuple[dict[bytes, History] | None, bytes]] = []
 
     # -- reads -----------------------------------------------------------------------------
 
-    def lookup(self, key: bytes) -> bytes | None:
-        """The doc id a path key names, or None. O(log n)."""
-        hit = self.d_paths.get(key, _ABSENT)
+    def _decode(self, doc_id: bytes) -> DocRecord | None:
+        raw = self.docs.get(doc_id)
+        return None if raw is None else decode_doc(uuid.UUID(bytes=doc_id), raw)
+
+    def lookup(self, key: bytes, at: int = LATEST) -> bytes | None:
+        """The doc id a path key names at LSN `at`, or None. O(log n)."""
+        hit = _at(self.d_paths.get(key), at)
         if hit is not _ABSENT:
             return cast(bytes | None, hit)
         return self.paths.get(key)
 
-    def doc(self, doc_id: bytes) -> DocRecord | None:
-        hit = self.d_docs.get(doc_id, _ABSENT)
+    def doc(self, doc_id: bytes, at: int = LATEST) -> DocRecord | None:
+        """A document's record at LSN `at`, or None. O(log n); decoded records are cached."""
+        hit = _at(self.d_docs.get(doc_id), at)
         if hit is not _ABSENT:
-            return hit  # type: ignore[return-value]
-        record = self._records.get(doc_id)
-        if record is not None:
-            self._records.move_to_end(doc_id)
-            return record
-        raw = self.docs.get(doc_id)
-        if raw is None:
-            return None
-        record = decode_doc(uuid.UUID(bytes=doc_id), raw)
-        self._records[doc_id] = record
-        if len(self._records) > 4 * self.cache_pages:
-            self._records.popitem(last=False)
-        return record
+            return cast(DocRecord | None, hit)
+        return self._base_doc(doc_id)
+
+    def count(self, at: int = LATEST) -> int:
+        """Number of paths at LSN `at`. O(1) amortised."""
+        return cast(int, _at(self._counts, at))
 
     def cache_stats(self) -> tuple[int, int]:
-        """(hits, misses) of the trees' page caches."""
+        """(hits, misses) of the trees' page caches and the decoded-record cache."""
+        info = self._base_doc.cache_info()
         stats = [t.cache_stats() for t in (self.paths, self.suffix, self.docs)]
-        return sum(h for h, _ in stats), sum(m for _, m in stats)
+        return (sum(h for h, _ in stats) + info.hits, sum(m for _, m in stats) + info.misses)
 
-    def path_items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """(path key, doc id) for paths starting with `prefix`, ascending. O(log n + k)."""
-        if not self.d_paths:  # nothing changed since the checkpoint: no merge needed
+    def _delta_range(self, delta: SortedDict, prefix: bytes, at: int) -> list[tuple[bytes, Any]]:
+        stop = _prefix_end(prefix)
+        with self._mutex:
+            keys = list(delta.irange(prefix, stop, inclusive=(True, False)) if stop
+                        else delta.irange(prefix))
+        found = []
+        for key in keys:
+            value = _at(delta.get(key), at)
+            if value is not _ABSENT:
+                found.append((key, value))
+        return found
+
+    def path_items(self, prefix: bytes = b"", at: int = LATEST
+                   ) -> Iterator[tuple[bytes, bytes]]:
+        """(path key, doc id) for paths starting with `prefix` at LSN `at`, ascending.
+        O(log n + k) plus O(delta keys under the prefix), copied at the call."""
+        delta = self._delta_range(self.d_paths, prefix, at) if self.d_paths else []
+        if not delta:  # nothing changed here since the checkpoint: no merge needed
             return self.paths.prefix(prefix)
-        return _merge_items(self.paths.prefix(prefix), _delta_range(self.d_paths, prefix))
+        return _merge_items(self.paths.prefix(prefix), delta)
 
-    def iter_paths(self, prefix: bytes = b"") -> Iterator[bytes]:
+    def iter_paths(self, prefix: bytes = b"", at: int = LATEST) -> Iterator[bytes]:
         """Path keys starting with `prefix`, ascending. O(log n + k)."""
-        return (key for key, _ in self.path_items(prefix))
+        return (key for key, _ in self.path_items(prefix, at))
 
-    def reversed_keys(self, rev_prefix: bytes = b"") -> Iterator[bytes]:
+    def reversed_keys(self, rev_prefix: bytes = b"", at: int = LATEST) -> Iterator[bytes]:
         """Reversed path keys starting with `rev_prefix`, ascending. O(log n + k)."""
         base = self.suffix.prefix(rev_prefix)
-        if not self.d_suffix:
+        delta = self._delta_range(self.d_suffix, rev_prefix, at) if self.d_suffix else []
+        if not delta:
             return (k for k, _ in base)
-        return (k for k, _ in _merge_items(base, _delta_range(self.d_suffix, rev_prefix)))
+        present = [(k, b"" if v else None) for k, v in delta]
+        return (k for k, _ in _merge_items(base, present))
 
-    def iter_suffix(self, suffix: bytes) -> Iterator[bytes]:
+    def iter_suffix(self, suffix: bytes, at: int = LATEST) -> Iterator[bytes]:
         """Path keys ending with `suffix`, in reversed-key order. O(log n + k)."""
-        return (key[::-1] for key in self.reversed_keys(suffix[::-1]))
+        return (key[::-1] for key in self.reversed_keys(suffix[::-1], at))
 
-    def iter_docs(self) -> Iterator[DocRecord]:
-        """Every document, ordered by id."""
-        base = ((k, v) for k, v in self.docs.items())
-        delta = sorted(self.d_docs.items())
-        for key, value in _merge_items(base, delta):
+    def iter_docs(self, at: int = LATEST) -> Iterator[DocRecord]:
+        """Every document at LSN `at`, ordered by id. O(n) reads, O(delta) memory."""
+        with self._mutex:
+            keys = sorted(self.d_docs)
+        delta = [(k, v) for k in keys if (v := _at(self.d_docs.get(k), at)) is not _ABSENT]
+        for key, value in _merge_items(self.docs.items(), delta):
             yield value if isinstance(value, DocRecord) else decode_doc(uuid.UUID(bytes=key), value)
 
     # -- changes ---------------------------------------------------------------------------
 
-    def apply(self, op: Op) -> None:
-        """Apply one logged operation. Raises CorruptionError when the log contradicts the
-        state (a replayed log that does not fit the checkpoint it follows)."""
+    def apply(self, op: Op, lsn: int) -> None:
+        """Apply one logged operation with LSN `lsn` (above every LSN applied before).
+        Raises CorruptionError when the log contradicts the state (a replayed log that does
+        not fit the checkpoint it follows); the state is then unchanged by this op."""
         if op.kind == OP_VERSION:
             assert op.doc_id is not None and op.version is not None
-            key = op.doc_id.bytes
-            doc = self.doc(key) or DocRecord(op.doc_id, ())
+            doc = self.doc(op.doc_id.bytes) or DocRecord(op.doc_id, ())
             versions = (op.version, *doc.versions)
             self._put_doc(DocRecord(doc.doc_id, versions[: self.keep], doc.paths),
-                          versions[self.keep :])
+                          versions[self.keep :], lsn)
         elif op.kind == OP_BIND:
             assert op.doc_id is not None
             key = op.doc_id.bytes
-            if self.doc(key) is None:
+            bound = self.doc(key)
+            if bound is None:
                 raise CorruptionError(f"log binds {op.path!r} to a missing document {op.doc_id}")
             old = self.lookup(op.path)
             if old == key:
                 return
             if old is not None:
-                self._drop_path(old, op.path)
+                self._drop_path(old, op.path, lsn)
             else:
-                self.count += 1
-                self.d_suffix[op.path[::-1]] = True
-            self.d_paths[op.path] = key
-            bound = self.doc(key)
-            assert bound is not None
+                self._count(+1, lsn)
+                self._set(self.d_suffix, op.path[::-1], True, lsn)
+            self._set(self.d_paths, op.path, key, lsn)
             self._put_doc(DocRecord(bound.doc_id, bound.versions,
-                                    tuple(sorted((*bound.paths, op.path)))), ())
+                                    tuple(sorted((*bound.paths, op.path)))), (), lsn)
         elif op.kind == OP_UNBIND:
             old = self.lookup(op.path)
             if old is None:
                 raise CorruptionError(f"log unbinds {op.path!r}, which names nothing")
-            self._drop_path(old, op.path)
-            self.d_paths[op.path] = None
-            self.d_suffix[op.path[::-1]] = None
-            self.count -= 1
+            self._drop_path(old, op.path, lsn)
+            self._set(self.d_paths, op.path, None, lsn)
+            self._set(self.d_suffix, op.path[::-1], False, lsn)
+            self._count(-1, lsn)
         elif op.kind == OP_PRUNE:
             assert op.doc_id is not None
             pruned = self.doc(op.doc_id.bytes)
             if pruned is not None and len(pruned.versions) > op.keep >= 1:
                 self._put_doc(replace(pruned, versions=pruned.versions[: op.keep]),
-                              pruned.versions[op.keep :])
+                              pruned.versions[op.keep :], lsn)
         else:
             raise CorruptionError(f"unknown log operation {op.kind}")
 
-    def _drop_path(self, doc_key: bytes, path: bytes) -> None:
+    def _drop_path(self, doc_key: bytes, path: bytes, lsn: int) -> None:
         doc = self.doc(doc_key)
         if doc is None:
             raise CorruptionError(f"path {path!r} names a missing document")
         paths = tuple(p for p in doc.paths if p != path)
         if paths:
-            self._put_doc(replace(doc, paths=paths), ())
+            self._put_doc(replace(doc, paths=paths), (), lsn)
         else:  # no path left: the document is deleted
-            self.d_docs[doc_key] = None
-            self.on_free(tuple(e for v in doc.versions for e in v.extents))
+            self._set(self.d_docs, doc_key, None, lsn)
+            self.on_free(tuple(e for v in doc.versions for e in v.extents), lsn)
 
-    def _put_doc(self, doc: DocRecord, dropped: Iterable[Version]) -> None:
-        self.d_docs[doc.doc_id.bytes] = doc
-        self.on_free(tuple(e for v in dropped for e in v.extents))
+    def _put_doc(self, doc: DocRecord, dropped: Iterable[Version], lsn: int) -> None:
+        self._set(self.d_docs, doc.doc_id.bytes, doc, lsn)
+        self.on_free(tuple(e for v in dropped for e in v.extents), lsn)
 
-    def replace_version(self, doc_id: bytes, old: Version, new: Version) -> None:
-        """Swap a version's storage (checkpoint moves inline bytes to pages)."""
-        doc = self.doc(doc_id)
-        assert doc is not None
-        self.d_docs[doc_id] = replace(doc, versions=tuple(new if v is old else v
-                                                           for v in doc.versions))
+    def _fold(self, history: History) -> History:
+        """`history` without entries no reader can reach any more (see module docstring)."""
+        i = len(history)
+        while i > 0 and history[i - 1][0] > self.horizon:
+            i -= 1
+        return history[max(0, i - 1) :]
+
+    def _set(self, delta: Any, key: bytes, value: object, lsn: int) -> None:
+        history = delta.get(key)
+        self._undo.append((delta, key))
+        if history is None:
+            with self._mutex:
+                delta[key] = [(lsn, value)]
+        else:  # a new list: a reader may be walking the old one
+            delta[key] = [*self._fold(history), (lsn, value)]
+
+    def _count(self, change: int, lsn: int) -> None:
+        self._undo.append((None, b""))
+        self._counts = [*self._fold(self._counts), (lsn, self.count() + change)]
+
+    def mark(self) -> None:
+        """Forget the undo information: everything applied so far is committed."""
+        self._undo.clear()
+
+    def undo_mark(self) -> int:
+        """A savepoint for `rollback`: how much undo information there is now."""
+        return len(self._undo)
+
+    def rollback(self, upto: int, mark: int = 0) -> None:
+        """Drop the entries with an LSN above `upto` that were made after the savepoint
+        `mark` (default: since `mark()`): the catalog is as it was at `upto`.
+        O(entries dropped). Freed extents are the caller's to restore."""
+        for delta, key in reversed(self._undo[mark:]):
+            if delta is None:
+                self._counts = [e for e in self._counts if e[0] <= upto]
+                continue
+            history = delta.get(key)
+            if history is None:
+                continue
+            kept = [e for e in history if e[0] <= upto]
+            if kept:
+                delta[key] = kept
+            else:
+                with self._mutex:
+                    del delta[key]
+        del self._undo[mark:]
 
     # -- checkpoint ------------------------------------------------------------------------
 
-    def merged_items(self) -> dict[str, Iterator[tuple[bytes, bytes]]]:
-        """The next checkpoint's trees, as sorted (key, value) streams."""
-        paths = self.path_items()
-        suffix = ((k, b"") for k in self.reversed_keys())
-        docs = ((d.doc_id.bytes, encode_doc(d)) for d in self.iter_docs())
-        return {"paths": paths, "suffix": suffix, "docs": docs}
+    def merged_items(self, at: int = LATEST,
+                     docs: Callable[[DocRecord], DocRecord] | None = None,
+                     ) -> dict[str, Iterator[tuple[bytes, bytes]]]:
+        """The next checkpoint's trees at LSN `at`, as sorted (key, value) streams; `docs`
+        may transform each record on its way into the tree."""
+        change = docs or (lambda d: d)
+        return {
+            "paths": self.path_items(b"", at),
+            "suffix": ((k, b"") for k in self.reversed_keys(b"", at)),
+            "docs": ((d.doc_id.bytes, encode_doc(change(d))) for d in self.iter_docs(at)),
+        }
 
-    def _check(self) -> None:
+    def _check(self, at: int = LATEST) -> None:
         count = 0
-        for key in self.iter_paths():
+        for key, doc_id in self.path_items(b"", at):
             count += 1
-            doc_id = self.lookup(key)
-            doc = self.doc(doc_id) if doc_id else None
+            doc = self.doc(doc_id, at)
             assert doc is not None and key in doc.paths, key
-        assert count == self.count, (count, self.count)
-        for doc in self.iter_docs():
+        assert count == self.count(at), (count, self.count(at))
+        assert sum(1 for _ in self.reversed_keys(b"", at)) == count
+        for doc in self.iter_docs(at):
             assert doc.paths and doc.versions, doc.doc_id
             for p in doc.paths:
-                assert self.lookup(p) == doc.doc_id.bytes, p
+                assert self.lookup(p, at) == doc.doc_id.bytes, p
+        for history in (*self.d_paths.values(), *self.d_suffix.values(),
+                        *self.d_docs.values(), self._counts):
+            assert history and all(a[0] <= b[0] for a, b in itertools.pairwise(history))
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:
@@ -230,15 +318,9 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
-def _delta_range(delta: SortedDict, prefix: bytes) -> Iterator[tuple[bytes, object]]:
-    stop = _prefix_end(prefix)
-    keys = delta.irange(prefix, stop, inclusive=(True, False)) if stop else delta.irange(prefix)
-    return ((k, delta[k]) for k in keys)
-
-
 def _merge_items(
     base: Iterable[tuple[bytes, object]], delta: Iterable[tuple[bytes, object]]
-) -> Iterator[tuple[bytes, bytes]]:
+) -> Iterator[tuple[bytes, Any]]:
     """Merge two ascending streams; delta wins on equal keys; a None delta value deletes."""
     tagged_base = ((k, 1, v) for k, v in base)
     tagged_delta = ((k, 0, v) for k, v in delta)
@@ -248,4 +330,4 @@ def _merge_items(
             continue
         last = key
         if value is not None:
-            yield key, value  # type: ignore[misc]
+            yield key, value

@@ -1,15 +1,24 @@
 """Free space: extents of whole pages, allocated best-fit so large documents stay contiguous.
 
-Pages freed while something may still read them (the last checkpoint's trees refer to them)
-are *pending*: they become allocatable only after the next checkpoint is durable
-(`release_pending`). That is invariant 1: never overwrite live data.
+Pages freed while something may still read them are *pending*, tagged with the stamp
+`(lsn, generation)` of the change that freed them: states older than the stamp still see
+them. A pending extent becomes allocatable (`release`) once both
+- a checkpoint at or after its stamp is durable (`checkpointed`): until then the current
+  header's trees, or a log that may be replayed, still refer to it; and
+- no reader (a snapshot, an in-flight read, a view, a reader process) holds a state older
+  than its stamp: the caller passes the oldest such stamp as `horizon`.
+That is invariant 1: never overwrite live data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sortedcontainers import SortedDict, SortedList
 
 from streamdb.errors import StorageFullError
+
+Stamp = tuple[int, int]  # (lsn, header generation), compared as a tuple
 
 
 class FreeSpace:
@@ -20,7 +29,12 @@ class FreeSpace:
         self.max_pages = max_pages
         self._by_start: SortedDict = SortedDict()  # start -> count
         self._by_size: SortedList = SortedList()  # (count, start)
-        self.pending: list[tuple[int, int]] = []
+        self.pending: list[tuple[int, int, Stamp]] = []  # (start, count, freed at)
+        self.durable: Stamp = (0, 0)  # stamp of the last durable checkpoint
+        self._oldest_cache: Stamp | None = None  # the oldest pending stamp, when known
+        # Called when an allocation would grow the file while pending pages are old enough
+        # to be durable garbage: it may `release` some (it asks readers how old they are).
+        self.on_short: Callable[[], None] | None = None
 
     def free_pages(self) -> int:
         return sum(self._by_start.values())
@@ -32,6 +46,9 @@ class FreeSpace:
         """First page of `count` contiguous pages: the smallest free extent that fits, else
         the end of the file. Raises StorageFullError past `max_pages`."""
         i = self._by_size.bisect_left((count, -1))
+        if i == len(self._by_size) and self.on_short is not None and self._releasable():
+            self.on_short()
+            i = self._by_size.bisect_left((count, -1))
         if i < len(self._by_size):
             size, start = map(int, self._by_size[i])
             self._remove(start, size)
@@ -89,15 +106,43 @@ class FreeSpace:
                 self._insert(end, s + c - end)
         self.file_pages = max(self.file_pages, end)
 
-    def defer(self, start: int, count: int) -> None:
-        """Free these pages once the next checkpoint is durable."""
+    def defer(self, start: int, count: int, stamp: Stamp) -> None:
+        """Free these pages once nothing can read them (see the module docstring). O(1)."""
         if count > 0:
-            self.pending.append((start, count))
+            self.pending.append((start, count, stamp))
+            if self._oldest_cache is not None and stamp < self._oldest_cache:
+                self._oldest_cache = stamp
 
-    def release_pending(self) -> None:
-        pending, self.pending = self.pending, []
-        for start, count in pending:
-            self.free(start, count)
+    def undefer_after(self, stamp: Stamp) -> None:
+        """Forget deferrals stamped after `stamp` (their change was rolled back). O(pending)."""
+        self.pending = [p for p in self.pending if p[2] <= stamp]
+        self._oldest_cache = None
+
+    def _releasable(self) -> bool:
+        """True if some pending extent waits only for readers. O(1)."""
+        return bool(self.pending) and self._oldest <= self.durable
+
+    @property
+    def _oldest(self) -> Stamp:
+        if self._oldest_cache is None:
+            self._oldest_cache = min((p[2] for p in self.pending), default=(1 << 63, 0))
+        return self._oldest_cache
+
+    def release(self, horizon: Stamp | None) -> int:
+        """Free pending extents whose stamp is at or below both the durable checkpoint and
+        `horizon` (the oldest state a reader holds; None: no reader). Returns the pages
+        freed. O(pending log n)."""
+        limit = self.durable if horizon is None else min(self.durable, horizon)
+        kept, freed = [], 0
+        for start, count, stamp in self.pending:
+            if stamp <= limit:
+                self.free(start, count)
+                freed += count
+            else:
+                kept.append((start, count, stamp))
+        self.pending = kept
+        self._oldest_cache = None
+        return freed
 
     def _insert(self, start: int, count: int) -> None:
         self._by_start[start] = count
@@ -115,6 +160,6 @@ class FreeSpace:
             assert start + count <= self.file_pages
             end = start + count
         assert sorted((c, s) for s, c in self._by_start.items()) == list(self._by_size)
-        for start, count in self.pending:
+        for start, count, _stamp in self.pending:
             for s, c in self._by_start.items():
                 assert start + count <= s or s + c <= start, "pending pages already free"

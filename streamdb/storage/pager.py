@@ -6,17 +6,37 @@ Writes always use `pwritev` (never the map). The map is replaced, not resized, w
 grows: a map with live exported views cannot be closed (`BufferError`), so superseded maps
 are kept until their views are gone. The file is never truncated while mapped.
 
+Threads: any number may read while one writes. A remap happens under a lock; a reader that
+picked up a map another thread has just retired and closed retries with the current one.
+
 Errors: OSError from the file layer propagates; the database translates it.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
+import threading
 from collections.abc import Sequence
 
 from wal.vfs import Buffer, VFile
 
-_MAP_SLACK = 64 << 20  # map this much past the file end is never done; remap grows by this
+
+def _map(fd: int, size: int) -> mmap.mmap:
+    """A read-only map of `size` bytes of the file open as `fd`.
+
+    mmap keeps a duplicate of the descriptor it maps, and a duplicate shares the writer's
+    flock: a map kept alive by a view would keep the database locked after close(). So the
+    map is made from a separate read-only open of the same file (Linux: /proc/self/fd),
+    whose duplicate holds no lock."""
+    try:
+        private = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # no /proc: map the descriptor itself
+        return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    try:
+        return mmap.mmap(private, size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(private)
 
 
 class Pager:
@@ -28,6 +48,8 @@ class Pager:
         self._fd: int | None = fileno() if use_mmap and callable(fileno) else None
         self._map: mmap.mmap | None = None
         self._retired: list[mmap.mmap] = []
+        self._remap = threading.Lock()
+        self._closed = False
 
     @property
     def mapped(self) -> bool:
@@ -38,15 +60,20 @@ class Pager:
         current = self._map
         if current is not None and len(current) >= end:
             return current
-        assert self._fd is not None
-        self.size = max(self.size, self.file.size())
-        if end > self.size:
-            raise ValueError("read beyond the end of the file")
-        fresh = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_READ)
-        if current is not None:
-            self._retire(current)
-        self._map = fresh
-        return fresh
+        with self._remap:
+            current = self._map
+            if current is not None and len(current) >= end:
+                return current
+            if self._closed or self._fd is None:
+                raise ValueError("the file is closed")
+            self.size = max(self.size, self.file.size())
+            if end > self.size:
+                raise ValueError("read beyond the end of the file")
+            fresh = _map(self._fd, self.size)
+            self._map = fresh
+            if current is not None:
+                self._retire(current)
+            return fresh
 
     def _retire(self, old: mmap.mmap) -> None:
         self._retired.append(old)
@@ -65,7 +92,16 @@ class Pager:
         """
         end = offset + length
         if self._fd is not None:
-            return memoryview(self._ensure_map(end))[offset:end]
+            while True:
+                m = self._ensure_map(end)
+                if not m.closed:
+                    try:
+                        return memoryview(m)[offset:end]
+                    except ValueError:  # retired and closed by another thread just now
+                        if not m.closed:
+                            raise
+                if self._map is m:
+                    raise ValueError("the file is closed")
         data = self.file.pread(length, offset)
         if len(data) != length:
             raise ValueError("read beyond the end of the file")
@@ -88,7 +124,9 @@ class Pager:
 
     def close(self) -> None:
         """Drop the maps (maps with live views stay until those views die) and the file."""
-        if self._map is not None:
-            self._retire(self._map)
-            self._map = None
+        with self._remap:
+            if self._map is not None:
+                self._retire(self._map)
+                self._map = None
+            self._closed = True
         self.file.close()

@@ -11,6 +11,7 @@ import pytest
 
 import streamdb
 from streamdb import Config
+from streamdb.reads import version_at
 from wal.faults import FaultyVFS
 from wal.memvfs import MemoryVFS
 
@@ -36,7 +37,7 @@ def test_large_documents_are_contiguous_and_64_byte_aligned(tmp_path: Path) -> N
     with streamdb.open(tmp_path / "t.db") as db:
         data = np.arange(500_000, dtype=np.float64)
         db.write_document("/arr", data.tobytes())
-        assert len(db._version("/arr", None).extents) == 1
+        assert len(version_at(db._pins.current, "/arr", None).extents) == 1
         view = db.get_view("/arr")
         arr = np.frombuffer(view, dtype=np.float64)
         assert arr.ctypes.data % 64 == 0

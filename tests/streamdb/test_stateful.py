@@ -76,9 +76,7 @@ class DatabaseMachine(RuleBasedStateMachine):
     def power_loss(self, keep: str, seed: int) -> None:
         # Every acknowledged write was fsynced (durability="full"), so nothing may be lost.
         self.disk = self.disk.crash(keep=keep, rng=random.Random(seed))  # type: ignore[arg-type]
-        self.db._wal.close()  # the old process is gone: drop it without a checkpoint
-        self.db._pager.close()
-        self.db._closed = True
+        self.db._forget()  # the old process is gone: drop it without a checkpoint
         self.db = streamdb.open(DB, CONFIG, vfs=self.disk)
 
     @invariant()

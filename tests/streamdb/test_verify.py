@@ -9,6 +9,7 @@ import pytest
 
 import streamdb
 from streamdb import Config
+from streamdb.reads import version_at
 
 CONFIG = Config(page_size=4096)
 
@@ -74,7 +75,7 @@ def test_a_flipped_document_byte_is_named(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     build(path)
     with streamdb.open(path, CONFIG) as db:
-        (first, _), = db._version("/big", None).extents
+        (first, _), = version_at(db._pins.current, "/big", None).extents
     flip(path, first * 4096 + 5000)
     with streamdb.open(path, CONFIG) as db:
         report = db.verify()

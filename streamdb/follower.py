@@ -1,0 +1,162 @@
+"""Read-only opens: following a database that another process (or object) writes.
+
+A read-only database takes no lock. It reads the current header's trees and the committed
+batches of the log after the header's checkpoint (`wal.LogTail`, which never writes), and
+publishes in its reader-table slot the oldest state it holds, so the writer leaves those
+pages alone. `refresh()` reads the batches committed since, or starts over from a newer
+checkpoint.
+
+Rules (the writer's side is `Database._release_space`):
+F1. The slot is published *before* the state is read, with the header's stamp, and the header
+    is read again afterwards: if it changed, the writer may have missed the slot and freed
+    the pages of the old trees, so the load starts over. The writer frees pages only after
+    writing a newer header and then reading the table, so a load that saw the same header
+    twice is safe.
+F2. The log is read only up to complete batches (END); bytes being written look like a torn
+    tail and are left for the next refresh.
+F3. A load also starts over when the path now names another file (a compaction renamed a
+    new file over it): log records after that belong to the new file.
+F4. The slot's stamp is the oldest of the held states (snapshots, streams, views, reads in
+    flight) and the published one, rewritten when that changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING
+
+import wal
+from streamdb import errors as E
+from streamdb.errmap import io_error, wal_error
+from streamdb.storage.freespace import FreeSpace
+from streamdb.storage.pager import Pager
+from streamdb.storage.pagestore import PageStore
+from streamdb.storage.records import OP_VERSION, decode_op
+
+if TYPE_CHECKING:
+    from streamdb.database import Database
+
+ATTEMPTS = 1000  # loads that may start over (F1, F3) before giving up
+
+def _same_file(db: Database) -> bool:
+    """True while the path still names the file we have open (F3). Non-OS file layers
+    have no inodes: there compaction is not followed."""
+    fileno = getattr(db._pager.file, "fileno", None)
+    if not callable(fileno):
+        return True
+    try:
+        ours = os.fstat(fileno())
+        now = os.stat(db.path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise io_error(exc, f"checking {db.path}") from exc
+    return (ours.st_dev, ours.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _reopen(db: Database) -> None:
+    """Open the file the path names now; the old one stays open for held states."""
+    try:
+        file = db._vfs.open(db.path, create=False)
+    except FileNotFoundError as exc:
+        raise E.NotFoundError(f"no database at {db.path}") from exc
+    except OSError as exc:
+        raise io_error(exc, f"opening {db.path}") from exc
+    old = db._pager
+    db._pager = Pager(file, db._page_size, use_mmap=db.config.use_mmap)
+    if not any(s.pager is old for s in db._pins.held()):
+        old.close()
+
+
+def load(db: Database) -> None:
+    """Read the last committed state from scratch and publish it (F1-F3). O(log bytes
+    since the last checkpoint). Raises CorruptionError if no consistent state could be
+    read in ATTEMPTS tries (a writer checkpointing faster than we can read)."""
+    assert db._slot is not None
+    for _ in range(ATTEMPTS):
+        if not _same_file(db):
+            _reopen(db)
+        header = db._read_or_create_header(db._pager.file)
+        if header.page_size != db._page_size:
+            raise E.CorruptionError(f"{db.path} changed its page size", page=0)
+        stamp = (header.checkpoint_lsn, header.generation)
+        held = db._pins.oldest() if getattr(db, "_pins", None) is not None else None
+        db._slot.publish(header.db_id.bytes, min(stamp, held) if held else stamp)
+        if db._read_or_create_header(db._pager.file) != header:
+            continue
+        db._header = header
+        db._space = FreeSpace(header.file_pages, db._space.max_pages)
+        db._store = PageStore(db._pager, db._space)
+        db._catalog = db._new_catalog(header.trees)
+        db._applied_lsn = header.checkpoint_lsn
+        close(db)
+        db._tail = wal.LogTail(db.path + "-wal", from_lsn=header.checkpoint_lsn + 1,
+                               vfs=db._vfs)
+        try:
+            _follow(db)
+        except wal.WalRecycledError:
+            continue
+        if not _same_file(db):
+            continue
+        db._publish()
+        publish_oldest(db)
+        return
+    raise E.CorruptionError(f"{db.path}: no consistent state after {ATTEMPTS} attempts")
+
+
+def _follow(db: Database) -> None:
+    """Apply the batches committed since the last poll (F2). O(new log bytes)."""
+    try:
+        assert db._tail is not None
+        records = db._tail.poll()
+    except wal.WalRecycledError:
+        raise
+    except wal.WalError as exc:
+        raise wal_error(exc, f"reading the log of {db.path}") from exc
+    catalog = db._catalog
+    if getattr(db, "_pins", None) is not None:
+        catalog.horizon = db._pins.horizon(catalog)
+    for record in records:
+        op = decode_op(record.payload)
+        if op.kind == OP_VERSION and op.version is not None:
+            for start, count in op.version.extents:
+                db._space.claim(start, count)  # keeps page numbers in range
+        catalog.apply(op, record.lsn)
+        db._applied_lsn = record.lsn
+    catalog.mark()
+
+
+def refresh(db: Database) -> None:
+    """Move on to the last committed state: the new log batches, or a full `load` when a
+    checkpoint or a compaction happened since."""
+    with db._refresh_lock:
+        header = db._read_or_create_header(db._pager.file)
+        if header != db._header or not _same_file(db):
+            load(db)
+            return
+        try:
+            _follow(db)
+        except wal.WalRecycledError:
+            load(db)
+            return
+        db._publish()
+        publish_oldest(db)
+
+
+def publish_oldest(db: Database) -> None:
+    """Rewrite the slot with the oldest state held or published (F4). One pwrite."""
+    slot = db._slot
+    if slot is None:
+        return
+    current = db._pins.current.stamp
+    held = db._pins.oldest()
+    with contextlib.suppress(OSError):  # a failed rewrite leaves an older stamp: safe
+        slot.publish(db._header.db_id.bytes, min(current, held) if held else current)
+
+
+def close(db: Database) -> None:
+    """Close the log tail (its descriptors only: a tail never writes)."""
+    tail, db._tail = db._tail, None
+    if tail is not None:
+        tail.close()

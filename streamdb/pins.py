@@ -1,0 +1,130 @@
+"""Committed states and the readers that hold them.
+
+A `State` is one committed state of a database: a catalog read at one LSN, over one file.
+It is immutable, so a reader that holds one sees the same documents however long it reads.
+`Pins` records which states are held (by in-flight reads, snapshots, streams and views),
+so the writer never reuses a page a held state can see, and counts operations in flight, so
+`close()` can wait for them.
+
+Rules:
+P1. A state is pinned before it is read and unpinned when the reader is done; taking the
+    published state and pinning it is one step under the lock, so the writer's view of the
+    oldest pin never misses a reader that is about to start.
+P2. The oldest pinned stamp bounds what the writer may reuse (FreeSpace.release) and which
+    catalog history it may fold (Catalog.horizon).
+P3. After `close()` begins no operation starts; `close()` returns once those in flight end.
+    Pins may outlive it (views), which keeps their pages out of reuse (the database
+    publishes them in the reader table).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streamdb.errors import ClosedError
+from streamdb.storage.catalog import Catalog
+from streamdb.storage.freespace import Stamp
+from streamdb.storage.pager import Pager
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class State:
+    """One committed state: `catalog` read at `lsn`, in the file `pager` reads, whose
+    checkpoint header has generation `gen`."""
+
+    catalog: Catalog
+    lsn: int
+    gen: int
+    pager: Pager
+
+    @property
+    def stamp(self) -> Stamp:
+        return (self.lsn, self.gen)
+
+
+class Pins:
+    """Held states and in-flight operations of one `Database`. Thread-safe; every method
+    is O(1) except `oldest` and `horizon`, which are O(distinct held states)."""
+
+    def __init__(self, current: State, on_unpinned: Callable[[State], None]) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._held: dict[State, int] = {}
+        self._active = 0
+        self.current = current
+        self.closed: str | None = None  # why operations are refused, once closing began
+        self._on_unpinned = on_unpinned  # called (lock released) when a state's last pin goes
+
+    def _refuse(self) -> None:
+        if self.closed is not None:
+            raise ClosedError(self.closed)
+
+    def acquire(self, state: State | None = None, *, op: bool = True) -> State:
+        """Pin `state` (default: the published one) and, if `op`, count an operation in
+        flight. Raises ClosedError once closing began."""
+        with self._lock:
+            self._refuse()
+            state = state or self.current
+            self._held[state] = self._held.get(state, 0) + 1
+            self._active += op
+            return state
+
+    def release(self, state: State, *, op: bool = True) -> None:
+        """Undo one `acquire(state, op=op)`."""
+        with self._lock:
+            count = self._held[state] - 1
+            if count:
+                self._held[state] = count
+            else:
+                del self._held[state]
+            if op:
+                self._active -= 1
+                if not self._active:
+                    self._idle.notify_all()
+        if not count:
+            self._on_unpinned(state)
+
+    def begin(self) -> None:
+        """Count an operation on an already pinned state (a snapshot's, a stream's)."""
+        with self._lock:
+            self._refuse()
+            self._active += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if not self._active:
+                self._idle.notify_all()
+
+    def publish(self, state: State) -> None:
+        """Make `state` the one new reads see."""
+        with self._lock:
+            self.current = state
+
+    def oldest(self) -> Stamp | None:
+        """The oldest held stamp, or None when nothing is held."""
+        with self._lock:
+            return min((s.stamp for s in self._held), default=None)
+
+    def horizon(self, catalog: Catalog) -> int:
+        """The lowest LSN any reader may read `catalog` at: held states of it and the
+        published state (which new readers take)."""
+        with self._lock:
+            lsns = [s.lsn for s in self._held if s.catalog is catalog]
+            if self.current.catalog is catalog:
+                lsns.append(self.current.lsn)
+            return min(lsns, default=self.current.lsn)
+
+    def held(self) -> list[State]:
+        with self._lock:
+            return list(self._held)
+
+    def close(self, reason: str) -> None:
+        """Refuse new operations, then wait for those in flight (P3)."""
+        with self._lock:
+            if self.closed is None:
+                self.closed = reason
+            while self._active:
+                self._idle.wait()

@@ -1,0 +1,304 @@
+"""The read API, shared by `Database` (each call reads the latest committed state) and
+`Snapshot` (every call reads the state it pinned when it was taken).
+
+Each call pins one `State` for its duration (`_enter`/`_leave`), so it sees one consistent
+committed state, never waits for the writer, and the pages it reads are not reused under
+it. A stream pins its state until it is exhausted or closed; a zero-copy view pins it until
+the last reference to the view is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+
+from streamdb import errors as E
+from streamdb.errmap import io_error
+from streamdb.paths import path_key, search_key
+from streamdb.pins import State
+from streamdb.storage.docio import CHUNK
+from streamdb.storage.header import CHECKSUM_XXH3
+from streamdb.storage.records import DocRecord, Version
+
+if TYPE_CHECKING:
+    from streamdb.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    path: str
+    doc_id: uuid.UUID
+    version: int
+    size: int
+    created: float
+    modified: float
+    codec: str | None
+    checksum: str
+    paths: tuple[str, ...]
+
+
+def text(key: bytes) -> str:
+    """A stored path key as text; keys are written as valid UTF-8, so anything else is
+    damage."""
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise E.CorruptionError(f"a stored path is not UTF-8: {key[:80]!r}") from exc
+
+
+def doc_at(state: State, path: str) -> DocRecord:
+    doc_id = state.catalog.lookup(path_key(path), state.lsn)
+    doc = state.catalog.doc(doc_id, state.lsn) if doc_id is not None else None
+    if doc is None:
+        raise E.NotFoundError(f"no document at {path!r}")
+    return doc
+
+
+def version_at(state: State, path: str, version: int | None) -> Version:
+    doc = doc_at(state, path)
+    if version is None:
+        return doc.latest
+    for v in doc.versions:
+        if v.version == version:
+            return v
+    raise E.NotFoundError(f"{path!r} has no version {version} (kept: "
+                          f"{[v.version for v in doc.versions]})")
+
+
+class ReadMethods(ABC):
+    """The read methods; subclasses say which state a call reads (`_enter`/`_leave`)."""
+
+    _db: Database
+
+    @abstractmethod
+    def _enter(self) -> State:
+        """Pin the state this call reads, and count the call in flight."""
+
+    @abstractmethod
+    def _leave(self, state: State) -> None:
+        """Undo `_enter`."""
+
+    def _hold(self, state: State) -> State:
+        """Pin `state` beyond this call (a stream's or a view's lifetime)."""
+        return self._db._pins.acquire(state, op=False)
+
+    def get(self, path: str, version: int | None = None, offset: int = 0,
+            length: int | None = None) -> bytes:
+        """The bytes of the latest (or the given kept) version, or of a range of it.
+
+        O(length); every chunk touched is verified (unless quick mode). Raises
+        NotFoundError, InvalidArgumentError, ChecksumMismatch naming the path and offset.
+        """
+        if offset < 0 or (length is not None and length < 0):
+            raise E.InvalidArgumentError("offset and length must be >= 0")
+        state = self._enter()
+        try:
+            v = version_at(state, path, version)
+            return self._db._read(state, path, v, offset,
+                                  v.size - offset if length is None else length)
+        finally:
+            self._leave(state)
+
+    def get_view(self, path: str) -> memoryview:
+        """The latest version as a read-only memoryview: zero-copy over the memory map when
+        the document is stored uncompressed in one extent, a copy otherwise.
+
+        Lifetime: the view's bytes never change. Its pages are not reused while any
+        reference to it (or to a slice, or to a numpy array made from it) lives, even
+        after later writes, a checkpoint or `close()`. Memory maps stay alive as long.
+        """
+        state = self._enter()
+        try:
+            v = version_at(state, path, None)
+            try:
+                view = self._db._reader(state, path, v).view()
+            except OSError as exc:
+                raise io_error(exc, f"reading {path!r}") from exc
+            if view is None:
+                return memoryview(self._db._read(state, path, v, 0, v.size)).toreadonly()
+            # The view's exporter is a numpy array we can watch: when the last view of it
+            # dies, so does the array, and its finaliser lets the pages go.
+            holder = np.frombuffer(view.toreadonly(), dtype=np.uint8)
+            pins = self._db._pins
+            weakref.finalize(holder, pins.release, self._hold(state), op=False)
+            return holder.data
+        finally:
+            self._leave(state)
+
+    def get_stream(self, path: str, chunk_size: int | None = None) -> Iterator[bytes]:
+        """The latest version as an iterator of `bytes` chunks (256 KiB by default), each
+        verified as it is read and valid after `next()`. Memory O(chunk). The version is
+        fixed when the iterator is created; its pages stay readable until the iterator is
+        exhausted, closed or collected. Raises ClosedError from `next()` once the database
+        is closed."""
+        if chunk_size is not None and chunk_size <= 0:
+            raise E.InvalidArgumentError("chunk_size must be > 0")
+        state = self._enter()
+        try:
+            v = version_at(state, path, None)
+            held = self._hold(state)
+        finally:
+            self._leave(state)
+        return self._stream(held, path, v, chunk_size or v.chunk_size or CHUNK)
+
+    def _stream(self, state: State, path: str, v: Version, step: int) -> Iterator[bytes]:
+        pins = self._db._pins
+        try:
+            for offset in range(0, v.size, step):
+                pins.begin()
+                try:
+                    data = self._db._read(state, path, v, offset, step)
+                finally:
+                    pins.end()
+                yield data
+        finally:
+            pins.release(state, op=False)
+
+    async def get_async(self, path: str) -> bytes:
+        """`get` on a worker thread, so the event loop is not blocked."""
+        return await asyncio.to_thread(self.get, path)
+
+    def info(self, path: str) -> DocumentInfo:
+        """Size, version, id, times, codec, checksum and paths of the latest version."""
+        state = self._enter()
+        try:
+            doc = doc_at(state, path)
+            v = doc.latest
+            return DocumentInfo(
+                path, doc.doc_id, v.version, v.size, v.created, v.modified,
+                None if not v.codec else str(v.codec),
+                "xxh3" if v.checksum == CHECKSUM_XXH3 else "crc32c",
+                tuple(text(p) for p in doc.paths),
+            )
+        finally:
+            self._leave(state)
+
+    def versions(self, path: str) -> list[int]:
+        """Kept version numbers, oldest first."""
+        state = self._enter()
+        try:
+            return sorted(v.version for v in doc_at(state, path).versions)
+        finally:
+            self._leave(state)
+
+    def search(self, prefix: str) -> list[str]:
+        """Every path starting with `prefix`, sorted. O(log n + k)."""
+        key = search_key(prefix, "prefix")
+        state = self._enter()
+        try:
+            return [text(k) for k in state.catalog.iter_paths(key, state.lsn)]
+        finally:
+            self._leave(state)
+
+    def search_suffix(self, suffix: str) -> list[str]:
+        """Every path ending with `suffix`, sorted. O(log n + k log k)."""
+        key = search_key(suffix, "suffix")
+        state = self._enter()
+        try:
+            return sorted(text(k) for k in state.catalog.iter_suffix(key, state.lsn))
+        finally:
+            self._leave(state)
+
+    def exists(self, path: str) -> bool:
+        key = path_key(path)
+        state = self._enter()
+        try:
+            return state.catalog.lookup(key, state.lsn) is not None
+        finally:
+            self._leave(state)
+
+    def __contains__(self, path: object) -> bool:
+        try:
+            return self.exists(cast(str, path))
+        except E.InvalidPathError:
+            return False
+
+    def __len__(self) -> int:
+        state = self._enter()
+        try:
+            return state.catalog.count(state.lsn)
+        finally:
+            self._leave(state)
+
+    def __iter__(self) -> Iterator[str]:
+        """Paths in sorted order, as of when iteration starts."""
+        return iter(self.search("/"))
+
+    def get_id_by_path(self, path: str) -> uuid.UUID:
+        state = self._enter()
+        try:
+            return doc_at(state, path).doc_id
+        finally:
+            self._leave(state)
+
+    def list_paths(self, doc_id: uuid.UUID) -> list[str]:
+        """The paths naming a document (the id -> paths lookup). O(log n)."""
+        state = self._enter()
+        try:
+            doc = state.catalog.doc(doc_id.bytes, state.lsn)
+            if doc is None:
+                raise E.NotFoundError(f"no document {doc_id}")
+            return [text(p) for p in doc.paths]
+        finally:
+            self._leave(state)
+
+
+class Snapshot(ReadMethods):
+    """A read-only view of one committed state, unaffected by later writes, deletes, `gc()`
+    and `compact()`: the pages it can see are not reused until it is closed. Taking one is
+    O(1). Use it as a context manager (or call `close()`); it may be shared by threads.
+
+    Raises ClosedError once it, or its database, is closed.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._state: State | None = db._pins.acquire(db._own_state(), op=False)
+
+    @property
+    def lsn(self) -> int:
+        """The LSN of the last commit this snapshot sees."""
+        return self._live().lsn
+
+    def _live(self) -> State:
+        state = self._state
+        if state is None:
+            raise E.ClosedError("the snapshot is closed")
+        return state
+
+    def _enter(self) -> State:
+        state = self._live()
+        self._db._pins.begin()
+        return state
+
+    def _leave(self, state: State) -> None:
+        self._db._pins.end()
+
+    def close(self) -> None:
+        """Release the state (its pages may be reused after this). Idempotent."""
+        state, self._state = self._state, None
+        if state is not None:
+            self._db._pins.release(state, op=False)
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) is not None:
+            self.close()
+
+    def __repr__(self) -> str:
+        where = "closed" if self._state is None else f"lsn={self._state.lsn}"
+        return f"<streamdb.Snapshot of {self._db.path!r} {where}>"
