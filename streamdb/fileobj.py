@@ -76,7 +76,9 @@ class DocumentReader(io.RawIOBase):
         super().close()
 
     def __del__(self) -> None:
-        self.close()
+        state, self._state = getattr(self, "_state", None), None
+        if state is not None:
+            self._db._pins.release_later(state)
 
 
 class DocumentWriter(io.RawIOBase):

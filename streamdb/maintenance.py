@@ -18,6 +18,7 @@ from streamdb.storage.catalog import KIND_DOCS, KIND_FREE, KIND_PATHS, KIND_SUFF
 from streamdb.storage.docio import CHUNK, DocReader, Ingest
 from streamdb.storage.freespace import FreeSpace
 from streamdb.storage.logfiles import remove_log
+from streamdb.storage.pager import Pager
 from streamdb.storage.records import OP_BIND, OP_VERSION, DocRecord, Op
 
 if TYPE_CHECKING:
@@ -187,32 +188,38 @@ def rebuild_index(db: Database) -> None:
                                       "suffix": ((k, b"") for k in suffix)})
 
 def backup(db: Database, dest: str | os.PathLike[str]) -> None:
-    """Write a consistent copy of the database to `dest` (a single .db file: it is
-    checkpointed first). Written under a temporary name, fsynced, then renamed, so
-    `dest` is never half written. O(file size); blocks writers meanwhile."""
+    """Write a consistent copy of the database to `dest` (a single .db file), under a
+    temporary name, fsynced, then renamed, so `dest` is never half written.
+
+    The writer checkpoints, then copies the file: O(file size), writers wait meanwhile. A
+    read-only open copies the state it reads, document by document, into a new file:
+    O(live data), the writer goes on."""
     target = os.fspath(dest)
-    if not db.readonly and db._failed is None:
-        db._checkpoint()
     tmp = target + ".tmp-backup"
     try:
-        out = db._vfs.open(tmp, create=True)
-        try:
-            out.truncate(0)
-            state = db._pins.acquire(op=False)  # a reader: its pages stay put
-            try:
-                size = state.pager.size if db.readonly else db._space.file_pages * db._page_size
-                for offset in range(0, size, 1 << 20):
-                    out.pwritev([state.pager.read(offset, min(1 << 20, size - offset))],
-                                offset)
-            finally:
-                db._pins.release(state, op=False)
-            out.sync()
-        finally:
-            out.close()
+        if db.readonly:
+            write_copy(db, tmp).close()
+        else:
+            if db._failed is None:
+                db._checkpoint()
+            _copy_file(db, tmp)
         db._vfs.rename(tmp, target)
         db._vfs.sync_dir(os.path.dirname(os.path.abspath(target)))
     except OSError as exc:
         raise _io(exc, f"backing up to {target}") from exc
+
+
+def _copy_file(db: Database, tmp: str) -> None:
+    out = db._vfs.open(tmp, create=True)
+    try:
+        out.truncate(0)
+        size = db._space.file_pages * db._page_size
+        for offset in range(0, size, 1 << 20):
+            out.pwritev([db._pager.read(offset, min(1 << 20, size - offset))], offset)
+        out.sync()
+    finally:
+        out.close()
+
 
 def compact(db: Database) -> None:
     """Rewrite the database into a new file holding only what is live, each version
@@ -222,31 +229,15 @@ def compact(db: Database) -> None:
     lock held."""
     db._checkpoint()
     tmp = db.path + ".compact"
+    pager = write_copy(db, tmp)
     try:
-        if db._vfs.exists(tmp):  # left by a compaction that did not finish
-            db._vfs.remove(tmp)
-        remove_log(db._vfs, tmp)
-        fresh = type(db)(tmp, replace(db.config, page_size=db._page_size), vfs=db._vfs)
-    except OSError as exc:
-        raise _io(exc, f"compacting {db.path}") from exc
-    try:
-        copy_into(db, fresh)
-        # Same database, next generations, LSNs growing on: stamps stay comparable. Both
-        # header copies are rewritten, so neither names the file's creation-time id.
-        fresh._header = replace(fresh._header, db_id=db._header.db_id,
-                                generation=db._header.generation)
-        fresh._applied_lsn = db._applied_lsn
-        fresh._checkpoint(force=True)
-        fresh._checkpoint(force=True)
-        pager = fresh._pager
-        fresh._detach()
         # The new file's descriptor, which holds the lock, is ours before the file takes
         # the name, so no other writer can slip in.
         db._vfs.rename(tmp, db.path)
         db._vfs.sync_dir(os.path.dirname(os.path.abspath(db.path)))
-    except BaseException:
-        fresh._detach(close_file=True)
-        raise
+    except OSError as exc:
+        pager.close()
+        raise _io(exc, f"compacting {db.path}") from exc
     old = db._pager
     db._header = db._read_or_create_header(pager.file)
     db._pager = pager
@@ -255,21 +246,51 @@ def compact(db: Database) -> None:
         old.close()
 
 
+def write_copy(db: Database, tmp: str) -> Pager:
+    """A new database file at `tmp` holding the published state of `db`, with the same
+    database id, the next header generations and the same LSNs, fsynced; its log and
+    reader table removed. Returns its pager (the file open and locked). O(live data)."""
+    try:
+        if db._vfs.exists(tmp):  # left by a copy that did not finish
+            db._vfs.remove(tmp)
+        remove_log(db._vfs, tmp)
+        fresh = type(db)(tmp, replace(db.config, page_size=db._page_size), vfs=db._vfs)
+    except OSError as exc:
+        raise _io(exc, f"writing {tmp}") from exc
+    try:
+        copy_into(db, fresh)
+        # Same database, next generations, LSNs growing on: stamps stay comparable. Both
+        # header copies are rewritten, so neither names the file's creation-time id.
+        fresh._header = replace(fresh._header, db_id=db._header.db_id,
+                                generation=db._header.generation)
+        fresh._applied_lsn = db._pins.current.lsn
+        fresh._checkpoint(force=True)
+        fresh._checkpoint(force=True)
+        fresh._detach()
+    except BaseException:
+        fresh._detach(close_file=True)
+        raise
+    return fresh._pager
+
+
 def copy_into(db: Database, fresh: Database) -> None:
     """Every document of the published state, every kept version (oldest first), with
     ids, numbers and times. Catalog entries get LSN 0: they are the new file's base."""
-    state = db._pins.current
-    for doc in state.catalog.iter_docs(state.lsn):
-        for v in reversed(doc.versions):
-            reader = DocReader(state.pager, v, str(doc.doc_id), verify=True)
-            pieces = (reader.read(offset, CHUNK) for offset in range(0, v.size, CHUNK))
-            ingest = Ingest(fresh._pager, fresh._space, v.checksum, max(v.size, 1))
-            size, sums, inline = ingest.run(pieces)
-            assert size == v.size and sums == v.sums
-            copy = replace(v, extents=tuple(ingest.extents), inline=inline)
-            fresh._catalog.apply(Op(OP_VERSION, doc.doc_id, version=copy), 0)
-        for key in doc.paths:
-            fresh._catalog.apply(Op(OP_BIND, doc.doc_id, path=key), 0)
+    state = db._pins.acquire(op=False)
+    try:
+        for doc in state.catalog.iter_docs(state.lsn):
+            for v in reversed(doc.versions):
+                reader = DocReader(state.pager, v, str(doc.doc_id), verify=True)
+                pieces = (reader.read(offset, CHUNK) for offset in range(0, v.size, CHUNK))
+                ingest = Ingest(fresh._pager, fresh._space, v.checksum, max(v.size, 1))
+                size, sums, inline = ingest.run(pieces)
+                assert size == v.size and sums == v.sums
+                copy = replace(v, extents=tuple(ingest.extents), inline=inline)
+                fresh._catalog.apply(Op(OP_VERSION, doc.doc_id, version=copy), 0)
+            for key in doc.paths:
+                fresh._catalog.apply(Op(OP_BIND, doc.doc_id, path=key), 0)
+    finally:
+        db._pins.release(state, op=False)
     fresh._catalog.mark()
     fresh._pager.sync()
 

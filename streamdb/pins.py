@@ -19,6 +19,7 @@ P3. After `close()` begins no operation starts; `close()` returns once those in 
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,23 @@ class Pins:
         self.current = current
         self.closed: str | None = None  # why operations are refused, once closing began
         self._on_unpinned = on_unpinned  # called (lock released) when a state's last pin goes
+        # Pins dropped by finalisers (views, streams and snapshots collected by the garbage
+        # collector). A finaliser may run in the middle of any allocation, even one made
+        # under our lock, so it only queues the state (deque.append is atomic); the queue is
+        # drained by the next call.
+        self._later: collections.deque[State] = collections.deque()
+
+    def release_later(self, state: State) -> None:
+        """`release(state, op=False)` from a finaliser: safe at any point. O(1)."""
+        self._later.append(state)
+
+    def _drain(self) -> None:
+        while self._later:
+            try:
+                state = self._later.popleft()
+            except IndexError:  # another thread drained it first
+                return
+            self.release(state, op=False)
 
     def _refuse(self) -> None:
         if self.closed is not None:
@@ -64,6 +82,7 @@ class Pins:
     def acquire(self, state: State | None = None, *, op: bool = True) -> State:
         """Pin `state` (default: the published one) and, if `op`, count an operation in
         flight. Raises ClosedError once closing began."""
+        self._drain()
         with self._lock:
             self._refuse()
             state = state or self.current
@@ -85,6 +104,8 @@ class Pins:
                     self._idle.notify_all()
         if not count:
             self._on_unpinned(state)
+        if self._later:
+            self._drain()
 
     def begin(self) -> None:
         """Count an operation on an already pinned state (a snapshot's, a stream's)."""
@@ -105,6 +126,7 @@ class Pins:
 
     def oldest(self) -> Stamp | None:
         """The oldest held stamp, or None when nothing is held."""
+        self._drain()
         with self._lock:
             return min((s.stamp for s in self._held), default=None)
 
@@ -118,11 +140,13 @@ class Pins:
             return min(lsns, default=self.current.lsn)
 
     def held(self) -> list[State]:
+        self._drain()
         with self._lock:
             return list(self._held)
 
     def close(self, reason: str) -> None:
         """Refuse new operations, then wait for those in flight (P3)."""
+        self._drain()
         with self._lock:
             if self.closed is None:
                 self.closed = reason

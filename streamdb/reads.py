@@ -128,7 +128,7 @@ class ReadMethods(ABC):
             # dies, so does the array, and its finaliser lets the pages go.
             holder = np.frombuffer(view.toreadonly(), dtype=np.uint8)
             pins = self._db._pins
-            weakref.finalize(holder, pins.release, self._hold(state), op=False)
+            weakref.finalize(holder, pins.release_later, self._hold(state))
             return holder.data
         finally:
             self._leave(state)
@@ -160,7 +160,7 @@ class ReadMethods(ABC):
                     pins.end()
                 yield data
         finally:
-            pins.release(state, op=False)
+            pins.release_later(state)  # may run in the garbage collector
 
     async def get_async(self, path: str) -> bytes:
         """`get` on a worker thread, so the event loop is not blocked."""
@@ -296,8 +296,9 @@ class Snapshot(ReadMethods):
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_state", None) is not None:
-            self.close()
+        state, self._state = getattr(self, "_state", None), None
+        if state is not None:
+            self._db._pins.release_later(state)
 
     def __repr__(self) -> str:
         where = "closed" if self._state is None else f"lsn={self._state.lsn}"
