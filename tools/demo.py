@@ -3,13 +3,15 @@
 A writer process logs telemetry documents and stores a large array, then dies without
 closing (os._exit: a crash). The demo reopens the database, which recovers from its log,
 reads documents whole, by range, as a stream and zero-copy as a numpy array, searches by
-prefix and suffix, checks every checksum with verify(), compacts and backs up.
+prefix and suffix, follows the writer from a read-only process with a snapshot and a
+transaction in between, checks every checksum with verify(), compacts and backs up.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.synchronize
 import os
 import shutil
 import time
@@ -42,6 +44,19 @@ def writer() -> None:
     os._exit(0)
 
 
+def dashboard(ready: multiprocessing.synchronize.Event,
+              go: multiprocessing.synchronize.Event) -> None:
+    """Another process reading while the writer writes: it never waits for the writer."""
+    with streamdb.open(DB, readonly=True) as db:
+        print(f"dashboard: read-only open sees {len(db.search('/alerts/'))} alerts")
+        ready.set()
+        go.wait()
+        db.refresh()
+        alerts = db.search("/alerts/")
+        print(f"dashboard: after refresh() sees {len(alerts)} alerts, all or none of the "
+              f"transaction: {[db.get(p).decode() for p in alerts]}")
+
+
 def main() -> None:
     shutil.rmtree(DATA, ignore_errors=True)
     os.makedirs(DATA)
@@ -62,6 +77,17 @@ def main() -> None:
               f"slice {db.get('/frames/latest', offset=8, length=16)!r}")
         streamed = sum(len(chunk) for chunk in db.get_stream("/frames/latest"))
         print(f"streamed {streamed:,} bytes in verified 256 KiB chunks")
+        ready, go = multiprocessing.Event(), multiprocessing.Event()
+        reader = multiprocessing.Process(target=dashboard, args=(ready, go))
+        reader.start()
+        ready.wait()
+        with db.snapshot() as before, db.transaction():
+            db.write_document("/alerts/dev03", b"too hot")
+            db.write_document("/alerts/dev11", b"too cold")
+            print(f"transaction: this thread sees {len(db.search('/alerts/'))} alerts, "
+                  f"the snapshot {len(before.search('/alerts/'))}")
+        go.set()
+        reader.join()
         report = db.verify()
         print(f"verify: ok={report.ok}, {report.documents} documents checked")
         db.delete("/frames/latest")
