@@ -50,7 +50,7 @@ from streamdb.config import Config
 from streamdb.errmap import io_error, wal_error
 from streamdb.maintenance import VerifyReport
 from streamdb.paths import path_key
-from streamdb.pins import Pins, State
+from streamdb.pins import Counters, Pins, State
 from streamdb.reads import DocumentInfo, ReadMethods, Snapshot, version_at
 from streamdb.storage import btree
 from streamdb.storage.catalog import KIND_FREE, Catalog
@@ -148,10 +148,8 @@ class Database(ReadMethods):
         self._failed: str | None = None
         self._quick = False
         self._warned_quick = False
-        self._counter_lock = threading.Lock()
-        self._counters = dict.fromkeys(
-            ("checkpoints", "commits", "reads", "bytes_read", "bytes_written"), 0
-        )
+        self._counters = Counters(
+            ("checkpoints", "commits", "reads", "bytes_read", "bytes_written"))
         self._slot: ReaderSlot | None = None
         self._last_scan = 0.0
         self._wal: wal.WriteAheadLog | None = None
@@ -428,21 +426,20 @@ class Database(ReadMethods):
         self._pins.release(state)
 
     def _count(self, name: str, n: int = 1) -> None:
-        with self._counter_lock:
-            self._counters[name] += n
+        self._counters.add(name, n)
 
     def _reader(self, state: State, path: str, v: Version) -> DocReader:
-        self._count("reads")
+        self._counters.read(0)
         return DocReader(state.pager, v, path, verify=not self._quick)
 
     def _read(self, state: State, path: str, v: Version, offset: int, length: int) -> bytes:
         try:
-            data = self._reader(state, path, v).read(offset, length)
+            data = DocReader(state.pager, v, path, verify=not self._quick).read(offset, length)
         except OSError as exc:
             raise io_error(exc, f"reading {path!r}") from exc
         except ValueError as exc:  # a page past the end of the file
             raise E.CorruptionError(f"{path!r} points past the end of the file") from exc
-        self._count("bytes_read", len(data))
+        self._counters.read(len(data))
         return data
 
     def snapshot(self) -> Snapshot:
@@ -757,8 +754,7 @@ class Database(ReadMethods):
     def stats(self) -> Stats:
         self._check_open()
         state = self._pins.current
-        with self._counter_lock:
-            c = dict(self._counters)
+        c = self._counters.snapshot()
         hits, misses = state.catalog.cache_stats()
         table = self._table
         return Stats(

@@ -56,7 +56,9 @@ class Pins:
         self._active = 0
         self.current = current
         self.closed: str | None = None  # why operations are refused, once closing began
-        self._on_unpinned = on_unpinned  # called (lock released) when a state's last pin goes
+        # Called (lock released) when the last pin of a state that is no longer the
+        # published one goes, or of any state once closing began.
+        self._on_unpinned = on_unpinned
         # Pins dropped by finalisers (views, streams and snapshots collected by the garbage
         # collector). A finaliser may run in the middle of any allocation, even one made
         # under our lock, so it only queues the state (deque.append is atomic); the queue is
@@ -100,9 +102,9 @@ class Pins:
                 del self._held[state]
             if op:
                 self._active -= 1
-                if not self._active:
+                if not self._active and self.closed is not None:
                     self._idle.notify_all()
-        if not count:
+        if not count and (state is not self.current or self.closed is not None):
             self._on_unpinned(state)
         if self._later:
             self._drain()
@@ -116,7 +118,7 @@ class Pins:
     def end(self) -> None:
         with self._lock:
             self._active -= 1
-            if not self._active:
+            if not self._active and self.closed is not None:
                 self._idle.notify_all()
 
     def publish(self, state: State) -> None:
@@ -152,3 +154,47 @@ class Pins:
                 self.closed = reason
             while self._active:
                 self._idle.wait()
+
+    def _check(self) -> None:
+        """Assert: every held state is held a positive number of times; operations in
+        flight are not negative; nothing waits in the finaliser queue for long (drained)."""
+        self._drain()
+        with self._lock:
+            assert all(n > 0 for n in self._held.values()), self._held
+            assert self._active >= 0, self._active
+
+
+class Counters:
+    """Event counters bumped by many threads without a shared lock: each thread adds to its
+    own dict (registered once), and `snapshot()` sums them. O(1) per bump, O(threads) per
+    snapshot."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self._names = names
+        self._local = threading.local()
+        self._all: list[dict[str, int]] = []
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        try:
+            mine: dict[str, int] = self._local.counts
+        except AttributeError:
+            mine = self._local.counts = dict.fromkeys(self._names, 0)
+            with self._lock:
+                self._all.append(mine)
+        mine[name] += n
+
+    def read(self, nbytes: int) -> None:
+        """One read of `nbytes`: "reads" and "bytes_read" in one bump."""
+        try:
+            mine: dict[str, int] = self._local.counts
+        except AttributeError:
+            self.add("reads", 0)
+            mine = self._local.counts
+        mine["reads"] += 1
+        mine["bytes_read"] += nbytes
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            tables = list(self._all)
+        return {name: sum(t[name] for t in tables) for name in self._names}

@@ -11,12 +11,15 @@ replay reproduces exactly the state the writer had. A checkpoint does not change
 it starts a new one over the new trees, and readers of the old one go on using it.
 
 Concurrency: one writer (the caller serialises `apply` and `rollback`), any number of
-reader threads. Entries are appended by replacing a key's history list, never by editing a
-list a reader may be walking; adding or removing a key of a sorted delta happens under
+reader threads. A history list is only ever appended to or replaced whole, never edited
+where a reader may be walking it; adding or removing a key of a sorted delta happens under
 `_mutex`, and range reads copy the keys they need under it. Readers never wait for I/O.
 
 History is folded as it grows: an entry older than the newest one at or below `horizon` (the
-oldest LSN any reader of this catalog may still read at) can never be read again.
+oldest LSN any reader of this catalog may still read at) can never be read again. Entries
+are appended in place (readers walk a history backwards by index, so an append never
+disturbs them), and a history is replaced by a folded copy once half of it is unreachable:
+O(1) amortised per change.
 
 Invariants (`_check(at)`): every path names a document that exists and lists the path;
 every document lists at least one path and one version; the path count matches the paths.
@@ -24,6 +27,7 @@ every document lists at least one path and one version; the path count matches t
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import itertools
@@ -86,7 +90,11 @@ class Catalog:
         self.paths = btree.Tree(store, refs["paths"], kind=KIND_PATHS, cache_pages=2 * pages)
         self.suffix = btree.Tree(store, refs["suffix"], kind=KIND_SUFFIX, cache_pages=pages)
         self.docs = btree.Tree(store, refs["docs"], kind=KIND_DOCS, cache_pages=2 * pages)
-        self._base_doc = functools.lru_cache(maxsize=4 * max(16, cache_pages))(self._decode)
+        # Decoded records and path lookups of the (immutable) trees, a few hundred bytes
+        # each: many more of them than pages.
+        entries = 16 * max(16, cache_pages)
+        self._base_doc = functools.lru_cache(maxsize=entries)(self._decode)
+        self._base_path = functools.lru_cache(maxsize=entries)(self.paths.get)
         self._mutex = threading.Lock()
         self.d_paths: SortedDict = SortedDict()  # path key -> history of doc id | None
         self.d_suffix: SortedDict = SortedDict()  # reversed key -> history of bool
@@ -106,7 +114,7 @@ class Catalog:
         hit = _at(self.d_paths.get(key), at)
         if hit is not _ABSENT:
             return cast(bytes | None, hit)
-        return self.paths.get(key)
+        return self._base_path(key)
 
     def doc(self, doc_id: bytes, at: int = LATEST) -> DocRecord | None:
         """A document's record at LSN `at`, or None. O(log n); decoded records are cached."""
@@ -121,9 +129,11 @@ class Catalog:
 
     def cache_stats(self) -> tuple[int, int]:
         """(hits, misses) of the trees' page caches and the decoded-record cache."""
-        info = self._base_doc.cache_info()
         stats = [t.cache_stats() for t in (self.paths, self.suffix, self.docs)]
-        return (sum(h for h, _ in stats) + info.hits, sum(m for _, m in stats) + info.misses)
+        for cache in (self._base_doc, self._base_path):
+            info = cache.cache_info()
+            stats.append((info.hits, info.misses))
+        return sum(h for h, _ in stats), sum(m for _, m in stats)
 
     def _delta_range(self, delta: SortedDict, prefix: bytes, at: int) -> list[tuple[bytes, Any]]:
         stop = _prefix_end(prefix)
@@ -232,12 +242,16 @@ class Catalog:
         self._set(self.d_docs, doc.doc_id.bytes, doc, lsn)
         self.on_free(tuple(e for v in dropped for e in v.extents), lsn)
 
-    def _fold(self, history: History) -> History:
-        """`history` without entries no reader can reach any more (see module docstring)."""
-        i = len(history)
-        while i > 0 and history[i - 1][0] > self.horizon:
-            i -= 1
-        return history[max(0, i - 1) :]
+    def _append(self, history: History, entry: tuple[int, Any]) -> History:
+        """`history` plus `entry`: appended in place (a reader walking the list backwards
+        from its end, by index, never sees the new entry move anything), or, once at least
+        half of it is unreachable, a new folded list. O(1) amortised."""
+        if len(history) >= 4 and history[1][0] <= self.horizon:
+            i = bisect.bisect_right(history, self.horizon, key=lambda e: e[0])
+            if 2 * (i - 1) >= len(history):  # fold: a new list, readers keep the old one
+                return [*history[i - 1 :], entry]
+        history.append(entry)
+        return history
 
     def _set(self, delta: Any, key: bytes, value: object, lsn: int) -> None:
         history = delta.get(key)
@@ -245,12 +259,14 @@ class Catalog:
         if history is None:
             with self._mutex:
                 delta[key] = [(lsn, value)]
-        else:  # a new list: a reader may be walking the old one
-            delta[key] = [*self._fold(history), (lsn, value)]
+        else:
+            folded = self._append(history, (lsn, value))
+            if folded is not history:
+                delta[key] = folded
 
     def _count(self, change: int, lsn: int) -> None:
         self._undo.append((None, b""))
-        self._counts = [*self._fold(self._counts), (lsn, self.count() + change)]
+        self._counts = self._append(self._counts, (lsn, self.count() + change))
 
     def mark(self) -> None:
         """Forget the undo information: everything applied so far is committed."""

@@ -244,6 +244,13 @@ class DocReader:
     def _physical(self, offset: int, length: int) -> list[memoryview]:
         """Views of the stored bytes [offset, offset+length), one per extent touched."""
         page = self.pager.page_size
+        extents = self.version.extents
+        if len(extents) == 1 and offset + length <= extents[0][1] * page:
+            try:  # the common case, one extent: one view
+                return [self.pager.read(extents[0][0] * page + offset, length)]
+            except ValueError as exc:
+                raise CorruptionError("document pages lie past the end of the file",
+                                      path=self.path, offset=offset) from exc
         views = []
         base = 0
         for first, count in self.version.extents:
@@ -295,6 +302,9 @@ class DocReader:
         first, last = offset // v.chunk_size, (end - 1) // v.chunk_size
         if last >= len(v.sums):
             raise CorruptionError("document has fewer checksums than chunks", path=self.path)
+        if first == last:  # the common small read: one chunk, one copy
+            base = first * v.chunk_size
+            return bytes(self.chunk(first)[offset - base : end - base])
         parts = []
         for i in range(first, last + 1):
             data = self.chunk(i)
