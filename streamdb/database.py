@@ -537,14 +537,14 @@ class Database(ReadMethods):
             self._catalog.apply(op, first + i)
             self._applied_lsn = first + i
         try:
-            for i, payload in enumerate(payloads):
-                lsn = log.append(payload)
-                tx.records += 1
-                tx.logged += len(payload)
-                assert lsn == first + i, "one writer: LSNs are handed out in order"
+            lsn = log.append_many(payloads)
         except wal.WalError as exc:
             self._failed = f"writing the log failed ({exc})"
+            tx.records += len(payloads)  # some may be in the batch: the whole of it must go
             raise wal_error(exc, f"writing to {self.path}") from exc
+        assert lsn == first, "one writer: LSNs are handed out in order"
+        tx.records += len(payloads)
+        tx.logged += sum(map(len, payloads))
 
     def _commit(self) -> None:
         """Commit the open transaction (one log batch, one fsync), then publish it (C2)."""

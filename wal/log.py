@@ -24,7 +24,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from types import TracebackType
 from typing import Literal, NamedTuple
 
@@ -237,27 +237,36 @@ class WriteAheadLog:
         records of the batch to the file when the batch grows past 4 MiB.
         Raises WalInvalidArgumentError above `max_record_size`.
         """
-        if not isinstance(payload, bytes):
-            view = memoryview(payload)
-            immutable = view.readonly and isinstance(view.obj, bytes) and view.c_contiguous
-            payload = view.cast("B") if immutable else view.tobytes()
-        size = len(payload)
-        if size > self.max_record_size:
-            raise WalInvalidArgumentError(
-                f"record of {size} bytes exceeds max_record_size={self.max_record_size}"
-            )
+        return self.append_many((payload,))
+
+    def append_many(self, payloads: Iterable[Buffer]) -> int:
+        """`append` each payload, in order, with consecutive LSNs; returns the first LSN
+        (the next LSN if there are none). One lock acquisition for all. Raises
+        WalInvalidArgumentError, before appending any, if one exceeds `max_record_size`."""
         header = self._active.header if self._chain else None
         seed = header.seed if header is not None else 0
-        value = fmt.crc(payload, seed)
+        ready: list[tuple[Buffer, int]] = []
+        for payload in payloads:
+            if not isinstance(payload, bytes):
+                view = memoryview(payload)
+                immutable = view.readonly and isinstance(view.obj, bytes) and view.c_contiguous
+                payload = view.cast("B") if immutable else view.tobytes()
+            if len(payload) > self.max_record_size:
+                raise WalInvalidArgumentError(
+                    f"record of {len(payload)} bytes exceeds max_record_size="
+                    f"{self.max_record_size}"
+                )
+            ready.append((payload, fmt.crc(payload, seed)))
         with self._lock:
             self._check_writable()
-            lsn = self._next_lsn
-            self._next_lsn += 1
-            self._pending.append(_Pending(lsn, payload, seed, value))
-            self._pending_bytes += size
-            if self._pending_bytes > SPILL_BYTES and len(self._pending) > 1:
-                self._write_pending(end=False)
-            return lsn
+            first = self._next_lsn
+            for payload, value in ready:
+                self._pending.append(_Pending(self._next_lsn, payload, seed, value))
+                self._next_lsn += 1
+                self._pending_bytes += len(payload)
+                if self._pending_bytes > SPILL_BYTES and len(self._pending) > 1:
+                    self._write_pending(end=False)
+            return first
 
     def skip_to(self, lsn: int) -> None:
         """Hand out LSNs above `lsn` from now on (a caller that recorded LSNs elsewhere, e.g.

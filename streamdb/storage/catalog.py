@@ -238,9 +238,10 @@ class Catalog:
             self._set(self.d_docs, doc_key, None, lsn)
             self.on_free(tuple(e for v in doc.versions for e in v.extents), lsn)
 
-    def _put_doc(self, doc: DocRecord, dropped: Iterable[Version], lsn: int) -> None:
+    def _put_doc(self, doc: DocRecord, dropped: tuple[Version, ...], lsn: int) -> None:
         self._set(self.d_docs, doc.doc_id.bytes, doc, lsn)
-        self.on_free(tuple(e for v in dropped for e in v.extents), lsn)
+        if dropped:
+            self.on_free(tuple(e for v in dropped for e in v.extents), lsn)
 
     def _append(self, history: History, entry: tuple[int, Any]) -> History:
         """`history` plus `entry`: appended in place (a reader walking the list backwards

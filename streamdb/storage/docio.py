@@ -138,6 +138,8 @@ class Ingest:
         InvalidArgumentError for an unusable source, OSError from the file; pages already
         written are returned by `abandon`, which the caller must call on any error.
         """
+        if type(data) is bytes and len(data) <= INLINE_MAX:  # the common small document
+            return len(data), tuple(self._sums(data)), data
         size_hint = known_size(data)
         if size_hint is not None and size_hint > self.max_size:
             raise DocumentTooLargeError(
