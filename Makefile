@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PIP) install --quiet -e '.[bench]'
 	$(PY) tools/bench_wal.py
 	$(PY) tools/bench_store.py
+	$(PY) tools/bench_concurrency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,933 @@
+"""Benchmark StreamDB's concurrency: readers beside a writer, in threads and in processes,
+and multi-document transactions, against sqlite3 and LMDB.
+
+All 4 KiB documents, seeded data; one run measures everything, on one filesystem (by default a
+temporary directory inside the project, as tools/bench_store.py; `--dir` to choose another).
+StreamDB runs with its defaults (`durability="full"`, XXH3-64 checksums verified on every read).
+
+1. Threads (one process, one `Database` shared by every thread): 1, 2 and 4 reader threads
+   doing uniformly random `get`s of 20,000 documents, for a fixed window (2 s), with and
+   without a writer thread that commits one 4 KiB document per `write_document` (durability
+   full) to other paths (a rolling set of 1,000) the whole time; and the writer alone. Reads/s
+   is the sum over the reader threads (each: gets / its own elapsed time); the writer's
+   commits/s is reported for every configuration. The database is checkpointed before each
+   window, so no automatic checkpoint falls inside one. CPython's GIL is shared by all the
+   threads: the writer's Python competes with the readers', and a thread back from an fsync
+   waits for the GIL (up to the switch interval, 5 ms by default) while readers are busy.
+2. Processes: a reader process doing random gets of the 20,000 documents while a writer
+   process commits one 4 KiB document per commit (to other paths) the whole time. StreamDB:
+   the reader opens `streamdb.open(path, readonly=True)` and calls `refresh()` every 1,000
+   gets; the writer uses `write_document` (durability full). sqlite3: a table
+   `t (k TEXT PRIMARY KEY, v BLOB)` in `journal_mode=WAL`; the reader runs
+   `SELECT v FROM t WHERE k = ?` in autocommit mode (every statement sees the newest commit,
+   fresher than StreamDB's refresh every 1,000 gets); the writer, `synchronous=FULL`, commits
+   one `INSERT OR REPLACE` per transaction. The same reader alone (no writer process) is a
+   reference row. Each measurement starts fresh processes; the reader reads every document
+   once (warm-up) before the window.
+3. Transactions of 1,000 documents of 4 KiB: StreamDB
+   `with db.transaction(): 1,000 x write_document` (durability full), against sqlite3
+   `synchronous=FULL` with `journal_mode=WAL` and with the default rollback journal
+   (`journal_mode=DELETE`), each `BEGIN; 1,000 x INSERT OR REPLACE; COMMIT`, and LMDB
+   (`lmdb.open(..., sync=True)`, one write transaction of 1,000 `put`s). StreamDB
+   `write_documents` of the same 1,000 (one call) is a reference row. Two kinds alternate in
+   each run: "new", 1,000 paths not yet in the store, and "replace", the same 1,000 existing
+   paths again. Fresh stores per run, after warm-up transactions. Transactions/s per run is
+   the count over the summed times (the peers' own checkpoints, such as sqlite3's WAL
+   auto-checkpoint, fall inside their commits); StreamDB's checkpoint (once per 128 MiB of
+   log, i.e. every 32 such transactions) does not fall inside the measured ones: it runs at
+   close, which is timed and reported apart.
+
+Variants are interleaved within each run, their order rotating from run to run, and
+`os.sync()` runs before each measurement. Every ratio is computed within a run; the median
+over runs is compared with the target and the range over runs is shown next to it.
+
+Run it (`make bench` runs the first line):
+
+    python tools/bench_concurrency.py                # the full run (about 3.5 minutes here)
+    python tools/bench_concurrency.py --quick        # smoke run, about 10 s
+    python tools/bench_concurrency.py --runs 7 --dir /mnt/nvme/tmp --sections threads
+
+It needs the `bench` extra (`pip install -e '.[bench]'`). It prints the machine facts and a
+Markdown report, and (a full run of every section, unless `--no-docs`) writes the report into
+docs/benchmarks.md between the markers of its section. The machine may be shared and noisy:
+compare the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import os
+import platform
+import random
+import shlex
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from benchkit import Series, add_common_arguments, cpu_model, filesystem, load_average
+
+import streamdb
+
+try:
+    import lmdb
+    from bench_store import code_version, memory, package_version
+except ImportError as missing:  # pragma: no cover - depends on the environment
+    sys.exit(f"bench_concurrency.py needs the bench extra (pip install -e '.[bench]'): {missing}")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DOCS_FILE = os.path.join(ROOT, "docs", "benchmarks.md")
+BEGIN_MARK = "<!-- BEGIN generated by tools/bench_concurrency.py: re-run it to update -->"
+END_MARK = "<!-- END generated by tools/bench_concurrency.py -->"
+HEADING = "## Concurrency (tools/bench_concurrency.py)"
+
+KiB = 1 << 10
+DOC_SIZE = 4 * KiB
+POOL_SIZE = 1 << 20  # seeded bytes that documents are sliced from
+PAYLOADS = 64  # distinct writer payloads cycled through
+LMDB_MAP_SIZE = 1 << 34  # 16 GiB of address space (sparse)
+FILL_BATCH = 1000
+
+# Targets, as ratios of per-run values; the median over runs is compared.
+TARGET_READERS_WITH_WRITER = 0.8  # reads/s with a writer thread / without, at least
+TARGET_PROCESS_VS_SQLITE = 2.0  # reader-process reads/s while another process writes
+TARGET_TX_VS_SQLITE = 2.0  # 1,000-document transactions/s vs sqlite3 synchronous=FULL
+TARGET_TX_VS_LMDB = 1.0  # vs LMDB, sync on
+
+SECTIONS = ("threads", "processes", "transactions")
+
+
+@dataclass(frozen=True)
+class Config:
+    runs: int
+    docs: int  # 4 KiB documents the readers read (sections 1 and 2)
+    threads: tuple[int, ...]  # reader thread counts (section 1)
+    window: float  # seconds per measured window (sections 1 and 2)
+    writer_paths: int  # the writers cycle through this many paths of their own
+    refresh_every: int  # gets between `refresh()` calls of the StreamDB reader process
+    tx_docs: int  # documents per transaction (section 3)
+    tx_warmup: int  # warm-up transactions per store and run
+    tx_count: int  # measured transactions per kind, store and run
+    seed: int
+
+
+FULL = Config(runs=5, docs=20_000, threads=(1, 2, 4), window=2.0, writer_paths=1000,
+              refresh_every=1000, tx_docs=1000, tx_warmup=2, tx_count=10, seed=20261122)
+QUICK = Config(runs=1, docs=2_000, threads=(1, 2, 4), window=0.25, writer_paths=100,
+               refresh_every=1000, tx_docs=1000, tx_warmup=1, tx_count=2, seed=20261122)
+
+T = TypeVar("T")
+
+
+def rotate(items: Sequence[T], run: int) -> list[T]:
+    k = run % len(items)
+    return [*items[k:], *items[:k]]
+
+
+_STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    print(f"  .. [{time.monotonic() - _STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+# -- documents ------------------------------------------------------------------------------
+
+
+def read_path(i: int) -> str:
+    return f"/r/{i}"
+
+
+def writer_path(i: int) -> str:
+    return f"/w/{i}"
+
+
+def make_pool(seed: int) -> bytes:
+    return random.Random(seed).randbytes(POOL_SIZE)
+
+
+def doc_data(pool: bytes, i: int) -> bytes:
+    """Document i: a seeded 4 KiB slice of the pool (a copy, made untimed)."""
+    start = (i * 4099) % (len(pool) - DOC_SIZE + 1)
+    return pool[start : start + DOC_SIZE]
+
+
+def writer_payloads(pool: bytes) -> list[bytes]:
+    return [doc_data(pool, 1_000_003 + i) for i in range(PAYLOADS)]
+
+
+def reader_picks(seed: int, docs: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    return [read_path(rng.randrange(docs)) for _ in range(count)]
+
+
+def fill_streamdb(path: str, cfg: Config, pool: bytes) -> None:
+    """The readers' documents and the writer's paths; closed (so checkpointed)."""
+    with streamdb.open(path) as db:
+        for first in range(0, cfg.docs, FILL_BATCH):
+            db.write_documents([(read_path(i), doc_data(pool, i))
+                                for i in range(first, min(cfg.docs, first + FILL_BATCH))])
+        db.write_documents([(writer_path(i), doc_data(pool, cfg.docs + i))
+                            for i in range(cfg.writer_paths)])
+
+
+def sqlite_connect(path: str, synchronous: str, journal: str = "WAL") -> sqlite3.Connection:
+    con = sqlite3.connect(path, isolation_level=None)
+    mode = con.execute(f"PRAGMA journal_mode={journal}").fetchone()[0]
+    if mode != journal.lower():
+        raise RuntimeError(f"sqlite3 refused journal_mode={journal} (got {mode!r})")
+    con.execute(f"PRAGMA synchronous={synchronous}")
+    con.execute("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v BLOB)")
+    return con
+
+
+def fill_sqlite(path: str, cfg: Config, pool: bytes) -> None:
+    con = sqlite_connect(path, "FULL")
+    try:
+        items = [(read_path(i), doc_data(pool, i)) for i in range(cfg.docs)]
+        items += [(writer_path(i), doc_data(pool, cfg.docs + i)) for i in range(cfg.writer_paths)]
+        for first in range(0, len(items), FILL_BATCH):
+            con.execute("BEGIN")
+            con.executemany("INSERT OR REPLACE INTO t (k, v) VALUES (?, ?)",
+                            items[first : first + FILL_BATCH])
+            con.execute("COMMIT")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+
+
+# -- section 1: reader threads beside a writer thread ---------------------------------------
+
+
+@dataclass
+class ThreadResults:
+    reads: dict[tuple[int, bool], Series]  # (reader threads, writer on) -> reads/s
+    commits: dict[int, Series]  # reader threads (0: the writer alone) -> writer commits/s
+
+
+def thread_window(db: streamdb.Database, cfg: Config, readers: int, writer: bool,
+                  seed: int, payloads: Sequence[bytes]) -> tuple[float, float]:
+    """One measured window: (reads/s summed over the readers, writer commits/s or 0)."""
+    stop = threading.Event()
+    barrier = threading.Barrier(readers + int(writer) + 1)
+    rates = [0.0] * readers
+    commit_rate = [0.0]
+    errors: list[BaseException] = []
+    block = 32
+    picks = [reader_picks(seed * 100 + k, cfg.docs, block * 2048) for k in range(readers)]
+
+    def read(k: int) -> None:
+        paths, get, clock = picks[k], db.get, time.perf_counter
+        size = len(paths)
+        n = 0
+        try:
+            barrier.wait()
+            start = clock()
+            while not stop.is_set():
+                at = n % size
+                for path in paths[at : at + block]:
+                    if len(get(path)) != DOC_SIZE:
+                        raise AssertionError(f"{path}: wrong length")
+                n += block
+            rates[k] = n / (clock() - start)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    def write() -> None:
+        clock, put = time.perf_counter, db.write_document
+        paths = [writer_path(i) for i in range(cfg.writer_paths)]
+        n = 0
+        try:
+            barrier.wait()
+            start = clock()
+            while not stop.is_set():
+                put(paths[n % len(paths)], payloads[n % len(payloads)])
+                n += 1
+            commit_rate[0] = n / (clock() - start)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    workers = [threading.Thread(target=read, args=(k,), name=f"reader-{k}")
+               for k in range(readers)]
+    if writer:
+        workers.append(threading.Thread(target=write, name="writer"))
+    for worker in workers:
+        worker.start()
+    try:
+        barrier.wait(timeout=60)
+        stop.wait(cfg.window)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    if errors:
+        raise errors[0]
+    return sum(rates), commit_rate[0]
+
+
+def bench_threads(cfg: Config, workdir: str, pool: bytes) -> ThreadResults:
+    reads = {(t, w): Series(f"{t} reader thread(s), writer {'on' if w else 'off'}", "reads/s")
+             for t in cfg.threads for w in (False, True)}
+    commits = {t: Series(f"writer with {t} reader thread(s)", "commits/s")
+               for t in (0, *cfg.threads)}
+    variants = [(t, w) for t in cfg.threads for w in (False, True)] + [(0, True)]
+    payloads = writer_payloads(pool)
+    rundir = tempfile.mkdtemp(prefix="threads-", dir=workdir)
+    path = os.path.join(rundir, "threads.db")
+    fill_streamdb(path, cfg, pool)
+    db = streamdb.open(path)
+    try:
+        for i in range(cfg.docs):  # warm-up: every document once
+            if db.get(read_path(i)) != doc_data(pool, i):
+                raise AssertionError(f"wrong bytes for {read_path(i)}")
+        for run in range(cfg.runs):
+            for t, w in rotate(variants, run):
+                db.checkpoint()
+                os.sync()
+                gc.collect()
+                rate, commit_rate = thread_window(db, cfg, t, w, cfg.seed + run * 10 + t,
+                                                  payloads)
+                if t:
+                    reads[t, w].per_run.append(rate)
+                if w:
+                    commits[t].per_run.append(commit_rate)
+            progress(f"threads run {run + 1}/{cfg.runs}: " + ", ".join(
+                f"{t}R {reads[t, False].per_run[-1]:,.0f} -> {reads[t, True].per_run[-1]:,.0f}"
+                f" reads/s (writer {commits[t].per_run[-1]:,.0f}/s)" for t in cfg.threads)
+                + f"; writer alone {commits[0].per_run[-1]:,.0f}/s")
+    finally:
+        db.close()
+        shutil.rmtree(rundir, ignore_errors=True)
+    return ThreadResults(reads, commits)
+
+
+# -- section 2: a reader process beside a writer process ------------------------------------
+
+
+def child_reader(spec: dict[str, Any]) -> None:
+    """A reader process: warm up, say "ready", wait for "go", read for spec["seconds"],
+    print the result as JSON."""
+    engine, file, docs = spec["engine"], spec["file"], spec["docs"]
+    block = spec["refresh_every"]
+    picks = reader_picks(spec["seed"], docs, block * max(1, 65536 // block))
+    clock = time.perf_counter
+    if engine == "streamdb":
+        db = streamdb.open(file, readonly=True)
+        get, refresh = db.get, db.refresh
+        for i in range(docs):
+            get(read_path(i))
+        lsn0 = refresh()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        n = 0
+        start = clock()
+        while True:
+            at = n % len(picks)
+            for path in picks[at : at + block]:
+                if len(get(path)) != DOC_SIZE:
+                    raise AssertionError(f"{path}: wrong length")
+            n += block
+            lsn1 = refresh()
+            elapsed = clock() - start
+            if elapsed >= spec["seconds"]:
+                break
+        db.close()
+        result = {"reads": n, "seconds": elapsed, "seen": lsn1 - lsn0}
+    elif engine == "sqlite":
+        con = sqlite3.connect(file, isolation_level=None)
+        execute, stmt = con.execute, "SELECT v FROM t WHERE k = ?"
+        for i in range(docs):
+            execute(stmt, (read_path(i),)).fetchone()
+        version0 = execute("PRAGMA data_version").fetchone()[0]
+        print("ready", flush=True)
+        sys.stdin.readline()
+        n = 0
+        start = clock()
+        while True:
+            at = n % len(picks)
+            for path in picks[at : at + block]:
+                if len(execute(stmt, (path,)).fetchone()[0]) != DOC_SIZE:
+                    raise AssertionError(f"{path}: wrong length")
+            n += block
+            elapsed = clock() - start
+            if elapsed >= spec["seconds"]:
+                break
+        seen = execute("PRAGMA data_version").fetchone()[0] != version0
+        con.close()
+        result = {"reads": n, "seconds": elapsed, "seen": int(seen)}
+    else:
+        raise SystemExit(f"unknown engine {engine}")
+    print(json.dumps(result), flush=True)
+
+
+def child_writer(spec: dict[str, Any]) -> None:
+    """A writer process: open, say "ready", wait for "go", commit one 4 KiB document at a
+    time until "stop", print the result as JSON."""
+    engine, file = spec["engine"], spec["file"]
+    payloads = writer_payloads(make_pool(spec["seed"]))
+    paths = [writer_path(i) for i in range(spec["writer_paths"])]
+    stop = threading.Event()
+
+    def watch() -> None:
+        sys.stdin.readline()
+        stop.set()
+
+    put: Callable[[str, bytes], object]
+    if engine == "streamdb":
+        db = streamdb.open(file)
+        put, close = db.write_document, db.close
+    elif engine == "sqlite":
+        con = sqlite_connect(file, "FULL")
+        sql = "INSERT OR REPLACE INTO t (k, v) VALUES (?, ?)"
+
+        def put(path: str, data: bytes) -> None:
+            con.execute(sql, (path, data))  # autocommit: one transaction, one commit
+
+        close = con.close
+    else:
+        raise SystemExit(f"unknown engine {engine}")
+    print("ready", flush=True)
+    sys.stdin.readline()
+    threading.Thread(target=watch, daemon=True).start()
+    clock = time.perf_counter
+    n = 0
+    start = clock()
+    while not stop.is_set():
+        put(paths[n % len(paths)], payloads[n % len(payloads)])
+        n += 1
+    elapsed = clock() - start
+    print(json.dumps({"commits": n, "seconds": elapsed}), flush=True)
+    close()
+
+
+class Child:
+    """A child process of this script, spoken to line by line."""
+
+    def __init__(self, role: str, spec: dict[str, Any], workdir: str) -> None:
+        self.role = role
+        fd, self.err = tempfile.mkstemp(prefix=f"{role}-", suffix=".stderr", dir=workdir)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "--child", role, json.dumps(spec)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=fd, text=True,
+            )
+        finally:
+            os.close(fd)
+
+    def expect(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=60)
+            with open(self.err, encoding="utf-8", errors="replace") as err:
+                detail = err.read().strip()[-2000:]
+            raise RuntimeError(f"the {self.role} child exited ({self.proc.returncode}): "
+                               f"{detail}")
+        return line.strip()
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):  # the child may be gone already
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        with contextlib.suppress(OSError):
+            os.remove(self.err)
+
+
+def process_window(engine: str, file: str, cfg: Config, writer: bool, seed: int,
+                   workdir: str) -> tuple[float, float, int]:
+    """(reader reads/s, writer commits/s or 0, commits the reader saw)."""
+    base = {"engine": engine, "file": file, "seed": seed}
+    children: list[Child] = []
+    try:
+        w = None
+        if writer:
+            w = Child("writer", {**base, "writer_paths": cfg.writer_paths}, workdir)
+            children.append(w)
+            if w.expect() != "ready":
+                raise RuntimeError("the writer child did not start")
+        r = Child("reader", {**base, "docs": cfg.docs, "seconds": cfg.window,
+                             "refresh_every": cfg.refresh_every}, workdir)
+        children.append(r)
+        if r.expect() != "ready":
+            raise RuntimeError("the reader child did not start")
+        if w is not None:
+            w.send("go")
+            time.sleep(0.1)  # the writer is committing before the window opens
+        r.send("go")
+        read = json.loads(r.expect())
+        commit_rate = 0.0
+        if w is not None:
+            w.send("stop")
+            done = json.loads(w.expect())
+            commit_rate = done["commits"] / done["seconds"]
+        for child in children:
+            if child.proc.wait(timeout=120) != 0:
+                child.expect()  # raises with its stderr
+        return read["reads"] / read["seconds"], commit_rate, int(read["seen"])
+    finally:
+        for child in children:
+            child.close()
+
+
+PROCESS_ENGINES = {"streamdb": "StreamDB (readonly=True, refresh() every 1,000 gets)",
+                   "sqlite": "sqlite3 WAL (autocommit SELECT; writer synchronous=FULL)"}
+
+
+@dataclass
+class ProcessResults:
+    reads: dict[tuple[str, bool], Series]  # (engine, writer on) -> reader reads/s
+    commits: dict[str, Series]  # engine -> writer commits/s
+
+
+def bench_processes(cfg: Config, workdir: str, pool: bytes) -> ProcessResults:
+    reads = {(e, w): Series(f"{label}, writer {'on' if w else 'off'}", "reads/s")
+             for e, label in PROCESS_ENGINES.items() for w in (True, False)}
+    commits = {e: Series(label, "commits/s") for e, label in PROCESS_ENGINES.items()}
+    rundir = tempfile.mkdtemp(prefix="processes-", dir=workdir)
+    files = {"streamdb": os.path.join(rundir, "proc.db"),
+             "sqlite": os.path.join(rundir, "proc.sqlite")}
+    fill_streamdb(files["streamdb"], cfg, pool)
+    fill_sqlite(files["sqlite"], cfg, pool)
+    variants = [(e, w) for e in PROCESS_ENGINES for w in (True, False)]
+    try:
+        for run in range(cfg.runs):
+            for engine, writer in rotate(variants, run):
+                os.sync()
+                rate, commit_rate, seen = process_window(engine, files[engine], cfg, writer,
+                                                         cfg.seed + run, rundir)
+                if writer and seen <= 0:
+                    raise AssertionError(f"the {engine} reader saw none of the writer's commits")
+                reads[engine, writer].per_run.append(rate)
+                if writer:
+                    commits[engine].per_run.append(commit_rate)
+            progress(f"processes run {run + 1}/{cfg.runs}: " + ", ".join(
+                f"{e} {reads[e, True].per_run[-1]:,.0f} reads/s with writer "
+                f"({commits[e].per_run[-1]:,.0f} commits/s), {reads[e, False].per_run[-1]:,.0f}"
+                " alone" for e in PROCESS_ENGINES))
+    finally:
+        shutil.rmtree(rundir, ignore_errors=True)
+    return ProcessResults(reads, commits)
+
+
+# -- section 3: transactions of 1,000 documents ---------------------------------------------
+
+
+class TxStore(Protocol):
+    def commit(self, items: Sequence[tuple[str, bytes]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamTx:
+    def __init__(self, directory: str) -> None:
+        self.db = streamdb.open(os.path.join(directory, "tx.db"))
+
+    def commit(self, items: Sequence[tuple[str, bytes]]) -> None:
+        db = self.db
+        with db.transaction():
+            for path, data in items:
+                db.write_document(path, data)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class StreamBatch(StreamTx):
+    def commit(self, items: Sequence[tuple[str, bytes]]) -> None:
+        self.db.write_documents(items)
+
+
+class SqliteTx:
+    def __init__(self, directory: str, journal: str) -> None:
+        self.db = sqlite_connect(os.path.join(directory, "tx.sqlite"), "FULL", journal)
+
+    def commit(self, items: Sequence[tuple[str, bytes]]) -> None:
+        execute, sql = self.db.execute, "INSERT OR REPLACE INTO t (k, v) VALUES (?, ?)"
+        execute("BEGIN")
+        try:
+            for item in items:
+                execute(sql, item)
+        except BaseException:
+            execute("ROLLBACK")
+            raise
+        execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class LmdbTx:
+    def __init__(self, directory: str) -> None:
+        self.env = lmdb.open(os.path.join(directory, "tx.lmdb"), map_size=LMDB_MAP_SIZE,
+                             sync=True)
+
+    def commit(self, items: Sequence[tuple[str, bytes]]) -> None:
+        with self.env.begin(write=True) as txn:
+            put = txn.put
+            for path, data in items:
+                put(path.encode(), data)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+TX_STORES: dict[str, tuple[str, Callable[[str], TxStore]]] = {
+    "streamdb": ("StreamDB `with db.transaction()`, 1,000 x write_document", StreamTx),
+    "sqlite-wal": ("sqlite3 WAL, synchronous=FULL", lambda d: SqliteTx(d, "WAL")),
+    "sqlite-delete": ("sqlite3 rollback journal (DELETE), synchronous=FULL",
+                      lambda d: SqliteTx(d, "DELETE")),
+    "lmdb": ("LMDB write txn (sync on)", LmdbTx),
+    "streamdb-batch": ("StreamDB write_documents of the 1,000 (reference)", StreamBatch),
+}
+TX_KINDS = ("new", "replace")
+
+
+@dataclass
+class TxResults:
+    rate: dict[tuple[str, str], Series]  # (kind, store) -> transactions/s; samples: µs
+    close: dict[str, list[float]]  # store -> seconds of close() per run
+
+
+def bench_transactions(cfg: Config, workdir: str, pool: bytes) -> TxResults:
+    rate = {(kind, key): Series(label, "txn/s") for kind in TX_KINDS
+            for key, (label, _) in TX_STORES.items()}
+    close: dict[str, list[float]] = {key: [] for key in TX_STORES}
+    n = cfg.tx_docs
+    replace_set = [f"/rep/{j}" for j in range(n)]
+    clock = time.perf_counter_ns
+    for run in range(cfg.runs):
+        rundir = tempfile.mkdtemp(prefix=f"tx-{run}-", dir=workdir)
+        for key in rotate(list(TX_STORES), run):
+            directory = os.path.join(rundir, key)
+            os.makedirs(directory)
+            os.sync()
+            gc.collect()
+            store = TX_STORES[key][1](directory)
+            try:
+                store.commit([(p, doc_data(pool, j)) for j, p in enumerate(replace_set)])
+                for k in range(cfg.tx_warmup):
+                    store.commit([(f"/warm/{k}/{j}", doc_data(pool, k * n + j))
+                                  for j in range(n)])
+                totals = dict.fromkeys(TX_KINDS, 0)
+                for k in range(cfg.tx_count):
+                    for kind in rotate(TX_KINDS, k):
+                        if kind == "new":
+                            items = [(f"/new/{k}/{j}", doc_data(pool, (k + 7) * n + j))
+                                     for j in range(n)]
+                        else:
+                            items = [(p, doc_data(pool, (k + 3) * n + j))
+                                     for j, p in enumerate(replace_set)]
+                        start = clock()
+                        store.commit(items)
+                        elapsed = clock() - start
+                        totals[kind] += elapsed
+                        rate[kind, key].samples_us.append(elapsed / 1000.0)
+                        del items
+                for kind in TX_KINDS:
+                    rate[kind, key].per_run.append(cfg.tx_count / (totals[kind] / 1e9))
+            finally:
+                start = clock()
+                store.close()
+                close[key].append((clock() - start) / 1e9)
+            del store
+        shutil.rmtree(rundir, ignore_errors=True)
+        progress(f"transactions run {run + 1}/{cfg.runs}: " + ", ".join(
+            f"{key} {rate['new', key].per_run[-1]:,.1f}/{rate['replace', key].per_run[-1]:,.1f}"
+            for key in TX_STORES) + " txn/s (new/replace)")
+    return TxResults(rate, close)
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def machine_facts(workdir: str) -> list[tuple[str, str]]:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lmdb_c = ".".join(str(x) for x in lmdb.version())
+    return [
+        ("CPU", f"{os.cpu_count()} logical CPUs ({usable} usable), {cpu_model()}"),
+        ("Memory", memory()),
+        ("OS", platform.platform()),
+        ("Python", f"{platform.python_implementation()} {platform.python_version()} "
+                   f"(GIL switch interval {sys.getswitchinterval() * 1000:g} ms)"),
+        ("Peers", f"sqlite3 {sqlite3.sqlite_version}; lmdb {package_version('lmdb')} "
+                  f"(LMDB {lmdb_c})"),
+        ("Benchmark directory", "a temporary directory in the project checkout"
+         if os.path.dirname(os.path.abspath(workdir)) == ROOT else workdir),
+        ("Filesystem", filesystem(workdir)),
+        ("Durable 4 KiB append (write + fdatasync), median of 50", fsync_probe(workdir)),
+        ("streamdb code", code_version()),
+        ("Load average at start", load_average()),
+    ]
+
+
+def fsync_probe(workdir: str) -> str:
+    """What one small durable write costs on this disk now: the scale of every commit."""
+    name = os.path.join(workdir, "fsync-probe")
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    samples = []
+    try:
+        block = b"\x5a" * DOC_SIZE
+        for _ in range(50):
+            start = time.perf_counter_ns()
+            os.write(fd, block)
+            os.fdatasync(fd)
+            samples.append((time.perf_counter_ns() - start) / 1000.0)
+    finally:
+        os.close(fd)
+        os.remove(name)
+    return fmt_us(statistics.median(samples))
+
+
+def fmt_us(value: float) -> str:
+    if value < 1000:
+        return f"{value:,.1f} µs"
+    if value < 1_000_000:
+        return f"{value / 1000:,.2f} ms"
+    return f"{value / 1e6:,.2f} s"
+
+
+def fmt_rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One row of the summary: StreamDB against a peer (or itself without the writer)."""
+
+    name: str
+    ours: Series
+    peer: Series
+    bound: float | None  # the ratio must be at least this; None: reference only
+
+    @property
+    def per_run(self) -> list[float]:
+        return [a / b for a, b in zip(self.ours.per_run, self.peer.per_run, strict=True)]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.per_run)
+
+    @property
+    def verdict(self) -> str:
+        if self.bound is None:
+            return "reference"
+        return "**met**" if self.median >= self.bound else "**not met**"
+
+
+def describe(cfg: Config) -> str:
+    threads = ", ".join(str(t) for t in cfg.threads)
+    return (
+        f"{cfg.runs} runs, seed {cfg.seed}. Threads and processes: {cfg.docs:,} documents of "
+        f"4 KiB read uniformly at random, {cfg.window:g} s windows, reader threads {threads}; "
+        f"the writers cycle through {cfg.writer_paths:,} paths of their own; the StreamDB "
+        f"reader process refreshes every {cfg.refresh_every:,} gets. Transactions: "
+        f"{cfg.tx_docs:,} documents of 4 KiB each, {cfg.tx_warmup} warm-up then "
+        f"{cfg.tx_count} measured per kind, store and run."
+    )
+
+
+def report(cfg: Config, command: str, facts: Sequence[tuple[str, str]],
+           threads: ThreadResults | None, procs: ProcessResults | None,
+           txs: TxResults | None, wall: float) -> list[str]:
+    today = datetime.date.today().isoformat()
+    out = [
+        f"Command, on {today}:",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *(f"| {key} | {value} |" for key, value in facts),
+        "",
+        describe(cfg),
+        "",
+    ]
+    measures: list[Measure] = []
+    if threads is not None:
+        out += ["Threads: one `Database`, reads/s summed over the reader threads, writer "
+                "commits/s (durability full) in the same windows; median over runs:", "",
+                "| # | reader threads | reads/s, no writer | reads/s, writer running "
+                "| with / without (range) | writer commits/s |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for number, t in enumerate(cfg.threads, 1):
+            off, on = threads.reads[t, False], threads.reads[t, True]
+            ratios = [a / b for a, b in zip(on.per_run, off.per_run, strict=True)]
+            out.append(f"| R{number} | {t} | {fmt_rate(off.median)} | {fmt_rate(on.median)} | "
+                       f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}x .. "
+                       f"{max(ratios):.2f}x) | {fmt_rate(threads.commits[t].median)} |")
+            measures.append(Measure(f"random 4 KiB gets, {t} reader thread(s): with / without "
+                                    "a writer thread (reads/s)", on, off,
+                                    TARGET_READERS_WITH_WRITER))
+        out += [f"| R{len(cfg.threads) + 1} | 0 (writer alone) | — | — | — | "
+                f"{fmt_rate(threads.commits[0].median)} |", ""]
+    if procs is not None:
+        out += ["Processes: reads/s in the reader process, commits/s in the writer process "
+                "(one 4 KiB document per commit, fsync on every commit); median over runs:", "",
+                "| # | store | reader reads/s, writer running | reader reads/s, no writer "
+                "| writer commits/s |",
+                "|---|---|---:|---:|---:|"]
+        for number, (engine, label) in enumerate(PROCESS_ENGINES.items(), 1):
+            out.append(f"| P{number} | {label} | {fmt_rate(procs.reads[engine, True].median)} "
+                       f"| {fmt_rate(procs.reads[engine, False].median)} | "
+                       f"{fmt_rate(procs.commits[engine].median)} |")
+        out.append("")
+        measures += [
+            Measure("reader process while another process writes: StreamDB / sqlite3 WAL "
+                    "(reads/s)", procs.reads["streamdb", True], procs.reads["sqlite", True],
+                    TARGET_PROCESS_VS_SQLITE),
+            Measure("reader process, no writer: StreamDB / sqlite3 WAL (reads/s)",
+                    procs.reads["streamdb", False], procs.reads["sqlite", False], None),
+        ]
+    if txs is not None:
+        out += [f"Transactions of {cfg.tx_docs:,} documents of 4 KiB (txn/s: median of the "
+                "per-run rates, each the count over the summed times; ms per transaction: "
+                "median, p99 and max pooled over the runs; close: median over runs):", "",
+                "| # | kind | store | txn/s | docs/s | median | p99 | max | close |",
+                "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        number = 0
+        for kind in TX_KINDS:
+            for key in TX_STORES:
+                number += 1
+                s = txs.rate[kind, key]
+                out.append(
+                    f"| T{number} | {kind} | {s.label} | {fmt_rate(s.median)} | "
+                    f"{fmt_rate(s.median * cfg.tx_docs)} | "
+                    f"{fmt_us(statistics.median(s.samples_us))} | {fmt_us(s.p99_us)} | "
+                    f"{fmt_us(s.max_us)} | {fmt_us(statistics.median(txs.close[key]) * 1e6)} |")
+        out.append("")
+        for kind in TX_KINDS:
+            new = kind == "new"
+            ours = txs.rate[kind, "streamdb"]
+            what = f"{cfg.tx_docs:,} x 4 KiB in one transaction ({kind} paths): StreamDB"
+            measures += [
+                Measure(f"{what} / sqlite3 WAL FULL (txn/s)", ours, txs.rate[kind, "sqlite-wal"],
+                        TARGET_TX_VS_SQLITE if new else None),
+                Measure(f"{what} / sqlite3 rollback journal FULL (txn/s)", ours,
+                        txs.rate[kind, "sqlite-delete"], TARGET_TX_VS_SQLITE if new else None),
+                Measure(f"{what} / LMDB sync on (txn/s)", ours, txs.rate[kind, "lmdb"],
+                        TARGET_TX_VS_LMDB if new else None),
+            ]
+    out += ["| # | measure | StreamDB | peer | ratio (median over runs) | range over runs "
+            "| target | result |",
+            "|---|---|---:|---:|---:|---:|---:|---|"]
+    for number, m in enumerate(measures, 1):
+        target = "—" if m.bound is None else f"≥ {m.bound:g}x"
+        out.append(f"| M{number} | {m.name} | {fmt_rate(m.ours.median)} | "
+                   f"{fmt_rate(m.peer.median)} | {m.median:.2f}x | {min(m.per_run):.2f}x .. "
+                   f"{max(m.per_run):.2f}x | {target} | {m.verdict} |")
+    out += ["", f"StreamDB and peer columns: medians over runs, in the unit of the measure. "
+            f"Each ratio is computed within a run and the median over the {cfg.runs} runs is "
+            f"compared with the target. Wall time {wall:.0f} s; load average at the end "
+            f"{load_average()}."]
+    return out
+
+
+def write_docs(block: Sequence[str], docs_file: str = DOCS_FILE) -> None:
+    """Put `block` between the section's markers in docs/benchmarks.md (appending the section
+    with its markers if they are not there yet); the text around them is left alone."""
+    with open(docs_file, encoding="utf-8") as f:
+        text = f.read()
+    body = "\n".join([BEGIN_MARK, *block, END_MARK])
+    if BEGIN_MARK in text and END_MARK in text:
+        head, rest = text.split(BEGIN_MARK, 1)
+        _, tail = rest.split(END_MARK, 1)
+        text = head + body + tail
+    else:
+        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{body}\n"
+    tmp = docs_file + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, docs_file)
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    add_common_arguments(parser, full_runs=FULL.runs, quick_runs=QUICK.runs, seed=FULL.seed,
+                         root=ROOT, quick_takes="about 10 s")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--no-docs", action="store_true",
+                        help="do not write the report into docs/benchmarks.md (never written "
+                             "by --quick or a subset of --sections)")
+    parser.add_argument("--child", nargs=2, metavar=("ROLE", "SPEC"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        role, spec = args.child
+        (child_reader if role == "reader" else child_writer)(json.loads(spec))
+        return 0
+    base = QUICK if args.quick else FULL
+    cfg = Config(
+        runs=args.runs if args.runs is not None else base.runs, docs=base.docs,
+        threads=base.threads, window=base.window, writer_paths=base.writer_paths,
+        refresh_every=base.refresh_every, tx_docs=base.tx_docs, tx_warmup=base.tx_warmup,
+        tx_count=base.tx_count, seed=args.seed,
+    )
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if cfg.runs < 1 or not sections or any(s not in SECTIONS for s in sections):
+        parser.error(f"--runs must be >= 1 and --sections a subset of {','.join(SECTIONS)}")
+    shown = list(sys.argv[1:] if argv is None else argv)
+    command = shlex.join([".venv/bin/python", "tools/bench_concurrency.py", *shown])
+
+    pool = make_pool(cfg.seed)
+    workdir = tempfile.mkdtemp(prefix=".bench-concurrency-", dir=args.dir)
+    threads: ThreadResults | None = None
+    procs: ProcessResults | None = None
+    txs: TxResults | None = None
+    try:
+        facts = machine_facts(workdir)
+        started = time.perf_counter()
+        if "threads" in sections:
+            threads = bench_threads(cfg, workdir, pool)
+        if "processes" in sections:
+            procs = bench_processes(cfg, workdir, pool)
+        if "transactions" in sections:
+            txs = bench_transactions(cfg, workdir, pool)
+        wall = time.perf_counter() - started
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    block = report(cfg, command, facts, threads, procs, txs, wall)
+    print(HEADING)
+    print()
+    print("\n".join(block))
+    if args.no_docs or args.quick or set(sections) != set(SECTIONS):
+        progress(f"{os.path.relpath(DOCS_FILE, ROOT)} left alone")
+    else:
+        write_docs(block)
+        progress(f"report written into {os.path.relpath(DOCS_FILE, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
