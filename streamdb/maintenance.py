@@ -19,6 +19,7 @@ from streamdb.storage.docio import CHUNK, DocReader, Ingest
 from streamdb.storage.freespace import FreeSpace
 from streamdb.storage.logfiles import remove_log
 from streamdb.storage.pager import Pager
+from streamdb.storage.readers import remove_table
 from streamdb.storage.records import OP_BIND, OP_VERSION, DocRecord, Op
 
 if TYPE_CHECKING:
@@ -254,6 +255,7 @@ def write_copy(db: Database, tmp: str) -> Pager:
         if db._vfs.exists(tmp):  # left by a copy that did not finish
             db._vfs.remove(tmp)
         remove_log(db._vfs, tmp)
+        remove_table(db._vfs, tmp)
         fresh = type(db)(tmp, replace(db.config, page_size=db._page_size), vfs=db._vfs)
     except OSError as exc:
         raise _io(exc, f"writing {tmp}") from exc
