@@ -151,6 +151,7 @@ class Database(ReadMethods):
         self._counters = Counters(
             ("checkpoints", "commits", "reads", "bytes_read", "bytes_written"))
         self._slot: ReaderSlot | None = None
+        self._retired: list[Pager] = []  # files replaced by a compaction, still read
         self._last_scan = 0.0
         self._wal: wal.WriteAheadLog | None = None
         self._tail: wal.LogTail | None = None  # read-only opens follow the log with it
@@ -347,6 +348,7 @@ class Database(ReadMethods):
             self._pins = Pins(state, self._unpinned)
         else:
             self._pins.publish(state)
+            self._close_retired()
 
     def _defer_free(self, extents: tuple[tuple[int, int], ...], lsn: int) -> None:
         stamp = (lsn, self._header.generation)
@@ -372,17 +374,29 @@ class Database(ReadMethods):
             self._release_space()
 
     def _unpinned(self, state: State) -> None:
-        """The last pin of `state` went. A closed database releases its reader-table slot
-        once nothing is held; a reader process republishes its oldest held state."""
+        """The last pin of `state` went (it is no longer the published one, or we are
+        closed). A closed database releases its reader-table slot once nothing is held; a
+        reader process republishes its oldest held state; a file replaced by a compaction
+        is closed once no state over it is held or published."""
         if self._pins.closed is not None:
             if not self._pins.held():
                 self._release_slot()
-        elif self.readonly and state is not self._pins.current:
+        elif self.readonly:
             follower.publish_oldest(self)
-        if state.pager is not self._pager and not any(
-            s.pager is state.pager for s in self._pins.held()
-        ):
-            state.pager.close()  # a file compaction replaced, now unused
+        self._close_retired()
+
+    def _retire(self, pager: Pager) -> None:
+        """`pager`'s file was replaced (compaction): close it once nothing reads it."""
+        self._retired.append(pager)
+        self._close_retired()
+
+    def _close_retired(self) -> None:
+        if not self._retired:
+            return
+        in_use = {s.pager for s in self._pins.held()} | {self._pins.current.pager}
+        for pager in [p for p in self._retired if p not in in_use]:
+            self._retired.remove(pager)
+            pager.close()
 
     def _release_slot(self) -> None:
         """Closed and nothing held: leave the reader table."""

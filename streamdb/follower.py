@@ -65,7 +65,9 @@ def _reopen(db: Database) -> None:
         raise io_error(exc, f"opening {db.path}") from exc
     old = db._pager
     db._pager = Pager(file, db._page_size, use_mmap=db.config.use_mmap)
-    if not any(s.pager is old for s in db._pins.held()):
+    if getattr(db, "_pins", None) is not None:
+        db._retire(old)  # closed once no state over it is held or published
+    else:
         old.close()
 
 
@@ -80,9 +82,13 @@ def load(db: Database) -> None:
         header = db._read_or_create_header(db._pager.file)
         if header.page_size != db._page_size:
             raise E.CorruptionError(f"{db.path} changed its page size", page=0)
-        stamp = (header.checkpoint_lsn, header.generation)
-        held = db._pins.oldest() if getattr(db, "_pins", None) is not None else None
-        db._slot.publish(header.db_id.bytes, min(stamp, held) if held else stamp)
+        # Until the new state is published, reads still pin the published one: the slot
+        # keeps protecting it (and every held state) too.
+        stamps = [(header.checkpoint_lsn, header.generation)]
+        if getattr(db, "_pins", None) is not None:
+            stamps.append(db._pins.current.stamp)
+            stamps += [s for s in (db._pins.oldest(),) if s is not None]
+        db._slot.publish(header.db_id.bytes, min(stamps))
         if db._read_or_create_header(db._pager.file) != header:
             continue
         db._header = header
@@ -138,6 +144,9 @@ def refresh(db: Database) -> None:
         try:
             _follow(db)
         except wal.WalRecycledError:
+            load(db)
+            return
+        if not _same_file(db):  # F3: what was just read may be the new file's log
             load(db)
             return
         db._publish()

@@ -243,8 +243,7 @@ def compact(db: Database) -> None:
     db._header = db._read_or_create_header(pager.file)
     db._pager = pager
     db._reload_state()
-    if not any(s.pager is old for s in db._pins.held()):
-        old.close()
+    db._retire(old)
 
 
 def write_copy(db: Database, tmp: str) -> Pager:

@@ -19,6 +19,7 @@ import os
 import threading
 from collections.abc import Sequence
 
+from streamdb.errors import ClosedError
 from wal.vfs import Buffer, VFile
 
 
@@ -65,7 +66,7 @@ class Pager:
             if current is not None and len(current) >= end:
                 return current
             if self._closed or self._fd is None:
-                raise ValueError("the file is closed")
+                raise ClosedError("the database file is closed")
             self.size = max(self.size, self.file.size())
             if end > self.size:
                 raise ValueError("read beyond the end of the file")
@@ -88,7 +89,8 @@ class Pager:
     def read(self, offset: int, length: int) -> memoryview:
         """`length` bytes at `offset`: a view of the map (zero-copy) or of a fresh buffer.
 
-        Raises ValueError when the range is past the end of the file.
+        Raises ValueError when the range is past the end of the file, ClosedError after
+        `close()`.
         """
         end = offset + length
         if self._fd is not None:
@@ -101,7 +103,7 @@ class Pager:
                         if not m.closed:
                             raise
                 if self._map is m:
-                    raise ValueError("the file is closed")
+                    raise ClosedError("the database file is closed")
         data = self.file.pread(length, offset)
         if len(data) != length:
             raise ValueError("read beyond the end of the file")
