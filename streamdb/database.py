@@ -50,7 +50,7 @@ from streamdb.config import Config
 from streamdb.errmap import io_error, wal_error
 from streamdb.maintenance import VerifyReport
 from streamdb.paths import path_key
-from streamdb.pins import Counters, Pins, State
+from streamdb.pins import Counters, Pins, State, drain_all
 from streamdb.reads import DocumentInfo, ReadMethods, Snapshot, version_at
 from streamdb.storage import btree
 from streamdb.storage.catalog import KIND_FREE, Catalog
@@ -114,6 +114,7 @@ class _Tx:
 
     user: bool  # opened by `transaction()` (else one write's own)
     ingests: list[Ingest]
+    payloads: list[bytes]  # the current write's log records, appended when it succeeds
     records: int = 0  # log records appended
     logged: int = 0  # their bytes
 
@@ -152,6 +153,8 @@ class Database(ReadMethods):
             ("checkpoints", "commits", "reads", "bytes_read", "bytes_written"))
         self._slot: ReaderSlot | None = None
         self._retired: list[Pager] = []  # files replaced by a compaction, still read
+        # Pages of documents written then undone, still read by the states named.
+        self._orphans: list[tuple[list[tuple[int, int]], set[State]]] = []
         self._last_scan = 0.0
         self._wal: wal.WriteAheadLog | None = None
         self._tail: wal.LogTail | None = None  # read-only opens follow the log with it
@@ -360,6 +363,7 @@ class Database(ReadMethods):
     def _oldest_reader(self) -> Stamp | None:
         """The oldest state any reader holds: in this process, or in the reader table."""
         assert self._table is not None
+        drain_all()  # views dropped a moment ago, in any database of this process
         stamps = [s for s in (self._pins.oldest(),
                               self._table.oldest(self._header.db_id.bytes)) if s is not None]
         return min(stamps, default=None)
@@ -458,7 +462,9 @@ class Database(ReadMethods):
 
     def snapshot(self) -> Snapshot:
         """A consistent, read-only view of the last committed state (O(1)); see
-        `Snapshot`. Inside a transaction, of that transaction's state."""
+        `Snapshot`. Inside a transaction, of that transaction's state so far; if the
+        transaction then rolls back, the snapshot reads the state before it (views and
+        streams taken inside keep their bytes either way)."""
         return Snapshot(self)
 
     def refresh(self) -> int:
@@ -485,22 +491,24 @@ class Database(ReadMethods):
     @contextlib.contextmanager
     def _writing(self) -> Iterator[_Tx]:
         """One write: join this thread's transaction, or run as a transaction of its own.
-        A write that fails inside a transaction is undone alone; the transaction goes on."""
+
+        Its operations are applied to the catalog as it goes (so it sees its own earlier
+        ones) and reach the log batch only when it succeeds, so a write that fails inside a
+        transaction is undone alone and the transaction goes on. Only a failing log takes
+        the whole transaction with it."""
         with self._write_lock:
             self._check_writable()
             own = self._tx is None
             if own:
                 self._begin(user=False)
             tx = self._tx
-            assert tx is not None and self._wal is not None
+            assert tx is not None
             lsn, mark, ingests = self._applied_lsn, self._catalog.undo_mark(), len(tx.ingests)
-            records = tx.records
             try:
                 yield tx
+                self._append(tx)
             except BaseException:
-                if own or tx.records != records:
-                    # Records of a failed write reached the log batch: the log has failed
-                    # (W4), so the whole transaction goes, and no write follows it.
+                if own or self._failed is not None:
                     self._abort()
                 else:
                     self._undo_write(lsn, mark, ingests)
@@ -509,7 +517,8 @@ class Database(ReadMethods):
                 self._commit()
 
     def _begin(self, *, user: bool) -> None:
-        self._tx = _Tx(user, [])
+        self._collect_orphans()
+        self._tx = _Tx(user, [], [])
         self._tx_owner = threading.get_ident()
         self._catalog.horizon = self._pins.horizon(self._catalog)
 
@@ -520,9 +529,9 @@ class Database(ReadMethods):
         assert tx is not None
         self._catalog.rollback(lsn, mark)
         self._space.undefer_after((lsn, self._header.generation))
-        for ingest in tx.ingests[ingests:]:
-            ingest.abandon()
+        self._give_back(tx.ingests[ingests:], lsn)
         del tx.ingests[ingests:]
+        tx.payloads.clear()
         self._applied_lsn = lsn
 
     def _abort(self) -> None:
@@ -532,8 +541,7 @@ class Database(ReadMethods):
         published = self._pins.current.lsn
         self._catalog.rollback(published)
         self._space.undefer_after((published, self._header.generation))
-        for ingest in tx.ingests:
-            ingest.abandon()
+        self._give_back(tx.ingests, published)
         self._applied_lsn = published
         if tx.records:
             try:
@@ -541,24 +549,63 @@ class Database(ReadMethods):
             except wal.WalError as exc:
                 self._failed = f"a rollback of the log failed ({exc})"
 
+    def _give_back(self, ingests: list[Ingest], upto: int) -> None:
+        """Return the pages of written-then-undone documents. A view, stream or snapshot
+        taken inside the transaction may still read them: then they wait for it."""
+        extents = [e for ingest in ingests for e in ingest.extents]
+        if not extents:
+            return
+        readers = {s for s in self._pins.held() if s.lsn > upto and s.catalog is self._catalog}
+        if readers:
+            self._orphans.append((extents, readers))
+        else:
+            for start, count in extents:
+                self._space.free(start, count)
+
+    def _collect_orphans(self) -> None:
+        """Free undone documents' pages nobody reads any more. Writer lock held."""
+        if not self._orphans:
+            return
+        held = set(self._pins.held())
+        for orphan in list(self._orphans):
+            extents, readers = orphan
+            if not readers & held:
+                self._orphans.remove(orphan)
+                for start, count in extents:
+                    self._space.free(start, count)
+
+    def _next_lsn(self) -> int:
+        """The LSN the next operation of this write gets (one writer: nobody else
+        appends meanwhile)."""
+        assert self._tx is not None and self._wal is not None
+        return self._wal.next_lsn + len(self._tx.payloads)
+
     def _log(self, ops: list[Op]) -> None:
-        """Apply `ops` to the catalog and append them to the open transaction's batch."""
-        tx, log = self._tx, self._wal
-        assert tx is not None and log is not None
-        payloads = [encode_op(op) for op in ops]
-        first = log.next_lsn
-        for i, op in enumerate(ops):
-            self._catalog.apply(op, first + i)
-            self._applied_lsn = first + i
+        """Apply `ops` to the catalog; they reach the log batch when the write succeeds."""
+        tx = self._tx
+        assert tx is not None
+        for op in ops:
+            lsn = self._next_lsn()
+            self._catalog.apply(op, lsn)
+            self._applied_lsn = lsn
+            tx.payloads.append(encode_op(op))
+
+    def _append(self, tx: _Tx) -> None:
+        """Append the finished write's operations to the transaction's log batch."""
+        if not tx.payloads:
+            return
+        assert self._wal is not None
+        expected = self._applied_lsn - len(tx.payloads) + 1
         try:
-            lsn = log.append_many(payloads)
+            first = self._wal.append_many(tx.payloads)
         except wal.WalError as exc:
             self._failed = f"writing the log failed ({exc})"
-            tx.records += len(payloads)  # some may be in the batch: the whole of it must go
+            tx.records += len(tx.payloads)  # some may be in the batch: it must all go
             raise wal_error(exc, f"writing to {self.path}") from exc
-        assert lsn == first, "one writer: LSNs are handed out in order"
-        tx.records += len(payloads)
-        tx.logged += sum(map(len, payloads))
+        assert first == expected, "one writer: LSNs are handed out in order"
+        tx.records += len(tx.payloads)
+        tx.logged += sum(map(len, tx.payloads))
+        tx.payloads.clear()
 
     def _commit(self) -> None:
         """Commit the open transaction (one log batch, one fsync), then publish it (C2)."""
@@ -635,8 +682,7 @@ class Database(ReadMethods):
                 if doc_id_bytes is not None and doc is None:
                     raise E.CorruptionError("a path names a missing document", path=path)
                 now = time.time()
-                assert self._wal is not None
-                lsn = self._wal.next_lsn  # one writer: the LSN the VERSION record gets
+                lsn = self._next_lsn()  # the LSN the VERSION record gets
                 if doc is None:
                     doc_id = uuid.uuid4()
                     version = Version(1, lsn, size, now, now, self._header.checksum, CHUNK,
@@ -767,6 +813,7 @@ class Database(ReadMethods):
 
     def stats(self) -> Stats:
         self._check_open()
+        drain_all()
         state = self._pins.current
         c = self._counters.snapshot()
         hits, misses = state.catalog.cache_stats()

@@ -20,7 +20,11 @@ P3. After `close()` begins no operation starts; `close()` returns once those in 
 from __future__ import annotations
 
 import collections
+import os
+import queue
 import threading
+import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,13 +65,21 @@ class Pins:
         self._on_unpinned = on_unpinned
         # Pins dropped by finalisers (views, streams and snapshots collected by the garbage
         # collector). A finaliser may run in the middle of any allocation, even one made
-        # under our lock, so it only queues the state (deque.append is atomic); the queue is
-        # drained by the next call.
+        # under one of our locks, so it only queues the state (deque.append is atomic) and
+        # wakes the janitor thread (SimpleQueue.put is safe there); the next call drains
+        # the queue too, whichever comes first.
         self._later: collections.deque[State] = collections.deque()
+        _janitor.start()
+        _ALL.add(self)
 
     def release_later(self, state: State) -> None:
         """`release(state, op=False)` from a finaliser: safe at any point. O(1)."""
         self._later.append(state)
+        _janitor.wake(self)
+
+    def drain(self) -> None:
+        """Release what finalisers queued, now (the janitor does it soon anyway)."""
+        self._drain()
 
     def _drain(self) -> None:
         while self._later:
@@ -162,6 +174,50 @@ class Pins:
         with self._lock:
             assert all(n > 0 for n in self._held.values()), self._held
             assert self._active >= 0, self._active
+
+
+class _Janitor:
+    """One daemon thread per process that releases pins finalisers queued, so a closed
+    database's views, or an idle reader's dropped streams, let their pages go promptly."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Pins] = queue.SimpleQueue()
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the thread in this process if it is not running (after fork() it is not).
+        Called from `Pins()`, never from a finaliser."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._queue = queue.SimpleQueue()
+                threading.Thread(target=self._run, args=(self._queue,), daemon=True,
+                                 name="streamdb-janitor").start()
+                self._pid = os.getpid()
+
+    def wake(self, pins: Pins) -> None:
+        self._queue.put(pins)
+
+    @staticmethod
+    def _run(work: queue.SimpleQueue[Pins]) -> None:
+        while True:
+            pins = work.get()
+            try:
+                pins._drain()
+            except Exception as exc:  # keep serving the other databases
+                warnings.warn(f"streamdb: letting a view's pages go failed: {exc!r}",
+                              RuntimeWarning, stacklevel=1)
+
+
+def drain_all() -> None:
+    """Release, now, every pin finalisers queued in this process: before the writer asks
+    which pages readers hold, so that views dropped a moment ago count as gone."""
+    for pins in list(_ALL):
+        pins.drain()
+
+
+_janitor = _Janitor()
+_ALL: weakref.WeakSet[Pins] = weakref.WeakSet()
 
 
 class Counters:

@@ -122,7 +122,8 @@ def source_pieces(data: object) -> Iterator[memoryview]:
 
 class Ingest:
     """Streams one document into storage. Use `run`, then either commit the version it
-    describes or call `abandon` to return its pages. Memory: O(PIECE + INLINE_MAX)."""
+    describes or return the pages in `extents` to free space (nothing ever saw them).
+    Memory: O(PIECE + INLINE_MAX)."""
 
     def __init__(self, pager: Pager, space: FreeSpace, algorithm: int, max_size: int) -> None:
         self.pager = pager
@@ -136,9 +137,9 @@ class Ingest:
 
         Raises DocumentTooLargeError past `max_size`, StorageFullError past max_db_size,
         InvalidArgumentError for an unusable source, OSError from the file; pages already
-        written are returned by `abandon`, which the caller must call on any error.
+        written are in `extents` as soon as they are allocated, for the caller to return.
         """
-        if type(data) is bytes and len(data) <= INLINE_MAX:  # the common small document
+        if type(data) is bytes and len(data) <= min(INLINE_MAX, self.max_size):  # common
             return len(data), tuple(self._sums(data)), data
         size_hint = known_size(data)
         if size_hint is not None and size_hint > self.max_size:
@@ -226,12 +227,6 @@ class Ingest:
                 self.space.free(start + take, count - take)
             total += take
         self.extents = kept
-
-    def abandon(self) -> None:
-        """Return every page this ingest allocated (none was ever visible)."""
-        for start, count in self.extents:
-            self.space.free(start, count)
-        self.extents = []
 
 
 class DocReader:
