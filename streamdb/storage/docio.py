@@ -153,6 +153,10 @@ class Ingest:
                 head += piece
                 continue
             return self._to_pages(head, piece, pieces, size_hint)
+        if len(head) > self.max_size:
+            raise DocumentTooLargeError(
+                f"document of {len(head)} bytes exceeds max_document_size={self.max_size}"
+            )
         inline = bytes(head)
         return len(inline), tuple(self._sums(inline)), inline
 

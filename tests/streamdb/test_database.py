@@ -133,6 +133,16 @@ def test_max_document_size_keeps_the_previous_version(tmp_path: Path) -> None:
         assert db.stats().free_pages <= free_before
 
 
+def test_max_document_size_holds_for_small_documents(tmp_path: Path) -> None:
+    """Regression: the inline fast path for small bytes skipped the size check."""
+    with streamdb.open(tmp_path / "t.db", Config(max_document_size=1000)) as db:
+        db.write_document("/d", bytes(1000))
+        for source in (bytes(1001), bytearray(2000), [bytes(600), bytes(600)]):
+            with pytest.raises(streamdb.DocumentTooLargeError):
+                db.write_document("/d", source)
+        assert db.get("/d") == bytes(1000) and db.versions("/d") == [1]
+
+
 def test_failing_source_leaves_nothing(db: streamdb.Database) -> None:
     def chunks() -> object:
         yield bytes(100_000)
