@@ -51,7 +51,7 @@ from streamdb.errmap import io_error, wal_error
 from streamdb.maintenance import VerifyReport
 from streamdb.paths import path_key
 from streamdb.pins import Counters, Pins, State, drain_all
-from streamdb.reads import DocumentInfo, ReadMethods, Snapshot, version_at
+from streamdb.reads import DocumentInfo, ReadMethods, Snapshot
 from streamdb.storage import btree
 from streamdb.storage.catalog import KIND_FREE, Catalog
 from streamdb.storage.docio import CHUNK, DocReader, Ingest
@@ -740,13 +740,7 @@ class Database(ReadMethods, Transactions):
         from streamdb.fileobj import DocumentReader, DocumentWriter
 
         if mode == "rb":
-            state = self._enter()
-            try:
-                v = version_at(state, path, None)
-                held = self._hold(state)
-            finally:
-                self._leave(state)
-            return DocumentReader(self, held, path, v)
+            return DocumentReader(self, *self._hold_latest(path), path)
         if mode == "wb":
             path_key(path)
             self._check_writable()

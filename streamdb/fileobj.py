@@ -20,7 +20,7 @@ class DocumentReader(io.RawIOBase):
     Wrap in io.BufferedReader for many small reads. The version's pages stay readable
     until it is closed (or collected); reads raise ClosedError once the database is."""
 
-    def __init__(self, db: Database, state: State, path: str, version: Version) -> None:
+    def __init__(self, db: Database, state: State, version: Version, path: str) -> None:
         super().__init__()
         self._db = db
         self._state: State | None = state  # pinned for us by Database.open

@@ -141,13 +141,17 @@ class ReadMethods(ABC):
         is closed."""
         if chunk_size is not None and chunk_size <= 0:
             raise E.InvalidArgumentError("chunk_size must be > 0")
+        held, v = self._hold_latest(path)
+        return self._stream(held, path, v, chunk_size or v.chunk_size or CHUNK)
+
+    def _hold_latest(self, path: str) -> tuple[State, Version]:
+        """The latest version of `path` and its state, pinned for the caller to release."""
         state = self._enter()
         try:
-            v = version_at(state, path, None)
-            held = self._hold(state)
+            v = version_at(state, path, None)  # before the pin: it may raise
+            return self._hold(state), v
         finally:
             self._leave(state)
-        return self._stream(held, path, v, chunk_size or v.chunk_size or CHUNK)
 
     def _stream(self, state: State, path: str, v: Version, step: int) -> Iterator[bytes]:
         pins = self._db._pins

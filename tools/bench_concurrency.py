@@ -74,9 +74,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from benchkit import Series, add_common_arguments, cpu_model, filesystem, load_average
+from benchkit import (
+    Series,
+    add_common_arguments,
+    cpu_model,
+    filesystem,
+    load_average,
+    progress,
+    rotate,
+)
 
 import streamdb
 
@@ -127,20 +135,6 @@ FULL = Config(runs=5, docs=20_000, threads=(1, 2, 4), window=2.0, writer_paths=1
               refresh_every=1000, tx_docs=1000, tx_warmup=2, tx_count=10, seed=20261122)
 QUICK = Config(runs=1, docs=2_000, threads=(1, 2, 4), window=0.25, writer_paths=100,
                refresh_every=1000, tx_docs=1000, tx_warmup=1, tx_count=2, seed=20261122)
-
-T = TypeVar("T")
-
-
-def rotate(items: Sequence[T], run: int) -> list[T]:
-    k = run % len(items)
-    return [*items[k:], *items[:k]]
-
-
-_STARTED = time.monotonic()
-
-
-def progress(message: str) -> None:
-    print(f"  .. [{time.monotonic() - _STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 # -- documents ------------------------------------------------------------------------------

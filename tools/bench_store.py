@@ -83,6 +83,8 @@ from benchkit import (
     cpu_model,
     filesystem,
     load_average,
+    progress,
+    rotate,
     run_text,
     write_all,
 )
@@ -169,17 +171,6 @@ QUICK = Config(
 
 # -- results --------------------------------------------------------------------------------
 
-
-def rotate(keys: Sequence[str], run: int) -> list[str]:
-    k = run % len(keys)
-    return [*keys[k:], *keys[:k]]
-
-
-_STARTED = time.monotonic()
-
-
-def progress(message: str) -> None:
-    print(f"  .. [{time.monotonic() - _STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 # -- documents ------------------------------------------------------------------------------

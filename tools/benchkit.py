@@ -11,8 +11,25 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+_STARTED = time.monotonic()
+
+
+def rotate(items: Sequence[T], run: int) -> list[T]:
+    """`items` rotated by `run`: each run starts with another variant."""
+    k = run % len(items)
+    return [*items[k:], *items[:k]]
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, with the seconds since the benchmark started."""
+    print(f"  .. [{time.monotonic() - _STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 def run_text(argv: list[str]) -> str | None:
