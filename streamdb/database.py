@@ -71,6 +71,7 @@ from streamdb.storage.pagestore import PageStore
 from streamdb.storage.readers import ReaderSlot, ReaderTable, open_table, remove_table
 from streamdb.storage.records import (
     OP_BIND,
+    OP_CREATE,
     OP_PRUNE,
     OP_UNBIND,
     OP_VERSION,
@@ -288,7 +289,7 @@ class Database(ReadMethods, Transactions):
         try:
             for record in self._wal.replay(self._applied_lsn + 1):
                 op = decode_op(record.payload)
-                if op.kind == OP_VERSION and op.version is not None:
+                if op.version is not None:  # VERSION, CREATE: its pages are in use
                     for start, count in op.version.extents:
                         self._space.claim(start, count)
                 self._catalog.apply(op, record.lsn)
@@ -501,7 +502,7 @@ class Database(ReadMethods, Transactions):
                     doc_id = uuid.uuid4()
                     version = Version(1, lsn, size, now, now, self._header.checksum, CHUNK,
                                       tuple(ingest.extents), sums, inline)
-                    ops = [Op(OP_VERSION, doc_id, version=version), Op(OP_BIND, doc_id, path=key)]
+                    ops = [Op(OP_CREATE, doc_id, path=key, version=version)]
                 else:
                     doc_id = doc.doc_id
                     version = Version(doc.latest.version + 1, lsn, size,

@@ -32,7 +32,7 @@ from streamdb.errmap import io_error, wal_error
 from streamdb.storage.freespace import FreeSpace
 from streamdb.storage.pager import Pager
 from streamdb.storage.pagestore import PageStore
-from streamdb.storage.records import OP_VERSION, decode_op
+from streamdb.storage.records import decode_op
 
 if TYPE_CHECKING:
     from streamdb.database import Database
@@ -125,7 +125,7 @@ def _follow(db: Database) -> None:
         catalog.horizon = db._pins.horizon(catalog)
     for record in records:
         op = decode_op(record.payload)
-        if op.kind == OP_VERSION and op.version is not None:
+        if op.version is not None:  # VERSION, CREATE
             for start, count in op.version.extents:
                 db._space.claim(start, count)  # keeps page numbers in range
         catalog.apply(op, record.lsn)

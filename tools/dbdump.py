@@ -46,6 +46,7 @@ from streamdb.storage import header as hdr
 from streamdb.storage.catalog import KIND_DOCS, KIND_FREE, KIND_PATHS, KIND_SUFFIX
 from streamdb.storage.records import (
     OP_BIND,
+    OP_CREATE,
     OP_PRUNE,
     OP_UNBIND,
     OP_VERSION,
@@ -62,7 +63,8 @@ KINDS = {"paths": KIND_PATHS, "suffix": KIND_SUFFIX, "docs": KIND_DOCS, "free": 
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 PAGE_TYPES = {1: "leaf", 2: "internal", 3: "overflow"}
 CHECKSUMS = {hdr.CHECKSUM_XXH3: "xxh3", hdr.CHECKSUM_CRC32C: "crc32c"}
-OPS = {OP_VERSION: "VERSION", OP_BIND: "BIND", OP_UNBIND: "UNBIND", OP_PRUNE: "PRUNE"}
+OPS = {OP_VERSION: "VERSION", OP_BIND: "BIND", OP_UNBIND: "UNBIND", OP_PRUNE: "PRUNE",
+       OP_CREATE: "CREATE"}
 MAX_LISTED = 10_000  # entries printed per listing; the rest are counted
 
 
@@ -556,9 +558,9 @@ class Dump:
         except Exception as exc:
             return f"LSN {lsn} ({state}): undecodable: {exc}"
         text = f"LSN {lsn} ({state}): {OPS.get(op.kind, op.kind)}"
-        if op.kind in (OP_VERSION, OP_BIND, OP_PRUNE):
+        if op.kind in (OP_VERSION, OP_BIND, OP_PRUNE, OP_CREATE):
             text += f" doc {op.doc_id}"
-        if op.kind in (OP_BIND, OP_UNBIND):
+        if op.kind in (OP_BIND, OP_UNBIND, OP_CREATE):
             text += f" path {_short(op.path)}"
         if op.kind == OP_PRUNE:
             text += f" keep {op.keep}"

@@ -43,6 +43,7 @@ from streamdb.errors import CorruptionError
 from streamdb.storage import btree
 from streamdb.storage.records import (
     OP_BIND,
+    OP_CREATE,
     OP_PRUNE,
     OP_UNBIND,
     OP_VERSION,
@@ -218,6 +219,15 @@ class Catalog:
             self._set(self.d_paths, op.path, None, lsn)
             self._set(self.d_suffix, op.path[::-1], False, lsn)
             self._count(-1, lsn)
+        elif op.kind == OP_CREATE:
+            assert op.doc_id is not None and op.version is not None
+            key = op.doc_id.bytes
+            if self.doc(key) is not None or self.lookup(op.path) is not None:
+                raise CorruptionError(f"log creates {op.doc_id} at {op.path!r}, which exist")
+            self._set(self.d_docs, key, DocRecord(op.doc_id, (op.version,), (op.path,)), lsn)
+            self._set(self.d_paths, op.path, key, lsn)
+            self._set(self.d_suffix, op.path[::-1], True, lsn)
+            self._count(+1, lsn)
         elif op.kind == OP_PRUNE:
             assert op.doc_id is not None
             pruned = self.doc(op.doc_id.bytes)

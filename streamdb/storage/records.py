@@ -175,6 +175,7 @@ OP_VERSION = 1  # doc id, version record: a new version of a (possibly new) docu
 OP_BIND = 2  # doc id, path: the path now names the document
 OP_UNBIND = 3  # path: the path names nothing
 OP_PRUNE = 4  # doc id, u32 keep: drop versions beyond the newest `keep`
+OP_CREATE = 5  # doc id, u16 path length, path, version record: a new document at a new path
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,9 @@ def encode_op(op: Op) -> bytes:
         return head + op.path
     if op.kind == OP_PRUNE:
         return head + struct.pack("<I", op.keep)
+    if op.kind == OP_CREATE:
+        assert op.version is not None
+        return head + struct.pack("<H", len(op.path)) + op.path + encode_version(op.version)
     raise ValueError(f"unknown op {op.kind}")
 
 
@@ -208,6 +212,9 @@ def decode_op(data: bytes | memoryview) -> Op:
         op = Op(kind, doc_id, path=bytes(r.take(len(r.buf) - r.pos)))
     elif kind == OP_PRUNE:
         op = Op(kind, doc_id, keep=int.from_bytes(r.take(4), "little"))
+    elif kind == OP_CREATE:
+        path = bytes(r.take(int.from_bytes(r.take(2), "little")))
+        op = Op(kind, doc_id, path=path, version=decode_version(r))
     else:
         raise CorruptionError(f"log record of unknown kind {kind}")
     r.end()
