@@ -314,10 +314,10 @@ class Database(ReadMethods, Transactions):
         self._space = FreeSpace(min(header.file_pages, max(actual, HEADER_PAGES)),
                                 self._space.max_pages)
         self._space.on_short = self._on_short
-        self._space.durable = (header.checkpoint_lsn, header.generation)
+        self._space.durable = (header.generation, header.checkpoint_lsn)
         self._store = PageStore(self._pager, self._space)
         assert self._table is not None
-        behind = any(s[1] < header.generation
+        behind = any(s[0] < header.generation
                      for s in self._table.live(header.db_id.bytes))
         free = btree.Tree(self._store, header.trees["free"], kind=KIND_FREE)
         for key, value in free.items():
@@ -342,7 +342,7 @@ class Database(ReadMethods, Transactions):
             self._close_retired()
 
     def _defer_free(self, extents: tuple[tuple[int, int], ...], lsn: int) -> None:
-        stamp = (lsn, self._header.generation)
+        stamp = (self._header.generation, lsn)
         for start, count in extents:
             self._space.defer(start, count, stamp)
 

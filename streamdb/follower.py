@@ -84,7 +84,7 @@ def load(db: Database) -> None:
             raise E.CorruptionError(f"{db.path} changed its page size", page=0)
         # Until the new state is published, reads still pin the published one: the slot
         # keeps protecting it (and every held state) too.
-        stamps = [(header.checkpoint_lsn, header.generation)]
+        stamps = [(header.generation, header.checkpoint_lsn)]
         if getattr(db, "_pins", None) is not None:
             stamps.append(db._pins.current.stamp)
             stamps += [s for s in (db._pins.oldest(),) if s is not None]

@@ -93,7 +93,7 @@ def write_checkpoint(db: Database, *, force: bool = False,
     # clean close): it can only recycle what it holds.
     db._wal.checkpoint(min(at, db._wal.committed_lsn))
     # 4. What only the old header referenced is garbage once no reader holds an older state.
-    stamp = (at, header.generation)
+    stamp = (header.generation, at)
     space.durable = stamp
     for page in old_pages:
         space.defer(page, 1, stamp)

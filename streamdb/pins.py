@@ -46,7 +46,7 @@ class State:
 
     @property
     def stamp(self) -> Stamp:
-        return (self.lsn, self.gen)
+        return (self.gen, self.lsn)
 
 
 class Pins:
@@ -69,6 +69,7 @@ class Pins:
         # wakes the janitor thread (SimpleQueue.put is safe there); the next call drains
         # the queue too, whichever comes first.
         self._later: collections.deque[State] = collections.deque()
+        self._draining = threading.RLock()  # re-entered when release() drains again
         _janitor.start()
         _ALL.add(self)
 
@@ -78,16 +79,16 @@ class Pins:
         _janitor.wake(self)
 
     def drain(self) -> None:
-        """Release what finalisers queued, now (the janitor does it soon anyway)."""
-        self._drain()
+        """Release what finalisers queued, now, and wait for a release the janitor is
+        making: afterwards nothing queued before the call is still held."""
+        with self._draining:
+            while self._later:
+                self.release(self._later.popleft(), op=False)
 
     def _drain(self) -> None:
-        while self._later:
-            try:
-                state = self._later.popleft()
-            except IndexError:  # another thread drained it first
-                return
-            self.release(state, op=False)
+        """`drain`, unless the queue is empty (the fast path of every call)."""
+        if self._later:
+            self.drain()
 
     def _refuse(self) -> None:
         if self.closed is not None:

@@ -146,7 +146,7 @@ class Transactions(ABC):
         tx = self._tx
         assert tx is not None
         self._catalog.rollback(lsn, mark)
-        self._space.undefer_after((lsn, self._header.generation))
+        self._space.undefer_after((self._header.generation, lsn))
         self._give_back(tx.ingests[ingests:], lsn)
         del tx.ingests[ingests:]
         tx.payloads.clear()
@@ -158,7 +158,7 @@ class Transactions(ABC):
         assert tx is not None and self._wal is not None
         published = self._pins.current.lsn
         self._catalog.rollback(published)
-        self._space.undefer_after((published, self._header.generation))
+        self._space.undefer_after((self._header.generation, published))
         self._give_back(tx.ingests, published)
         self._applied_lsn = published
         if tx.records:

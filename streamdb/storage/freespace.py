@@ -1,13 +1,18 @@
 """Free space: extents of whole pages, allocated best-fit so large documents stay contiguous.
 
 Pages freed while something may still read them are *pending*, tagged with the stamp
-`(lsn, generation)` of the change that freed them: states older than the stamp still see
+`(generation, lsn)` of the change that freed them: states older than the stamp still see
 them. A pending extent becomes allocatable (`release`) once both
 - a checkpoint at or after its stamp is durable (`checkpointed`): until then the current
   header's trees, or a log that may be replayed, still refer to it; and
 - no reader (a snapshot, an in-flight read, a view, a reader process) holds a state older
   than its stamp: the caller passes the oldest such stamp as `horizon`.
 That is invariant 1: never overwrite live data.
+
+Stamps order by generation first: a reader process that loaded the trees of generation g
+and then followed the log past a later checkpoint still reads generation g's trees, so it
+must count as older than anything freed in generation g + 1, whatever its LSN. Within one
+generation the LSN orders states exactly.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from sortedcontainers import SortedDict, SortedList
 
 from streamdb.errors import StorageFullError
 
-Stamp = tuple[int, int]  # (lsn, header generation), compared as a tuple
+Stamp = tuple[int, int]  # (header generation, lsn), compared as a tuple
 
 
 class FreeSpace:

@@ -2,7 +2,7 @@
 
 One writer process reuses freed pages; reader processes (and readers in the writer's own
 process) may still be reading an older state. Each reader claims a slot in `NAME-readers` and
-publishes the oldest *stamp* `(lsn, generation)` of the state it may still read; the writer
+publishes the oldest *stamp* `(generation, lsn)` of the state it may still read; the writer
 asks `oldest(db_id)` and reuses no page freed after it (DESIGN section 3, invariant 7). The
 byte layout is in docs/format/readers.md; the rules:
 
@@ -140,7 +140,7 @@ def pack_header() -> bytes:
 
 def pack_slot(record: SlotRecord) -> bytes:
     """64 bytes. O(1). Raises struct.error for fields out of range."""
-    lsn, generation = record.stamp
+    generation, lsn = record.stamp
     return _seal(_SLOT.pack(record.pid, record.flags, record.db_id, lsn, generation,
                             record.published))
 
@@ -151,7 +151,7 @@ def unpack_slot(raw: bytes) -> SlotRecord | None:
     if body is None:
         return None
     pid, flags, db_id, lsn, generation, published = _SLOT.unpack(body)
-    return SlotRecord(pid, flags, db_id, (lsn, generation), published)
+    return SlotRecord(pid, flags, db_id, (generation, lsn), published)
 
 
 def _check_db_id(db_id: bytes) -> None:
