@@ -279,12 +279,12 @@ class Snapshot(ReadMethods):
         return state
 
     def _enter(self) -> State:
-        state = self._live()
-        self._db._pins.begin()
-        return state
+        # A pin of its own per call: a close() from another thread mid-read cannot let
+        # the pages go under it.
+        return self._db._pins.acquire(self._live())
 
     def _leave(self, state: State) -> None:
-        self._db._pins.end()
+        self._db._pins.release(state)
 
     def close(self) -> None:
         """Release the state (its pages may be reused after this). Idempotent."""
