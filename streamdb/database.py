@@ -675,12 +675,12 @@ class Database(ReadMethods, Transactions):
                     self._checkpoint()
                 except E.StreamDbError as exc:
                     error = exc
+            self._pins.close(f"{self.path} is closed")  # no read starts, none is in flight
+            _OPEN.discard(self)
             held = self._pins.oldest()
             if held is not None and self._slot is None and self._table is not None:
                 self._slot = self._table.claim()  # views outlive us: keep their pages
                 self._slot.publish(self._header.db_id.bytes, held)
-            self._pins.close(f"{self.path} is closed")
-            _OPEN.discard(self)
             if self._wal is not None:
                 try:
                     self._wal.close()
@@ -691,6 +691,7 @@ class Database(ReadMethods, Transactions):
                 self._pager.close()
             except OSError as exc:
                 error = error or io_error(exc, f"closing {self.path}")
+            self._close_retired()
             if not self._pins.held():
                 self._release_slot()
             if error is not None:

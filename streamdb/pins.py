@@ -123,7 +123,7 @@ class Pins:
             self._drain()
 
     def begin(self) -> None:
-        """Count an operation on an already pinned state (a snapshot's, a stream's)."""
+        """Count an operation on a state the caller holds pinned (a stream's, a file's)."""
         with self._lock:
             self._refuse()
             self._active += 1
