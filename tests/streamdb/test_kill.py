@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import os
 import random
-import select
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import streamdb
 from tests.streamdb.kill_db_writer import payload
+from tests.streamdb.killing import run_and_kill
 
 WRITER = Path(__file__).with_name("kill_db_writer.py")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def one_round(
@@ -26,29 +21,7 @@ def one_round(
 ) -> dict[str, bytes]:
     """Run and kill one writer; return the recovered /doc/ documents after checking them
     against `start` (what the database held before) plus the acknowledged operations."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(WRITER), str(path), str(seed)],
-                            stdout=subprocess.PIPE, env=env)
-    assert proc.stdout is not None
-    lines: list[str] = []
-    buf = b""
-    deadline = None
-    while deadline is None or time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.01)
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                pytest.fail(f"writer exited early with {proc.wait()}")
-            buf += chunk
-            *done, buf = buf.split(b"\n")
-            lines += [d.decode() for d in done]
-            if deadline is None and "R" in lines:
-                deadline = time.monotonic() + rng.uniform(0.05, 0.6)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    buf += proc.stdout.read()
-    proc.stdout.close()
-    lines += [d.decode() for d in buf.split(b"\n") if d]
+    lines = run_and_kill(WRITER, [str(path), str(seed)], rng, (0.05, 0.6))
     # The model after every acknowledged operation; the one in flight may or may not show.
     model: dict[str, bytes] = dict(start or {})
     last: tuple[str, int] | None = None

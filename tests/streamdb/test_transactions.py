@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import select
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,6 +19,7 @@ import pytest
 import streamdb
 from streamdb import Config
 from tests.streamdb.kill_tx_writer import model, payload
+from tests.streamdb.killing import run_and_kill
 from tests.streamdb.test_snapshots import check_all, rand
 from wal.memvfs import MemoryVFS
 
@@ -613,7 +610,6 @@ def test_one_fsync_per_transaction(db: streamdb.Database, syncs: list[int]) -> N
 # ---- kill -9 while committing ----------------------------------------------------------------
 
 WRITER = Path(__file__).with_name("kill_tx_writer.py")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def recovered_matches(db: streamdb.Database, last: int) -> list[str]:
@@ -631,31 +627,7 @@ def recovered_matches(db: streamdb.Database, last: int) -> list[str]:
 def kill_round(path: Path, first: int, rng: random.Random) -> int:
     """Run a writer from transaction `first`, SIGKILL it at a random moment, check the
     recovered database; returns the last transaction in it."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(WRITER), str(path), str(first)],
-                            stdout=subprocess.PIPE, env=env)
-    assert proc.stdout is not None
-    lines: list[str] = []
-    buf = b""
-    deadline: float | None = None
-    give_up = time.monotonic() + 60
-    while deadline is None or time.monotonic() < deadline:
-        assert time.monotonic() < give_up, "the writer never became ready"
-        ready, _, _ = select.select([proc.stdout], [], [], 0.01)
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                pytest.fail(f"writer exited early with {proc.wait()}")
-            buf += chunk
-            *done, buf = buf.split(b"\n")
-            lines += [d.decode() for d in done]
-            if deadline is None and "R" in lines:
-                deadline = time.monotonic() + rng.uniform(0.02, 0.6)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    buf += proc.stdout.read()
-    proc.stdout.close()
-    lines += [d.decode() for d in buf.split(b"\n") if d]
+    lines = run_and_kill(WRITER, [str(path), str(first)], rng, (0.02, 0.6))
     acked = [int(line.split()[1]) for line in lines if line.startswith("C ")]
     assert acked == list(range(first, first + len(acked))), "acknowledged out of order"
     last_acked = first + len(acked) - 1
