@@ -35,6 +35,7 @@ stress: $(TEST_STAMP)
 fuzz: $(TEST_STAMP)
 	$(PY) fuzz/fuzz_wal_recovery.py --seconds $${FUZZ_SECONDS:-60}
 	$(PY) fuzz/fuzz_db_open.py --seconds $${FUZZ_SECONDS:-60}
+	$(PY) fuzz/fuzz_readers.py --seconds $${FUZZ_SECONDS:-60}
 
 bench: $(STAMP)
 	$(PIP) install --quiet -e '.[bench]'

@@ -353,6 +353,11 @@ class FileReaderTable:
             if body is not None and body[:8] == MAGIC:
                 _, version, slot_size = _HEADER.unpack(body)
                 if (version, slot_size) == (VERSION, SLOT_SIZE):
+                    # Bytes past the last whole slot (damage: growth is one ftruncate)
+                    # belong to no slot and no lock: drop them.
+                    size = os.fstat(f.fd).st_size
+                    if (size - HEADER_SIZE) % SLOT_SIZE:
+                        os.ftruncate(f.fd, size - (size - HEADER_SIZE) % SLOT_SIZE)
                     return
                 raise UnsupportedError(
                     f"reader table {self.path}: format version {version}, slot size {slot_size}"
