@@ -79,9 +79,12 @@ from typing import Any, Protocol
 from benchkit import (
     Series,
     add_common_arguments,
+    code_version,
     cpu_model,
     filesystem,
     load_average,
+    memory,
+    package_version,
     progress,
     rotate,
 )
@@ -90,7 +93,6 @@ import streamdb
 
 try:
     import lmdb
-    from bench_store import code_version, memory, package_version
 except ImportError as missing:  # pragma: no cover - depends on the environment
     sys.exit(f"bench_concurrency.py needs the bench extra (pip install -e '.[bench]'): {missing}")
 

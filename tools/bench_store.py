@@ -74,18 +74,19 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Protocol, cast
 
 from benchkit import (
     Series,
     add_common_arguments,
+    code_version,
     cpu_model,
     filesystem,
     load_average,
+    memory,
+    package_version,
     progress,
     rotate,
-    run_text,
     write_all,
 )
 
@@ -827,36 +828,6 @@ def bench_write(cfg: Config, workdir: str, pool: bytes) -> dict[str, Series]:
 
 
 # -- machine facts --------------------------------------------------------------------------
-
-
-def memory() -> str:
-    try:
-        with open("/proc/meminfo") as info:
-            fields = dict(line.split(":", 1) for line in info)
-        total = int(fields["MemTotal"].split()[0]) // 1024
-        available = int(fields["MemAvailable"].split()[0]) // 1024
-        return f"{total:,} MiB ({available:,} MiB available at start)"
-    except (OSError, KeyError, ValueError):
-        return "unknown"
-
-
-def code_version() -> str:
-    """The commit benchmarked, flagging uncommitted changes under streamdb/ or wal/."""
-    head = run_text(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
-    if head is None:
-        return "unknown (not a git checkout)"
-    dirty = run_text(["git", "-C", ROOT, "status", "--porcelain", "--", "streamdb", "wal"])
-    if not dirty:
-        return head.strip()
-    files = sorted(line[3:] for line in dirty.splitlines())
-    return head.strip() + f" + uncommitted changes in {', '.join(files)}"
-
-
-def package_version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def machine_facts(workdir: str) -> list[tuple[str, str]]:

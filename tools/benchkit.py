@@ -15,9 +15,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import TypeVar
 
 T = TypeVar("T")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STARTED = time.monotonic()
 
 
@@ -122,3 +124,35 @@ def add_common_arguments(
                         help="where to create the temporary directory (default: the project "
                              "directory, i.e. its filesystem)")
     parser.add_argument("--seed", type=int, default=seed, help="seed of the data")
+
+
+def memory() -> str:
+    """Total and available memory, from /proc/meminfo."""
+    try:
+        with open("/proc/meminfo") as info:
+            fields = dict(line.split(":", 1) for line in info)
+        total = int(fields["MemTotal"].split()[0]) // 1024
+        available = int(fields["MemAvailable"].split()[0]) // 1024
+        return f"{total:,} MiB ({available:,} MiB available at start)"
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+
+
+def code_version() -> str:
+    """The commit benchmarked, flagging uncommitted changes under streamdb/ or wal/."""
+    head = run_text(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    if head is None:
+        return "unknown (not a git checkout)"
+    dirty = run_text(["git", "-C", ROOT, "status", "--porcelain", "--", "streamdb", "wal"])
+    if not dirty:
+        return head.strip()
+    files = sorted(line[3:] for line in dirty.splitlines())
+    return head.strip() + f" + uncommitted changes in {', '.join(files)}"
+
+
+def package_version(name: str) -> str:
+    """The installed version of a distribution, or "unknown"."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
