@@ -53,7 +53,7 @@ from streamdb.paths import path_key
 from streamdb.pins import Counters, Pins, State, drain_all
 from streamdb.reads import DocumentInfo, ReadMethods, Snapshot
 from streamdb.storage import btree
-from streamdb.storage.catalog import KIND_FREE, Catalog
+from streamdb.storage.catalog import KIND_FREE, LATEST, Catalog
 from streamdb.storage.docio import CHUNK, DocReader, Ingest
 from streamdb.storage.freespace import FreeSpace, Stamp
 from streamdb.storage.header import (
@@ -276,16 +276,18 @@ class Database(ReadMethods, Transactions):
         except wal.WalError as exc:
             raise wal_error(exc, f"opening the log of {self.path}") from exc
         try:
-            self._replay()
+            self._replay(opening=True)
             self._wal.skip_to(self._applied_lsn)
         except wal.WalError as exc:
             raise wal_error(exc, f"opening the log of {self.path}") from exc
         self._logged_bytes = 0
 
-    def _replay(self) -> None:
+    def _replay(self, *, opening: bool = False) -> None:
         """Apply logged operations past the last applied LSN (D4), then publish.
-        O(log bytes)."""
+        O(log bytes). While `opening` nobody reads yet: only each key's newest entry is
+        kept."""
         assert self._wal is not None
+        self._catalog.horizon = LATEST if opening else self._horizon()
         try:
             for record in self._wal.replay(self._applied_lsn + 1):
                 op = decode_op(record.payload)
@@ -340,6 +342,12 @@ class Database(ReadMethods, Transactions):
         else:
             self._pins.publish(state)
             self._close_retired()
+
+    def _horizon(self) -> int:
+        """The lowest LSN a reader may read the catalog at (any, before the first
+        publish)."""
+        pins = getattr(self, "_pins", None)
+        return pins.horizon(self._catalog) if pins is not None else LATEST
 
     def _defer_free(self, extents: tuple[tuple[int, int], ...], lsn: int) -> None:
         stamp = (self._header.generation, lsn)

@@ -121,8 +121,7 @@ def _follow(db: Database) -> None:
     except wal.WalError as exc:
         raise wal_error(exc, f"reading the log of {db.path}") from exc
     catalog = db._catalog
-    if getattr(db, "_pins", None) is not None:
-        catalog.horizon = db._pins.horizon(catalog)
+    catalog.horizon = db._horizon()
     for record in records:
         op = decode_op(record.payload)
         if op.version is not None:  # VERSION, CREATE

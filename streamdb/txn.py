@@ -85,8 +85,12 @@ class Transactions(ABC):
         """Make the catalog at `_applied_lsn` the state new reads see."""
 
     @abstractmethod
-    def _replay(self) -> None:
+    def _replay(self, *, opening: bool = False) -> None:
         """Apply the log's committed records past `_applied_lsn`, then publish."""
+
+    @abstractmethod
+    def _horizon(self) -> int:
+        """The lowest LSN any reader may read the catalog at."""
 
     @abstractmethod
     def _count(self, name: str, n: int = 1) -> None:
@@ -138,7 +142,7 @@ class Transactions(ABC):
         self._collect_orphans()
         self._tx = Tx(user, [], [])
         self._tx_owner = threading.get_ident()
-        self._catalog.horizon = self._pins.horizon(self._catalog)
+        self._catalog.horizon = self._horizon()
 
     def _undo_write(self, lsn: int, mark: int, ingests: int) -> None:
         """Undo what one failed write inside a transaction applied after LSN `lsn` (none
