@@ -43,6 +43,7 @@ import struct
 import threading
 import time
 import weakref
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -171,7 +172,7 @@ def _span(index: int) -> tuple[int, int]:
 # ---- locks -------------------------------------------------------------------------------
 
 
-class _LockFile:
+class _LockFile(ABC):
     """A descriptor of the table file and the byte-range locks taken through it.
 
     `lock` guards every use of the descriptor by table objects; `claimed` holds the slots
@@ -193,18 +194,20 @@ class _LockFile:
             raise
         return True
 
+    @abstractmethod
     def _set(self, wait: bool, start: int, length: int) -> None:
-        raise NotImplementedError
+        """Take an exclusive lock on the range, waiting for it if `wait`."""
 
     def wait_lock(self, start: int, length: int) -> None:
         self._set(True, start, length)
 
+    @abstractmethod
     def unlock(self, start: int, length: int) -> None:
-        raise NotImplementedError
+        """Release our lock on the range."""
 
+    @abstractmethod
     def held(self, start: int, length: int) -> bool:
         """Whether another holder locks any of the range (never ask about our own locks)."""
-        raise NotImplementedError
 
     def close(self) -> None:
         os.close(self.fd)
