@@ -54,11 +54,12 @@ from streamdb.pins import Counters, Pins, State, drain_all
 from streamdb.reads import DocumentInfo, ReadMethods, Snapshot
 from streamdb.storage import btree
 from streamdb.storage.catalog import KIND_FREE, LATEST, Catalog
-from streamdb.storage.docio import CHUNK, DocReader, Ingest
+from streamdb.storage.docio import CHUNK, DocReader, Ingest, Transform
 from streamdb.storage.freespace import FreeSpace, Stamp
 from streamdb.storage.header import (
     CHECKSUM_CRC32C,
     CHECKSUM_XXH3,
+    FLAG_ENCRYPTED,
     HEADER_PAGES,
     HEADER_SIZE,
     Header,
@@ -79,6 +80,7 @@ from streamdb.storage.records import (
     Version,
     decode_op,
 )
+from streamdb.storage.transform import CODECS, Cipher, key_check, open_cipher
 from streamdb.txn import _SYNC, Transactions
 from wal.vfs import VFS, OsVFS
 
@@ -101,8 +103,13 @@ class Stats:
     reads: int
     bytes_read: int
     bytes_written: int
-    cache_hits: int
-    cache_misses: int
+    cache_hits: int  # the page cache (use_mmap=False): pages found, read ahead or not
+    cache_misses: int  # pages read on demand
+    cache_evictions: int
+    cache_prefetches: int  # pages read ahead (with mmap: pages advised with madvise)
+    cache_pages: int  # pages held now, at most page_cache_size
+    index_cache_hits: int  # decoded index records
+    index_cache_misses: int
     snapshots: int  # states held by snapshots, streams, views and reads in flight
     readers: int  # live reader processes (and closed databases' views) in the reader table
 
@@ -137,6 +144,8 @@ class Database(ReadMethods, Transactions):
         self._failed: str | None = None
         self._quick = False
         self._warned_quick = False
+        self._codec = CODECS.get(self.config.compression or "", 0)
+        self._cipher: Cipher | None = None
         self._counters = Counters(
             ("checkpoints", "commits", "reads", "bytes_read", "bytes_written"))
         self._slot: ReaderSlot | None = None
@@ -158,8 +167,12 @@ class Database(ReadMethods, Transactions):
             if not readonly:
                 self._lock_file(file)
             self._header = self._read_or_create_header(file)
+            self._cipher = open_cipher(
+                self.config.encryption_key, self._header.db_id,
+                self._header.key_check if self._header.encrypted else None, self.path)
             self._page_size = self._header.page_size
-            self._pager = Pager(file, self._page_size, use_mmap=self.config.use_mmap)
+            self._pager = Pager(file, self._page_size, use_mmap=self.config.use_mmap,
+                                cache_pages=self.config.page_cache_size)
             self._space = FreeSpace(self._header.file_pages,
                                     self.config.max_db_size // self._page_size)
             self._store = PageStore(self._pager, self._space)
@@ -241,7 +254,11 @@ class Database(ReadMethods, Transactions):
 
     def _create(self, file: Any) -> Header:
         algo = CHECKSUM_XXH3 if self.config.checksum == "xxh3" else CHECKSUM_CRC32C
-        header = Header(self.config.page_size, uuid.uuid4(), generation=1, checksum=algo)
+        db_id = uuid.uuid4()
+        key = self.config.encryption_key
+        header = Header(self.config.page_size, db_id, generation=1, checksum=algo,
+                        flags=FLAG_ENCRYPTED if key is not None else 0,
+                        key_check=key_check(key, db_id) if key is not None else bytes(64))
         page = self.config.page_size
         try:
             # A database's header is durable before its log is first written, so a log
@@ -444,11 +461,12 @@ class Database(ReadMethods, Transactions):
 
     def _reader(self, state: State, path: str, v: Version) -> DocReader:
         self._counters.read(0)
-        return DocReader(state.pager, v, path, verify=not self._quick)
+        return DocReader(state.pager, v, path, verify=not self._quick, cipher=self._cipher)
 
     def _read(self, state: State, path: str, v: Version, offset: int, length: int) -> bytes:
         try:
-            data = DocReader(state.pager, v, path, verify=not self._quick).read(offset, length)
+            data = DocReader(state.pager, v, path, verify=not self._quick,
+                             cipher=self._cipher).read(offset, length)
         except OSError as exc:
             raise io_error(exc, f"reading {path!r}") from exc
         except ValueError as exc:  # a page past the end of the file
@@ -492,30 +510,33 @@ class Database(ReadMethods, Transactions):
             ids = []
             for path, data in items:
                 key = path_key(path)
-                ingest = Ingest(self._pager, self._space, self._header.checksum,
-                                self.config.max_document_size)
-                tx.ingests.append(ingest)
-                try:
-                    size, sums, inline = ingest.run(data)
-                except OSError as exc:
-                    raise io_error(exc, f"writing {path!r}") from exc
-                self._count("bytes_written", size)
                 doc_id_bytes = self._catalog.lookup(key)
                 doc = self._catalog.doc(doc_id_bytes) if doc_id_bytes is not None else None
                 if doc_id_bytes is not None and doc is None:
                     raise E.CorruptionError("a path names a missing document", path=path)
+                doc_id = uuid.uuid4() if doc is None else doc.doc_id
+                number = 1 if doc is None else doc.latest.version + 1
+                ingest = Ingest(self._pager, self._space, self._header.checksum,
+                                self.config.max_document_size,
+                                Transform(self._codec, self._cipher, doc_id.bytes, number))
+                tx.ingests.append(ingest)
+                try:
+                    stored = ingest.run(data)
+                except OSError as exc:
+                    raise io_error(exc, f"writing {path!r}") from exc
+                self._count("bytes_written", stored.size)
                 now = time.time()
-                lsn = self._next_lsn()  # the LSN the VERSION record gets
+                version = Version(
+                    number, self._next_lsn(), stored.size,
+                    now if doc is None else doc.versions[-1].created, now,
+                    self._header.checksum, CHUNK, tuple(ingest.extents), stored.sums,
+                    stored.inline, self._codec if stored.table else 0,
+                    sum(n for n, _, _ in stored.table) if stored.table else -1,
+                    stored.table, stored.salt, doc_id.bytes,
+                )
                 if doc is None:
-                    doc_id = uuid.uuid4()
-                    version = Version(1, lsn, size, now, now, self._header.checksum, CHUNK,
-                                      tuple(ingest.extents), sums, inline)
                     ops = [Op(OP_CREATE, doc_id, path=key, version=version)]
                 else:
-                    doc_id = doc.doc_id
-                    version = Version(doc.latest.version + 1, lsn, size,
-                                      doc.versions[-1].created, now, self._header.checksum,
-                                      CHUNK, tuple(ingest.extents), sums, inline)
                     ops = [Op(OP_VERSION, doc_id, version=version)]
                 self._log(ops)
                 ids.append(doc_id)
@@ -640,6 +661,7 @@ class Database(ReadMethods, Transactions):
         state = self._pins.current
         c = self._counters.snapshot()
         hits, misses = state.catalog.cache_stats()
+        pages = self._pager.cache_stats()
         table = self._table
         return Stats(
             paths=state.catalog.count(state.lsn),
@@ -653,8 +675,13 @@ class Database(ReadMethods, Transactions):
             reads=c["reads"],
             bytes_read=c["bytes_read"],
             bytes_written=c["bytes_written"],
-            cache_hits=hits,
-            cache_misses=misses,
+            cache_hits=pages.hits,
+            cache_misses=pages.misses,
+            cache_evictions=pages.evictions,
+            cache_prefetches=pages.prefetches,
+            cache_pages=pages.pages,
+            index_cache_hits=hits,
+            index_cache_misses=misses,
             snapshots=len(self._pins.held()),
             readers=len(table.live(self._header.db_id.bytes)) if table is not None else 0,
         )

@@ -8,8 +8,9 @@ StreamDbError
 ├── DocumentTooLargeError             max_document_size / max_db_size
 ├── CorruptionError                   names the path (or page) and offset
 │   └── ChecksumMismatch
-├── EncryptionError
-│   └── WrongKeyError
+├── EncryptionError                   a missing key, or a key on an unencrypted database
+│   ├── WrongKeyError
+│   └── AuthenticationError           also a CorruptionError: a sealed chunk was altered
 ├── LockedError                       another process holds the writer lock
 ├── ReadOnlyError
 ├── ClosedError
@@ -76,6 +77,11 @@ class EncryptionError(StreamDbError):
 
 class WrongKeyError(EncryptionError):
     """The encryption key does not open this database."""
+
+
+class AuthenticationError(EncryptionError, CorruptionError):
+    """An encrypted chunk fails authentication: its bytes, or the metadata bound to them,
+    were altered (or damaged so that its checksum still matches). Names the path."""
 
 
 class LockedError(StreamDbError):

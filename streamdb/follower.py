@@ -18,6 +18,9 @@ F3. A load also starts over when the path now names another file (a compaction r
     new file over it): log records after that belong to the new file.
 F4. The slot's stamp is the oldest of the held states (snapshots, streams, views, reads in
     flight) and the published one, rewritten when that changes.
+F5. Without mmap, the page cache may hold free pages it read ahead, which the writer may
+    since have rewritten: it is emptied whenever a newer state is read, before the pages
+    that state makes visible are read (a read racing the emptying does not cache).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def _reopen(db: Database) -> None:
     except OSError as exc:
         raise io_error(exc, f"opening {db.path}") from exc
     old = db._pager
-    db._pager = Pager(file, db._page_size, use_mmap=db.config.use_mmap)
+    db._pager = Pager(file, db._page_size, use_mmap=db.config.use_mmap,
+                      cache_pages=db.config.page_cache_size)
     if getattr(db, "_pins", None) is not None:
         db._retire(old)  # closed once no state over it is held or published
     else:
@@ -92,6 +96,7 @@ def load(db: Database) -> None:
         if db._read_or_create_header(db._pager.file) != header:
             continue
         db._header = header
+        db._pager.forget_cached()  # (F5) pages read ahead may since have been rewritten
         db._space = FreeSpace(header.file_pages, db._space.max_pages)
         db._store = PageStore(db._pager, db._space)
         db._catalog = db._new_catalog(header.trees)
@@ -120,6 +125,8 @@ def _follow(db: Database) -> None:
         raise
     except wal.WalError as exc:
         raise wal_error(exc, f"reading the log of {db.path}") from exc
+    if records:  # (F5) their pages were written after anything the cache read ahead
+        db._pager.forget_cached()
     catalog = db._catalog
     catalog.horizon = db._horizon()
     for record in records:

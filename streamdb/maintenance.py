@@ -15,7 +15,7 @@ from streamdb import errors as E
 from streamdb.errmap import io_error as _io
 from streamdb.storage import btree
 from streamdb.storage.catalog import KIND_DOCS, KIND_FREE, KIND_PATHS, KIND_SUFFIX
-from streamdb.storage.docio import CHUNK, DocReader, Ingest
+from streamdb.storage.docio import DocReader, Ingest
 from streamdb.storage.freespace import FreeSpace
 from streamdb.storage.logfiles import remove_log
 from streamdb.storage.pager import Pager
@@ -148,9 +148,10 @@ def verify_documents(db: Database, problems: list[str]) -> tuple[int, list[tuple
         name = doc.paths[0].decode("utf-8", "replace") if doc.paths else str(doc.doc_id)
         for v in doc.versions:
             owners += [(s, c, f"{name} v{v.version}") for s, c in v.extents]
-            reader = DocReader(db._pager, v, name, verify=True)  # writer lock held
-            for i in range(reader.chunk_count()):
+            reader = DocReader(db._pager, v, name, verify=True, cipher=db._cipher)
+            for i in range(reader.chunk_count()):  # writer lock held
                 try:
+                    reader.stored_chunk(i, verify=True)
                     reader.chunk(i)
                 except E.CorruptionError as exc:
                     problems.append(f"document {name} version {v.version}: {exc}")
@@ -263,7 +264,9 @@ def write_copy(db: Database, tmp: str) -> Pager:
         # Same database, next generations, LSNs growing on: stamps stay comparable. Both
         # header copies are rewritten, so neither names the file's creation-time id.
         fresh._header = replace(fresh._header, db_id=db._header.db_id,
-                                generation=db._header.generation)
+                                generation=db._header.generation, flags=db._header.flags,
+                                key_check=db._header.key_check)
+        fresh._cipher = db._cipher
         fresh._applied_lsn = db._pins.current.lsn
         fresh._checkpoint(force=True)
         fresh._checkpoint(force=True)
@@ -282,11 +285,9 @@ def copy_into(db: Database, fresh: Database) -> None:
         for doc in state.catalog.iter_docs(state.lsn):
             for v in reversed(doc.versions):
                 reader = DocReader(state.pager, v, str(doc.doc_id), verify=True)
-                pieces = (reader.read(offset, CHUNK) for offset in range(0, v.size, CHUNK))
-                ingest = Ingest(fresh._pager, fresh._space, v.checksum, max(v.size, 1))
-                size, sums, inline = ingest.run(pieces)
-                assert size == v.size and sums == v.sums
-                copy = replace(v, extents=tuple(ingest.extents), inline=inline)
+                ingest = Ingest(fresh._pager, fresh._space, v.checksum, max(v.stored, 1))
+                stored = ingest.copy(reader)  # as stored: codec, seals and sums unchanged
+                copy = replace(v, extents=tuple(ingest.extents), inline=stored.inline)
                 fresh._catalog.apply(Op(OP_VERSION, doc.doc_id, version=copy), 0)
             for key in doc.paths:
                 fresh._catalog.apply(Op(OP_BIND, doc.doc_id, path=key), 0)

@@ -27,6 +27,7 @@ from streamdb.pins import State
 from streamdb.storage.docio import CHUNK
 from streamdb.storage.header import CHECKSUM_XXH3
 from streamdb.storage.records import DocRecord, Version
+from streamdb.storage.transform import CODEC_NAMES
 
 if TYPE_CHECKING:
     from streamdb.database import Database
@@ -178,7 +179,7 @@ class ReadMethods(ABC):
             v = doc.latest
             return DocumentInfo(
                 path, doc.doc_id, v.version, v.size, v.created, v.modified,
-                None if not v.codec else str(v.codec),
+                CODEC_NAMES.get(v.codec),
                 "xxh3" if v.checksum == CHECKSUM_XXH3 else "crc32c",
                 tuple(text(p) for p in doc.paths),
             )

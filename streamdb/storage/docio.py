@@ -15,21 +15,26 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import accumulate
 from typing import Protocol
 
 import crc32c
 import xxhash
 
 from streamdb.errors import (
+    AuthenticationError,
     ChecksumMismatch,
     CorruptionError,
     DocumentTooLargeError,
+    EncryptionError,
     InvalidArgumentError,
 )
 from streamdb.storage.freespace import FreeSpace
 from streamdb.storage.header import CHECKSUM_CRC32C, CHECKSUM_XXH3
 from streamdb.storage.pager import Pager
-from streamdb.storage.records import Version, chunks
+from streamdb.storage.records import CHUNK_RAW, Version, chunks
+from streamdb.storage.transform import TAG, Cipher, InvalidTag, compress, decompress
 
 CHUNK = 256 << 10  # bytes per checksum
 INLINE_MAX = 64 << 10  # larger documents go to pages before their log record
@@ -120,107 +125,69 @@ def source_pieces(data: object) -> Iterator[memoryview]:
     )
 
 
-class Ingest:
-    """Streams one document into storage. Use `run`, then either commit the version it
-    describes or return the pages in `extents` to free space (nothing ever saw them).
-    Memory: O(PIECE + INLINE_MAX)."""
+@dataclass(frozen=True, slots=True)
+class Transform:
+    """How new versions are stored: `codec` (0 none, transform.CODECS) and `cipher` (None:
+    unencrypted), for document `doc` (16-byte id) version `version`."""
 
-    def __init__(self, pager: Pager, space: FreeSpace, algorithm: int, max_size: int) -> None:
+    codec: int = 0
+    cipher: Cipher | None = None
+    doc: bytes = b""
+    version: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.codec or self.cipher)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What `Ingest.run` produced: the logical size, the chunk checksums (of stored
+    bytes), the stored bytes when inline, and for transformed versions the chunk table and
+    the key salt."""
+
+    size: int
+    sums: tuple[int, ...]
+    inline: bytes | None
+    table: tuple[tuple[int, int, int], ...] = ()
+    salt: bytes = b""
+
+
+class _PageSink:
+    """Writes a stream of stored bytes into extents of free pages, allocated as needed:
+    one extent when the size is known in advance, otherwise extents that double."""
+
+    def __init__(self, pager: Pager, space: FreeSpace, size_hint: int | None) -> None:
         self.pager = pager
         self.space = space
-        self.algorithm = algorithm
-        self.max_size = max_size
+        self.size_hint = size_hint
         self.extents: list[tuple[int, int]] = []
+        self.written = 0
+        self.capacity = 0
+        self.next_extent = FIRST_EXTENT
 
-    def run(self, data: object) -> tuple[int, tuple[int, ...], bytes | None]:
-        """(size, chunk checksums, inline bytes or None). May allocate and write pages.
-
-        Raises DocumentTooLargeError past `max_size`, StorageFullError past max_db_size,
-        InvalidArgumentError for an unusable source, OSError from the file; pages already
-        written are in `extents` as soon as they are allocated, for the caller to return.
-        """
-        if type(data) is bytes and len(data) <= min(INLINE_MAX, self.max_size):  # common
-            return len(data), tuple(self._sums(data)), data
-        size_hint = known_size(data)
-        if size_hint is not None and size_hint > self.max_size:
-            raise DocumentTooLargeError(
-                f"document of {size_hint} bytes exceeds max_document_size={self.max_size}"
-            )
-        head = bytearray()
-        pieces = source_pieces(data)
-        for piece in pieces:
-            if len(head) + len(piece) <= INLINE_MAX:
-                head += piece
-                continue
-            return self._to_pages(head, piece, pieces, size_hint)
-        if len(head) > self.max_size:
-            raise DocumentTooLargeError(
-                f"document of {len(head)} bytes exceeds max_document_size={self.max_size}"
-            )
-        inline = bytes(head)
-        return len(inline), tuple(self._sums(inline)), inline
-
-    def _sums(self, data: bytes | memoryview) -> Iterator[int]:
-        view = memoryview(data)
-        for start, length in chunks(len(view), CHUNK):
-            yield checksum(self.algorithm, view[start : start + length])
-
-    def _to_pages(
-        self,
-        head: bytearray,
-        piece: memoryview,
-        rest: Iterator[memoryview],
-        size_hint: int | None,
-    ) -> tuple[int, tuple[int, ...], None]:
+    def write(self, data: memoryview | bytes) -> None:
         page = self.pager.page_size
-        sums: list[int] = []
-        hasher = new_hash(self.algorithm)
-        in_chunk = 0
-        written = 0  # logical bytes written
-        capacity = 0  # logical bytes the extents hold
-        next_extent = FIRST_EXTENT
+        data = memoryview(data)
+        while data:
+            if self.written == self.capacity:
+                remaining = (self.size_hint or 0) - self.written
+                want = remaining if remaining > 0 else self.next_extent
+                pages = -(-want // page)
+                start = self.space.allocate(pages)
+                self.extents.append((start, pages))
+                self.capacity += pages * page
+                self.next_extent = min(self.next_extent * 2, MAX_EXTENT)
+            first, count = self.extents[-1]
+            extent_base = self.capacity - count * page
+            room = self.capacity - self.written
+            part, data = data[:room], data[room:]
+            self.pager.write(first * page + self.written - extent_base, [part])
+            self.written += len(part)
 
-        def feed(data: memoryview) -> None:
-            nonlocal hasher, in_chunk, written, capacity, next_extent
-            if written + len(data) > self.max_size:
-                raise DocumentTooLargeError(
-                    f"document exceeds max_document_size={self.max_size} bytes"
-                )
-            while data:
-                if written == capacity:
-                    # A known size gets one extent; otherwise extents double as they fill.
-                    remaining = (size_hint or 0) - written
-                    want = remaining if remaining > 0 else next_extent
-                    pages = -(-want // page)
-                    start = self.space.allocate(pages)
-                    self.extents.append((start, pages))
-                    capacity += pages * page
-                    next_extent = min(next_extent * 2, MAX_EXTENT)
-                first, count = self.extents[-1]
-                extent_base = capacity - count * page
-                room = min(capacity - written, CHUNK - in_chunk)
-                part, data = data[:room], data[room:]
-                self.pager.write((first * page) + (written - extent_base), [part])
-                hasher.update(part)
-                in_chunk += len(part)
-                written += len(part)
-                if in_chunk == CHUNK:
-                    sums.append(hasher.intdigest())
-                    hasher, in_chunk = new_hash(self.algorithm), 0
-
-        feed(memoryview(head))
-        feed(piece)
-        for more in rest:
-            feed(more)
-        if in_chunk or not sums:
-            sums.append(hasher.intdigest())
-        self._trim(written)
-        return written, tuple(sums), None
-
-    def _trim(self, size: int) -> None:
+    def trim(self) -> None:
         """Give back the unused pages at the end of the last extent."""
         page = self.pager.page_size
-        needed = -(-size // page)
+        needed = -(-self.written // page)
         total = 0
         kept = []
         for start, count in self.extents:
@@ -233,14 +200,200 @@ class Ingest:
         self.extents = kept
 
 
-class DocReader:
-    """Verified reads of one version's stored bytes."""
+def logical_chunks(pieces: Iterator[memoryview], size: int) -> Iterator[memoryview]:
+    """The source cut into chunks of exactly `size` bytes (the last shorter; one empty
+    chunk for an empty source). A chunk inside one piece is a slice of it, not a copy."""
+    held = bytearray()
+    emitted = False
+    for piece in pieces:
+        if held:
+            take = size - len(held)
+            held += piece[:take]
+            piece = piece[take:]
+            if len(held) < size:
+                continue
+            yield memoryview(held)
+            emitted = True
+            held = bytearray()
+        while len(piece) >= size:
+            yield piece[:size]
+            emitted = True
+            piece = piece[size:]
+        if piece:
+            held = bytearray(piece)
+    if held or not emitted:
+        yield memoryview(held)
 
-    def __init__(self, pager: Pager, version: Version, path: str, *, verify: bool) -> None:
+
+class Ingest:
+    """Streams one document into storage. Use `run`, then either commit the version it
+    describes or return the pages in `extents` to free space (nothing ever saw them).
+    Memory: O(PIECE + INLINE_MAX) (transformed: O(PIECE + INLINE_MAX + CHUNK))."""
+
+    def __init__(self, pager: Pager, space: FreeSpace, algorithm: int, max_size: int,
+                 transform: Transform | None = None) -> None:
+        self.pager = pager
+        self.space = space
+        self.algorithm = algorithm
+        self.max_size = max_size
+        self.transform = transform or Transform()
+        self._sink: _PageSink | None = None
+
+    @property
+    def extents(self) -> list[tuple[int, int]]:
+        return self._sink.extents if self._sink is not None else []
+
+    def _too_large(self, size: int | None = None) -> DocumentTooLargeError:
+        what = f"document of {size} bytes" if size is not None else "document"
+        return DocumentTooLargeError(f"{what} exceeds max_document_size={self.max_size}")
+
+    def run(self, data: object) -> Stored:
+        """Store `data`. May allocate and write pages.
+
+        Raises DocumentTooLargeError past `max_size`, StorageFullError past max_db_size,
+        InvalidArgumentError for an unusable source, OSError from the file; pages already
+        written are in `extents` as soon as they are allocated, for the caller to return.
+        """
+        plain = not self.transform
+        if plain and type(data) is bytes and len(data) <= min(INLINE_MAX, self.max_size):
+            return Stored(len(data), tuple(self._sums(data)), data)  # the common case
+        size_hint = known_size(data)
+        if size_hint is not None and size_hint > self.max_size:
+            raise self._too_large(size_hint)
+        if not plain:
+            return self._transformed(source_pieces(data), size_hint)
+        head = bytearray()
+        pieces = source_pieces(data)
+        for piece in pieces:
+            if len(head) + len(piece) <= INLINE_MAX:
+                head += piece
+                continue
+            return self._to_pages(head, piece, pieces, size_hint)
+        if len(head) > self.max_size:
+            raise self._too_large(len(head))
+        inline = bytes(head)
+        return Stored(len(inline), tuple(self._sums(inline)), inline)
+
+    def _sums(self, data: bytes | memoryview) -> Iterator[int]:
+        view = memoryview(data)
+        for start, length in chunks(len(view), CHUNK):
+            yield checksum(self.algorithm, view[start : start + length])
+
+    def _to_pages(self, head: bytearray, piece: memoryview, rest: Iterator[memoryview],
+                  size_hint: int | None) -> Stored:
+        sink = self._sink = _PageSink(self.pager, self.space, size_hint)
+        sums: list[int] = []
+        hasher = new_hash(self.algorithm)
+        in_chunk = 0
+
+        def feed(data: memoryview) -> None:
+            nonlocal hasher, in_chunk
+            if sink.written + len(data) > self.max_size:
+                raise self._too_large()
+            while data:
+                part, data = data[: CHUNK - in_chunk], data[CHUNK - in_chunk :]
+                sink.write(part)
+                hasher.update(part)
+                in_chunk += len(part)
+                if in_chunk == CHUNK:
+                    sums.append(hasher.intdigest())
+                    hasher, in_chunk = new_hash(self.algorithm), 0
+
+        feed(memoryview(head))
+        feed(piece)
+        for more in rest:
+            feed(more)
+        if in_chunk or not sums:
+            sums.append(hasher.intdigest())
+        sink.trim()
+        return Stored(sink.written, tuple(sums), None)
+
+    def _transformed(self, pieces: Iterator[memoryview], size_hint: int | None) -> Stored:
+        """Compress and/or seal chunk by chunk; stored bytes go inline while they total at
+        most INLINE_MAX, then to pages. A chunk is sealed once the next byte (or the end)
+        is seen, so the final chunk's associated data can carry the count and size."""
+        t = self.transform
+        cipher = t.cipher
+        salt = cipher.new_salt() if cipher is not None else b""
+        aead = cipher.version_key(t.doc, t.version, salt) if cipher is not None else None
+        sums: list[int] = []
+        table: list[tuple[int, int, int]] = []
+        held: list[bytes] = []  # stored chunks not yet on pages
+        held_bytes = 0
+        size = 0
+        stored_hint = None if size_hint is None else size_hint + TAG * (size_hint // CHUNK + 1)
+
+        def store(chunk: memoryview, final: bool) -> None:
+            nonlocal held_bytes
+            index = len(table)
+            flags = 0
+            out: bytes | memoryview = chunk
+            if t.codec:
+                packed = compress(t.codec, chunk)
+                if len(packed) < len(chunk):
+                    out = packed
+                else:
+                    flags = CHUNK_RAW
+            if cipher is not None and aead is not None:
+                aad = cipher.associated(t.doc, t.version, index, t.codec, flags,
+                                        (index + 1, size) if final else None)
+                out = aead.encrypt(cipher.nonce(index, 0), out, aad)
+            sums.append(checksum(self.algorithm, out))
+            table.append((len(out), flags, 0))
+            if self._sink is None and held_bytes + len(out) <= INLINE_MAX:
+                held.append(bytes(out))
+                held_bytes += len(out)
+                return
+            if self._sink is None:
+                self._sink = _PageSink(self.pager, self.space, stored_hint)
+                for part in held:
+                    self._sink.write(part)
+                held.clear()
+            self._sink.write(out)
+
+        pending: memoryview | None = None
+        for chunk in logical_chunks(pieces, CHUNK):
+            if size + len(chunk) > self.max_size:
+                raise self._too_large()
+            if pending is not None:
+                store(pending, final=False)
+            size += len(chunk)
+            # Held across the next read of the source: a view into a buffer the source may
+            # refill (anything but immutable bytes) is copied.
+            pending = chunk if isinstance(chunk.obj, bytes) else memoryview(bytes(chunk))
+        assert pending is not None
+        store(pending, final=True)
+        if self._sink is None:
+            inline = b"".join(held)
+            return Stored(size, tuple(sums), inline, tuple(table), salt)
+        self._sink.trim()
+        return Stored(size, tuple(sums), None, tuple(table), salt)
+
+    def copy(self, reader: DocReader) -> Stored:
+        """The stored bytes of `reader`'s version, copied unchanged (no decoding, each
+        chunk verified against its checksum) into new pages, or inline if it was."""
+        v = reader.version
+        if v.inline is not None:
+            return Stored(v.size, v.sums, v.inline, v.table, v.salt)
+        self._sink = _PageSink(self.pager, self.space, v.stored)
+        for i in range(reader.chunk_count()):
+            self._sink.write(reader.stored_chunk(i, verify=True))
+        self._sink.trim()
+        return Stored(v.size, v.sums, None, v.table, v.salt)
+
+
+class DocReader:
+    """Verified reads of one version's stored bytes, decoded (decompressed, authenticated
+    and decrypted) when the version is transformed; `cipher` is the database's."""
+
+    def __init__(self, pager: Pager, version: Version, path: str, *, verify: bool,
+                 cipher: Cipher | None = None) -> None:
         self.pager = pager
         self.version = version
         self.path = path
         self.verify = verify
+        self.cipher = cipher
+        self._offsets: list[int] | None = None
 
     def _physical(self, offset: int, length: int) -> list[memoryview]:
         """Views of the stored bytes [offset, offset+length), one per extent touched."""
@@ -272,21 +425,74 @@ class DocReader:
             )
         return views
 
-    def chunk(self, index: int) -> memoryview:
-        """Chunk `index` (CHUNK bytes, the last shorter), verified. Zero-copy when it lies in
-        one extent of a mapped file."""
+    def _span(self, index: int) -> tuple[int, int]:
+        """(stored offset, stored length) of chunk `index`."""
         v = self.version
-        start = index * v.chunk_size
-        length = max(0, min(v.chunk_size, v.stored - start))
+        if not v.table:
+            start = index * v.chunk_size
+            return start, max(0, min(v.chunk_size, v.stored - start))
+        if self._offsets is None:
+            self._offsets = [0, *accumulate(n for n, _, _ in v.table)]
+        return self._offsets[index], v.table[index][0]
+
+    def stored_chunk(self, index: int, *, verify: bool) -> memoryview:
+        """The stored bytes of chunk `index`, checked against its checksum if `verify`.
+        Zero-copy when they lie in one extent of a mapped file."""
+        v = self.version
+        start, length = self._span(index)
         if v.inline is not None:
             data = memoryview(v.inline)[start : start + length]
         else:
             views = self._physical(start, length)
             data = views[0] if len(views) == 1 else memoryview(b"".join(views))
-        if self.verify and checksum(v.checksum, data) != v.sums[index]:
+        if verify and checksum(v.checksum, data) != v.sums[index]:
             raise ChecksumMismatch("document bytes fail their checksum", path=self.path,
                                    offset=start)
         return data
+
+    def chunk(self, index: int) -> memoryview:
+        """Chunk `index` of the document (`chunk_size` bytes, the last shorter), verified.
+        Zero-copy when stored untransformed in one extent of a mapped file.
+
+        A sealed chunk is authenticated whatever `verify` says (its checksum is then
+        consulted only to tell damage, ChecksumMismatch, from tampering,
+        AuthenticationError). Raises CorruptionError for undecodable chunks."""
+        v = self.version
+        if not v.table:
+            return self.stored_chunk(index, verify=self.verify)
+        data: bytes | memoryview = self.stored_chunk(index, verify=self.verify and not v.salt)
+        _, flags, seal = v.table[index]
+        if v.salt:
+            data = self._open(index, data, flags, seal)
+        expected = max(0, min(v.chunk_size, v.size - index * v.chunk_size))
+        if v.codec and not flags & CHUNK_RAW:
+            try:
+                data = decompress(v.codec, data, expected)
+            except CorruptionError as exc:
+                raise CorruptionError(str(exc), path=self.path,
+                                      offset=index * v.chunk_size) from exc
+        elif len(data) != expected:
+            raise CorruptionError("a stored chunk has the wrong length", path=self.path,
+                                  offset=index * v.chunk_size)
+        return memoryview(data)
+
+    def _open(self, index: int, sealed: bytes | memoryview, flags: int, seal: int) -> bytes:
+        v = self.version
+        if self.cipher is None:
+            raise EncryptionError(f"{self.path!r} is encrypted: open the database with its key")
+        last = len(v.sums) - 1
+        aead = self.cipher.version_key(v.doc, v.version, v.salt)
+        aad = self.cipher.associated(v.doc, v.version, index, v.codec, flags,
+                                     (last + 1, v.size) if index == last else None)
+        try:
+            return self.cipher.open(aead, sealed, index, seal, aad)
+        except InvalidTag:
+            if checksum(v.checksum, sealed) != v.sums[index]:
+                raise ChecksumMismatch("document bytes fail their checksum", path=self.path,
+                                       offset=index * v.chunk_size) from None
+            raise AuthenticationError("an encrypted chunk fails authentication (altered, "
+                                      "moved, or its metadata changed)", path=self.path,
+                                      offset=index * v.chunk_size) from None
 
     def chunk_count(self) -> int:
         return len(self.version.sums)
@@ -305,7 +511,12 @@ class DocReader:
             raise CorruptionError("document has fewer checksums than chunks", path=self.path)
         if first == last:  # the common small read: one chunk, one copy
             base = first * v.chunk_size
-            return bytes(self.chunk(first)[offset - base : end - base])
+            data = self.chunk(first)
+            whole = data.obj
+            if offset == base and isinstance(whole, bytes) and len(whole) == end - base \
+                    == len(data):
+                return whole  # a decoded chunk, whole: no further copy
+            return bytes(data[offset - base : end - base])
         parts = []
         for i in range(first, last + 1):
             data = self.chunk(i)
@@ -315,13 +526,13 @@ class DocReader:
 
     def view(self) -> memoryview | None:
         """The whole document as one verified view of the map, or None when its layout
-        does not allow that (several extents, inline, no map)."""
+        does not allow that (several extents, inline, transformed, no map)."""
         v = self.version
-        if v.inline is not None:
+        if v.inline is not None and not v.table:
             for i in range(self.chunk_count()):
                 self.chunk(i)
             return memoryview(v.inline).toreadonly()
-        if len(v.extents) != 1 or not self.pager.mapped or v.codec:
+        if len(v.extents) != 1 or not self.pager.mapped or v.table:
             return None
         for i in range(self.chunk_count()):
             self.chunk(i)

@@ -15,14 +15,14 @@ layout (little-endian), in the first 512 bytes of each header page:
 | 40  | 8    | checkpoint LSN: every log record up to it is in the trees        |
 | 48  | 8    | file pages: pages in use, headers included                       |
 | 56  | 1    | checksum algorithm of document chunks (1 XXH3-64, 2 CRC-32C)     |
-| 57  | 1    | flags (reserved: bit 0 encrypted)                                |
+| 57  | 1    | flags: bit 0 encrypted                                           |
 | 58  | 6    | reserved                                                         |
 | 64  | 24   | paths tree (a TreeRef, docs/format/btree.md): path -> doc id     |
 | 88  | 24   | suffix tree: reversed path -> (empty)                            |
 | 112 | 24   | docs tree: doc id -> document record (which lists its paths)     |
 | 136 | 24   | free tree: first page (u64 BE) -> page count (u64)               |
 | 160 | 24   | reserved (a further tree)                                        |
-| 184 | 64   | reserved for the encryption key check                            |
+| 184 | 64   | key check, if encrypted: scheme u8 (1), 15 reserved, salt 16, check 32 |
 | 248 | 256  | reserved                                                         |
 | 504 | 8    | XXH3-64 of bytes 0..503                                          |
 """
@@ -46,6 +46,8 @@ MAX_COUNTER = 1 << 62  # generations, LSNs and page counts stay far below this
 CHECKSUM_XXH3 = 1
 CHECKSUM_CRC32C = 2
 TREES = ("paths", "suffix", "docs", "free")
+FLAG_ENCRYPTED = 0x1
+KEY_CHECK = slice(184, 248)
 
 _FIXED = struct.Struct("<8sHHI16sQQQBB6s")  # 64 bytes
 assert _FIXED.size == 64
@@ -61,6 +63,11 @@ class Header:
     checksum: int = CHECKSUM_XXH3
     flags: int = 0
     trees: dict[str, TreeRef] = field(default_factory=lambda: dict.fromkeys(TREES, EMPTY))
+    key_check: bytes = bytes(64)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.flags & FLAG_ENCRYPTED)
 
     def pack(self) -> bytes:
         body = _FIXED.pack(
@@ -68,6 +75,7 @@ class Header:
             self.checkpoint_lsn, self.file_pages, self.checksum, self.flags, bytes(6),
         )
         body += b"".join(self.trees[name].pack() for name in TREES)
+        body = body.ljust(KEY_CHECK.start, b"\x00") + self.key_check
         body = body.ljust(HEADER_SIZE - 8, b"\x00")
         return body + xxhash.xxh3_64_intdigest(body).to_bytes(8, "little")
 
@@ -112,4 +120,5 @@ def parse(data: bytes | memoryview) -> Header | None:
     trees_ok = all(t.count <= pages * page_size and t.root < pages for t in trees.values())
     if not (sane_size and counters_ok and trees_ok and algo in (CHECKSUM_XXH3, CHECKSUM_CRC32C)):
         return None
-    return Header(page_size, uuid.UUID(bytes=db_id), gen, lsn, pages, algo, flags, trees)
+    return Header(page_size, uuid.UUID(bytes=db_id), gen, lsn, pages, algo, flags, trees,
+                  raw[KEY_CHECK])

@@ -1,7 +1,9 @@
 """The pager: page-granular I/O on the database file, through a `wal.vfs` file.
 
 Reads go through a read-only memory map when the file layer has a descriptor and mmap is
-enabled, so a document read can be a zero-copy `memoryview`; otherwise through `pread`.
+enabled, so a document read can be a zero-copy `memoryview`; otherwise through `pread`,
+served by the LRU page cache (`pagecache.py`) when `cache_pages` > 0. Sequential reads are
+read ahead: by the cache, or on the map with `madvise(MADV_WILLNEED)`.
 Writes always use `pwritev` (never the map). The map is replaced, not resized, when the file
 grows: a map with live exported views cannot be closed (`BufferError`), so superseded maps
 are kept until their views are gone. The file is never truncated while mapped.
@@ -20,7 +22,10 @@ import threading
 from collections.abc import Sequence
 
 from streamdb.errors import ClosedError
+from streamdb.storage.pagecache import STREAMS, CacheStats, PageCache
 from wal.vfs import Buffer, VFile
+
+ADVISE_MAX = 4 << 20  # bytes advised ahead of a sequential reader of the map, at most
 
 
 def _map(fd: int, size: int) -> mmap.mmap:
@@ -40,8 +45,43 @@ def _map(fd: int, size: int) -> mmap.mmap:
         os.close(private)
 
 
+class _Advisor:
+    """Read-ahead on the map: a read that continues one of the last few sequential reads
+    advises the kernel (MADV_WILLNEED) of the bytes after it, in a window that doubles up to
+    ADVISE_MAX, once per window."""
+
+    def __init__(self) -> None:
+        self._streams: dict[int, tuple[int, int]] = {}  # end -> (window, advised until)
+        self._lock = threading.Lock()
+        self.advised = 0  # bytes
+
+    def after_read(self, m: mmap.mmap, offset: int, end: int) -> None:
+        with self._lock:
+            stream = self._streams.pop(offset, None)
+            if len(self._streams) >= STREAMS:
+                self._streams.pop(next(iter(self._streams)))
+            if stream is None:  # not (yet) sequential: remember where it ended
+                self._streams[end] = (0, 0)
+                return
+            window, until = stream
+            window = min(ADVISE_MAX, max(window * 2, end - offset))
+            if until >= end + window // 2:  # advised far enough ahead already
+                self._streams[end] = (window, until)
+                return
+            start = max(end, until) // mmap.PAGESIZE * mmap.PAGESIZE
+            stop = min(len(m), end + window)
+            self._streams[end] = (window, stop)
+        if stop > start:
+            try:
+                m.madvise(mmap.MADV_WILLNEED, start, stop - start)
+            except (OSError, ValueError):  # advice only; a closed or replaced map
+                return
+            self.advised += stop - start
+
+
 class Pager:
-    def __init__(self, file: VFile, page_size: int, *, use_mmap: bool) -> None:
+    def __init__(self, file: VFile, page_size: int, *, use_mmap: bool,
+                 cache_pages: int = 0) -> None:
         self.file = file
         self.page_size = page_size
         self.size = file.size()
@@ -51,6 +91,9 @@ class Pager:
         self._retired: list[mmap.mmap] = []
         self._remap = threading.Lock()
         self._closed = False
+        self.cache = (PageCache(lambda n, off: file.pread(n, off), page_size, cache_pages)
+                      if self._fd is None and cache_pages > 0 else None)
+        self._advisor = _Advisor() if self._fd is not None else None
 
     @property
     def mapped(self) -> bool:
@@ -98,27 +141,50 @@ class Pager:
                 m = self._ensure_map(end)
                 if not m.closed:
                     try:
-                        return memoryview(m)[offset:end]
+                        view = memoryview(m)[offset:end]
                     except ValueError:  # retired and closed by another thread just now
                         if not m.closed:
                             raise
+                    else:
+                        if length >= self.page_size and self._advisor is not None:
+                            self._advisor.after_read(m, offset, end)
+                        return view
                 if self._map is m:
                     raise ClosedError("the database file is closed")
-        data = self.file.pread(length, offset)
+        data = (self.cache.read(offset, length) if self.cache is not None
+                else memoryview(self.file.pread(length, offset)))
         if len(data) != length:
             raise ValueError("read beyond the end of the file")
-        return memoryview(data)
+        return data
 
     def read_page(self, page_no: int) -> memoryview:
         return self.read(page_no * self.page_size, self.page_size)
 
     def write(self, offset: int, buffers: Sequence[Buffer]) -> None:
         """Write buffers back to back at `offset` (one pwritev). Extends the file."""
-        self.file.pwritev(buffers, offset)
-        self.size = max(self.size, offset + sum(len(b) for b in buffers))
+        written = sum(len(b) for b in buffers)
+        try:
+            self.file.pwritev(buffers, offset)
+        finally:  # after the write: a read that raced it does not cache what it read
+            if self.cache is not None and written:
+                first = offset // self.page_size
+                self.cache.invalidate(first, (offset + written - 1) // self.page_size - first + 1)
+        self.size = max(self.size, offset + written)
 
     def write_pages(self, page_no: int, data: Buffer) -> None:
         self.write(page_no * self.page_size, [data])
+
+    def cache_stats(self) -> CacheStats:
+        """Page cache counters; on the map, `prefetches` counts pages advised ahead."""
+        if self.cache is not None:
+            return self.cache.stats()
+        advised = self._advisor.advised // self.page_size if self._advisor is not None else 0
+        return CacheStats(0, 0, 0, advised, 0, 0)
+
+    def forget_cached(self) -> None:
+        """Drop every cached page: another process may have rewritten free pages."""
+        if self.cache is not None:
+            self.cache.clear()
 
     def sync(self) -> None:
         """fdatasync the database file. Blocks for I/O."""

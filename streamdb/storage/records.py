@@ -8,21 +8,27 @@ A version record, 64 bytes then its arrays:
 | off | size | field                                                             |
 |-----|------|-------------------------------------------------------------------|
 | 0   | 4    | version number (1, 2, ...)                                        |
-| 4   | 1    | codec (0 = none; reserved for compression)                        |
+| 4   | 1    | codec (0 none, 1 snappy, 2 lz4, 3 zstd)                           |
 | 5   | 1    | checksum algorithm (1 XXH3-64, 2 CRC-32C)                         |
-| 6   | 2    | flags: bit 0 INLINE (the bytes follow the record)                 |
+| 6   | 2    | flags: 0 INLINE, 1 ENCRYPTED, 2 TABLE (a chunk table follows)     |
 | 8   | 8    | LSN of the commit that wrote it                                   |
 | 16  | 8    | size: the document's length in bytes                              |
 | 24  | 8    | stored size: bytes on disk (differs once a codec applies)         |
 | 32  | 8    | created, Unix time (float64)                                      |
 | 40  | 8    | modified, Unix time (float64)                                     |
-| 48  | 4    | chunk size: one checksum per chunk of this many stored bytes      |
+| 48  | 4    | chunk size: logical bytes per chunk (stored bytes without TABLE)  |
 | 52  | 4    | extent count                                                      |
 | 56  | 4    | chunk count                                                       |
 | 60  | 4    | reserved (nonce / appended tails)                                 |
 | 64  | 12n  | extents: first page u64, page count u32                           |
-|     | 8n   | chunk checksums, u64 each                                         |
+|     | 8n   | chunk checksums of the stored bytes, u64 each                     |
+|     | 12n  | if TABLE: stored length u32, chunk flags u16 (0 RAW), 0 u16, seal u32 |
+|     | 16   | if ENCRYPTED: the version's key salt                              |
 |     | s    | the stored bytes, if INLINE                                       |
+
+A version with a codec or encryption has a TABLE: its chunks are transformed one by one
+and stored back to back, so each needs its stored length. RAW marks a chunk stored without
+the codec (it did not shrink); seal counts re-encryptions of the chunk (0 until appends).
 """
 
 from __future__ import annotations
@@ -35,8 +41,15 @@ from dataclasses import dataclass, field
 from streamdb.errors import CorruptionError
 
 FLAG_INLINE = 0x1
+FLAG_ENCRYPTED = 0x2
+FLAG_TABLE = 0x4
+CHUNK_RAW = 0x1  # chunk flag: stored without the version's codec
+SALT_SIZE = 16
+MAX_CHUNK = 16 << 20  # larger chunk sizes are damage: decoding one allocates that much
+CODEC_MAX = 3  # codecs 1..3: snappy, lz4, zstd (streamdb/storage/transform.py)
 _VERSION = struct.Struct("<IBBHQQQddIIII")
 _EXTENT = struct.Struct("<QI")
+_ENTRY = struct.Struct("<IHHI")  # stored length, chunk flags, reserved, seal
 _DOC = struct.Struct("<BBHHH")  # format, flags, versions, paths, reserved
 assert _VERSION.size == 64 and _DOC.size == 8
 
@@ -55,6 +68,13 @@ class Version:
     inline: bytes | None = None
     codec: int = 0
     stored_size: int = -1  # -1: same as size
+    table: tuple[tuple[int, int, int], ...] = ()  # per chunk: stored length, flags, seal
+    salt: bytes = b""  # encrypted versions: the salt of their key
+    doc: bytes = field(default=b"", compare=False)  # the owner's id (not stored here)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.salt)
 
     @property
     def stored(self) -> int:
@@ -102,7 +122,8 @@ class Reader:
 
 
 def encode_version(v: Version) -> bytes:
-    flags = FLAG_INLINE if v.inline is not None else 0
+    flags = ((FLAG_INLINE if v.inline is not None else 0)
+             | (FLAG_ENCRYPTED if v.salt else 0) | (FLAG_TABLE if v.table else 0))
     parts = [
         _VERSION.pack(
             v.version, v.codec, v.checksum, flags, v.lsn, v.size, v.stored, v.created,
@@ -110,15 +131,17 @@ def encode_version(v: Version) -> bytes:
         ),
         *(_EXTENT.pack(*e) for e in v.extents),
         struct.pack(f"<{len(v.sums)}Q", *v.sums),
+        *(_ENTRY.pack(length, chunk_flags, 0, seal) for length, chunk_flags, seal in v.table),
+        v.salt,
     ]
     if v.inline is not None:
         parts.append(v.inline)
     return b"".join(parts)
 
 
-def decode_version(r: Reader) -> Version:
-    """One version record at the reader's position. Bounded: every count is checked against
-    the bytes left before anything is sized from it."""
+def decode_version(r: Reader, doc: bytes = b"") -> Version:
+    """One version record at the reader's position, owned by document `doc`. Bounded: every
+    count is checked against the bytes left before anything is sized from it."""
     buf, pos = r.buf, r.pos
     if pos + _VERSION.size > len(buf):
         raise CorruptionError(f"{r.what} is truncated")
@@ -126,18 +149,29 @@ def decode_version(r: Reader) -> Version:
      _reserved) = _VERSION.unpack_from(buf, pos)
     pos += _VERSION.size
     inline_len = stored if flags & FLAG_INLINE else 0
-    end = pos + n_ext * _EXTENT.size + 8 * n_sum + inline_len
+    table_len = n_sum * _ENTRY.size if flags & FLAG_TABLE else 0
+    salt_len = SALT_SIZE if flags & FLAG_ENCRYPTED else 0
+    end = pos + n_ext * _EXTENT.size + 8 * n_sum + table_len + salt_len + inline_len
     if end > len(buf):
         raise CorruptionError(f"{r.what} declares more extents, chunks or bytes than it holds")
     extents = tuple(_EXTENT.iter_unpack(buf[pos : pos + n_ext * _EXTENT.size]))
     pos += n_ext * _EXTENT.size
     sums = struct.unpack_from(f"<{n_sum}Q", buf, pos)
     pos += 8 * n_sum
+    table = tuple((n, f, seal) for n, f, _, seal in _ENTRY.iter_unpack(buf[pos : pos + table_len]))
+    pos += table_len
+    salt = bytes(buf[pos : pos + salt_len])
+    pos += salt_len
     inline = bytes(buf[pos : pos + inline_len]) if flags & FLAG_INLINE else None
     r.pos = end
+    if (codec or salt) and not table:
+        raise CorruptionError(f"{r.what}: a transformed version has no chunk table")
+    if table and (sum(n for n, _, _ in table) != stored or not 0 < chunk <= MAX_CHUNK
+                  or codec > CODEC_MAX):
+        raise CorruptionError(f"{r.what}: the chunk table disagrees with the version")
     return Version(
         number, lsn, size, created, modified, algo, chunk, extents, sums, inline, codec,
-        -1 if stored == size else stored,
+        -1 if stored == size else stored, table, salt, doc,
     )
 
 
@@ -160,7 +194,7 @@ def decode_doc(doc_id: uuid.UUID, data: bytes | memoryview) -> DocRecord:
     versions = []
     for _ in range(n_versions):
         body = Reader(r.take(int.from_bytes(r.take(4), "little")), r.what)
-        versions.append(decode_version(body))
+        versions.append(decode_version(body, doc_id.bytes))
         body.end()
     r.end()
     if not versions:
@@ -207,14 +241,14 @@ def decode_op(data: bytes | memoryview) -> Op:
     kind = r.take(1)[0]
     doc_id = uuid.UUID(bytes=bytes(r.take(16)))
     if kind == OP_VERSION:
-        op = Op(kind, doc_id, version=decode_version(r))
+        op = Op(kind, doc_id, version=decode_version(r, doc_id.bytes))
     elif kind in (OP_BIND, OP_UNBIND):
         op = Op(kind, doc_id, path=bytes(r.take(len(r.buf) - r.pos)))
     elif kind == OP_PRUNE:
         op = Op(kind, doc_id, keep=int.from_bytes(r.take(4), "little"))
     elif kind == OP_CREATE:
         path = bytes(r.take(int.from_bytes(r.take(2), "little")))
-        op = Op(kind, doc_id, path=path, version=decode_version(r))
+        op = Op(kind, doc_id, path=path, version=decode_version(r, doc_id.bytes))
     else:
         raise CorruptionError(f"log record of unknown kind {kind}")
     r.end()

@@ -354,6 +354,6 @@ def test_stats_count_commits_reads_and_cache(tmp_path: Path) -> None:
         stats = db.stats()
         assert stats.paths == 3000 and stats.commits == 1 and stats.checkpoints == 1
         assert stats.reads == 3 * len(range(0, 3000, 7))
-        assert stats.cache_hits > stats.cache_misses > 0
+        assert stats.index_cache_hits > stats.index_cache_misses > 0
         with pytest.raises(AttributeError):
             stats.paths = 1  # type: ignore[misc]
