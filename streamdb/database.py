@@ -459,14 +459,20 @@ class Database(ReadMethods, Transactions):
     def _count(self, name: str, n: int = 1) -> None:
         self._counters.add(name, n)
 
+    def _doc_reader(self, state: State, path: str, v: Version) -> DocReader:
+        if v.codec and v.size > self.config.max_document_size:  # decoding allocates it
+            raise E.CorruptionError(
+                f"a compressed document claims {v.size} bytes, more than "
+                f"max_document_size={self.config.max_document_size}", path=path)
+        return DocReader(state.pager, v, path, verify=not self._quick, cipher=self._cipher)
+
     def _reader(self, state: State, path: str, v: Version) -> DocReader:
         self._counters.read(0)
-        return DocReader(state.pager, v, path, verify=not self._quick, cipher=self._cipher)
+        return self._doc_reader(state, path, v)
 
     def _read(self, state: State, path: str, v: Version, offset: int, length: int) -> bytes:
         try:
-            data = DocReader(state.pager, v, path, verify=not self._quick,
-                             cipher=self._cipher).read(offset, length)
+            data = self._doc_reader(state, path, v).read(offset, length)
         except OSError as exc:
             raise io_error(exc, f"reading {path!r}") from exc
         except ValueError as exc:  # a page past the end of the file

@@ -44,6 +44,8 @@ class DocumentInfo:
     codec: str | None
     checksum: str
     paths: tuple[str, ...]
+    stored_size: int  # bytes on disk: less than size when compressed, more when encrypted
+    encrypted: bool
 
 
 def text(key: bytes) -> str:
@@ -182,6 +184,8 @@ class ReadMethods(ABC):
                 CODEC_NAMES.get(v.codec),
                 "xxh3" if v.checksum == CHECKSUM_XXH3 else "crc32c",
                 tuple(text(p) for p in doc.paths),
+                v.stored,
+                v.encrypted,
             )
         finally:
             self._leave(state)

@@ -1,7 +1,7 @@
 """The page cache of the `pread` path (`Config(use_mmap=False)`): an LRU of page runs.
 
-An entry is one `pread` of whole pages: the pages a read asked for plus, when that read
-continues a sequential stream, the read-ahead after them. Entries never overlap, are
+An entry is one `pread` of whole pages: the pages a read asked for, or a run of pages read
+ahead of a sequential stream, as long as that stream's reads. Entries never overlap, are
 evicted whole, least recently used first, and are counted per page: the cache holds at most
 `capacity` pages. A read that one entry covers is a slice of it (no copy).
 
@@ -77,12 +77,11 @@ class PageCache:
             epoch = self._epoch
         if entry is not None:
             start, data = entry
-            if ahead:
-                self._fetch(last + 1, window, epoch, asked=0, missing=0)
-            base = offset - start * ps
-            return memoryview(data)[base : base + length]
-        data = self._fetch(first, count + window, epoch, asked=count, missing=missing)
-        base = offset - first * ps
+        else:
+            start, data = first, self._fetch(first, count, epoch, missing)
+        if ahead:
+            self._ahead(last + 1, window, count, epoch)
+        base = offset - start * self.page_size
         return memoryview(data)[base : base + length]
 
     def _continues(self, first: int, end: int, count: int) -> int:
@@ -104,20 +103,39 @@ class PageCache:
         self._entries.move_to_end(start)
         return start, data
 
-    def _fetch(self, first: int, count: int, epoch: int, *, asked: int, missing: int) -> bytes:
-        """Read pages [first, first+count) (the first `asked` of them asked for, `missing`
-        of those not cached; the rest read ahead) and cache the whole pages read, unless an
-        invalidation raced."""
+    def _fetch(self, first: int, count: int, epoch: int, missing: int) -> bytes:
+        """Read pages [first, first+count) on demand (`missing` of them not cached) and
+        cache the whole pages read, unless an invalidation raced."""
         ps = self.page_size
         data = self._pread(count * ps, first * ps)
         whole = len(data) // ps
         with self._lock:
             self.misses += missing
-            self.prefetches += max(0, whole - asked)
             if whole and epoch == self._epoch:
-                self._insert(first, data[: whole * ps] if whole * ps != len(data) else data,
+                self._insert(first, data if whole * ps == len(data) else data[: whole * ps],
                              whole)
         return data
+
+    def _ahead(self, first: int, window: int, unit: int, epoch: int) -> None:
+        """Read pages [first, first+window) ahead, in entries of `unit` pages (the stream's
+        read size, so that each later read is one whole entry: no copy), skipping entries
+        already cached."""
+        ps = self.page_size
+        for start in range(first, first + window, unit):
+            with self._lock:
+                if start in self._owner:
+                    continue
+            count = min(unit, first + window - start)
+            data = self._pread(count * ps, start * ps)
+            whole = len(data) // ps
+            with self._lock:
+                if not whole or epoch != self._epoch:
+                    return
+                self.prefetches += whole
+                self._insert(start, data if whole * ps == len(data) else data[: whole * ps],
+                             whole)
+            if whole < count:
+                return
 
     def _insert(self, first: int, data: bytes, count: int) -> None:
         for page in range(first, first + count):
