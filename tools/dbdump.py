@@ -45,6 +45,7 @@ from streamdb.storage import btree, btree_format
 from streamdb.storage import header as hdr
 from streamdb.storage.catalog import KIND_DOCS, KIND_FREE, KIND_PATHS, KIND_SUFFIX
 from streamdb.storage.records import (
+    CHUNK_RAW,
     OP_BIND,
     OP_CREATE,
     OP_PRUNE,
@@ -54,6 +55,7 @@ from streamdb.storage.records import (
     decode_doc,
     decode_op,
 )
+from streamdb.storage.transform import CODEC_NAMES
 from wal import format as fmt
 from wal.log import DEFAULT_MAX_RECORD_SIZE
 from wal.scan import Window, scan
@@ -258,6 +260,9 @@ class Dump:
         self.out(f"  generation {gen}, checkpoint LSN {lsn}, file pages {pages}, "
                  f"checksum {CHECKSUMS.get(algo, f'unknown ({algo})')}, flags {flags:#x}, "
                  f"header checksum {'ok' if stored == actual else f'BAD ({stored:#x})'}")
+        if flags & hdr.FLAG_ENCRYPTED:
+            check = copy.raw[hdr.KEY_CHECK]
+            self.out(f"  encrypted: scheme {check[0]}, key salt {check[16:32].hex()}")
         for i, name in enumerate(hdr.TREES):
             at = 64 + 24 * i
             root, count, tree_id, height, ver, _ = btree_format._REF.unpack_from(copy.raw, at)
@@ -365,7 +370,11 @@ class Dump:
             if first * page_size + span > size:
                 past.append(first)
             left -= span
-        return (f"v{v.version}: lsn {v.lsn}, size {v.size}, stored {v.stored}, codec {v.codec}, "
+        codec = CODEC_NAMES.get(v.codec, f"codec {v.codec}") if v.codec else "no codec"
+        raw = sum(1 for _, flags, _ in v.table if flags & CHUNK_RAW)
+        sealed = ", encrypted" if v.salt else ""
+        table = f" ({raw} stored raw){sealed}" if v.table else ""
+        return (f"v{v.version}: lsn {v.lsn}, size {v.size}, stored {v.stored}, {codec}{table}, "
                 f"{CHECKSUMS.get(v.checksum, f'checksum {v.checksum}')} x {len(v.sums)} "
                 f"(chunk {v.chunk_size}), {where}"
                 + (f"  <- {len(past)} extent(s) past the end of the file" if past else ""))
