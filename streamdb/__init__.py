@@ -12,6 +12,7 @@ See `streamdb.database.Database` for the whole API and `streamdb.errors` for the
 from streamdb.config import Config
 from streamdb.database import Database, Stats, open
 from streamdb.errors import (
+    AuthenticationError,
     ChecksumMismatch,
     ClosedError,
     CorruptionError,
@@ -34,6 +35,7 @@ from streamdb.reads import DocumentInfo, Snapshot
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthenticationError",
     "ChecksumMismatch",
     "ClosedError",
     "Config",

@@ -57,6 +57,32 @@ def dashboard(ready: multiprocessing.synchronize.Event,
               f"transaction: {[db.get(p).decode() for p in alerts]}")
 
 
+def encrypted_demo() -> None:
+    """A compressed, encrypted database read through the page cache instead of mmap."""
+    path = os.path.join(DATA, "vault.db")
+    key = os.urandom(32)
+    config = streamdb.Config(compression="zstd", encryption_key=key, use_mmap=False)
+    lines = b"".join(b'{"dev": %d, "t": %d, "temp": 21.5}\n' % (i % 16, i)
+                     for i in range(200_000))
+    with streamdb.open(path, config) as db:
+        db.write_document("/logs/today.jsonl", lines)
+        info = db.info("/logs/today.jsonl")
+        print(f"vault: {info.size:,} bytes of logs stored in {info.stored_size:,} "
+              f"({info.codec}, encrypted={info.encrypted})")
+    for wrong in (None, os.urandom(32)):
+        try:
+            streamdb.open(path, streamdb.Config(encryption_key=wrong))
+        except streamdb.EncryptionError as exc:
+            print(f"  opened with {'no' if wrong is None else 'a wrong'} key: "
+                  f"{type(exc).__name__}: {exc}")
+    with streamdb.open(path, config) as db:
+        for _ in range(2):
+            assert b"".join(db.get_stream("/logs/today.jsonl")) == lines
+        s = db.stats()
+        print(f"  read twice through the page cache: {s.cache_hits} hits, {s.cache_misses} "
+              f"misses, {s.cache_prefetches} pages read ahead")
+
+
 def main() -> None:
     shutil.rmtree(DATA, ignore_errors=True)
     os.makedirs(DATA)
@@ -96,6 +122,7 @@ def main() -> None:
         print(f"after deleting the array and compacting: {os.path.getsize(DB):,} bytes; "
               f"backup written")
         del view, frame
+    encrypted_demo()
     files = ", ".join(sorted(os.listdir(DATA)))
     print(f"files: {files}")
 

@@ -1,15 +1,16 @@
 """The page cache of the `pread` path (`Config(use_mmap=False)`): an LRU of page runs.
 
-An entry is one `pread` of whole pages: the pages a read asked for, or a run of pages read
-ahead of a sequential stream, as long as that stream's reads. Entries never overlap, are
+An entry is one `pread` of whole pages: a run of pages a read asked for that was not
+cached, or a run read ahead of a sequential stream. Entries never overlap, are
 evicted whole, least recently used first, and are counted per page: the cache holds at most
 `capacity` pages. A read that one entry covers is a slice of it (no copy).
 
-Read-ahead: the cache remembers where the last few streams ended. A read that starts at one
-of those pages continues that stream: its window (the pages to read ahead) doubles, from the
-read's own length up to `max_window`, and the pages after the read are fetched ahead when
-they are not cached yet. Counters: `hits` (pages found, read ahead or not), `misses` (pages
-read on demand), `prefetches` (pages read ahead), `evictions` (pages evicted).
+Read-ahead: the cache remembers where the last few streams ended. A read that starts there
+(or on the last page of the previous read) continues that stream; when the page after it
+is not cached, the stream's window of pages is read ahead (in entries of at least the
+read's length) and the window doubles for next time, up to `max_window`. Counters: `hits`
+(pages found, read ahead or not), `misses` (pages read on demand), `prefetches` (pages
+read ahead), `evictions` (pages evicted).
 
 Consistency: `invalidate(first, count)` drops cached pages that were written, and
 `clear()` everything (a reader process moving to a newer state). A read that raced either
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 STREAMS = 16  # sequential streams remembered
+AHEAD_UNIT = 16  # pages: the least read ahead at once, and the least entry read ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,8 @@ class PageCache:
         self.hits = self.misses = self.evictions = self.prefetches = 0
 
     def read(self, offset: int, length: int) -> memoryview:
-        """`length` bytes at `offset` (shorter only past the end of the file). O(pages)."""
+        """`length` bytes at `offset` (shorter only past the end of the file). O(pages);
+        zero-copy when one entry holds them all."""
         if length <= 0:
             return memoryview(b"")
         ps = self.page_size
@@ -65,52 +68,78 @@ class PageCache:
                 self.misses += count
             return memoryview(self._pread(length, offset))
         with self._lock:
-            window = self._continues(first, last + 1, count)
-            entry = self._covering(first, last)
-            if entry is not None:
-                self.hits += count
-                missing = 0
-            else:
-                missing = sum(page not in self._owner for page in range(first, last + 1))
-                self.hits += count - missing
-            ahead = window and (last + 1) not in self._owner
+            window = self._continues(first, last, count)
+            pieces = self._pieces(first, last)
+            missing = sum(n for _, data, n, _ in pieces if data is None)
+            self.hits += count - missing
+            self.misses += missing
             epoch = self._epoch
-        if entry is not None:
-            start, data = entry
+        base = offset - first * ps
+        if len(pieces) == 1 and pieces[0][1] is not None:  # one entry holds it all
+            _, data, _, lo = pieces[0]
+            view = memoryview(data)[lo + base : lo + base + length]
         else:
-            start, data = first, self._fetch(first, count, epoch, missing)
-        if ahead:
-            self._ahead(last + 1, window, count, epoch)
-        base = offset - start * self.page_size
-        return memoryview(data)[base : base + length]
+            parts = []
+            for page, data, n, lo in pieces:
+                if data is None:
+                    part = memoryview(self._fetch(page, n, epoch))
+                else:
+                    part = memoryview(data)[lo : lo + n * ps]
+                parts.append(part)
+                if len(part) < n * ps:  # the end of the file
+                    break
+            joined = parts[0] if len(parts) == 1 else memoryview(b"".join(parts))
+            view = joined[base : base + length]
+        if window:
+            self._ahead(last + 1, window, max(count, AHEAD_UNIT), epoch)
+        return view
 
-    def _continues(self, first: int, end: int, count: int) -> int:
-        """Record a read of pages [first, end); its read-ahead window (0: not sequential)."""
-        previous = self._streams.pop(first, None)
-        window = 0 if previous is None else min(self.max_window, max(count, previous * 2))
-        self._streams[end] = window
+    def _continues(self, first: int, last: int, count: int) -> int:
+        """Record a read of pages [first, last]. Returns how many pages to read ahead
+        after it: 0 unless it continues a stream whose next page is not cached; then the
+        stream's window, which doubles for the next time."""
+        window = self._streams.pop(first, None)
+        if window is None:  # reads back to back that share a page: [.., p] then [p, ..]
+            window = self._streams.pop(first + 1, None)
+        if window is None:
+            self._streams[last + 1] = 0
+            ahead = 0
+        else:
+            ahead = max(window, count, AHEAD_UNIT) if (last + 1) not in self._owner else 0
+            self._streams[last + 1] = min(self.max_window, ahead * 2) if ahead else window
         while len(self._streams) > STREAMS:
             self._streams.popitem(last=False)
-        return window
+        return min(ahead, self.max_window)
 
-    def _covering(self, first: int, last: int) -> tuple[int, bytes] | None:
-        start = self._owner.get(first)
-        if start is None:
-            return None
-        data = self._entries[start]
-        if start + len(data) // self.page_size <= last:
-            return None
-        self._entries.move_to_end(start)
-        return start, data
+    def _pieces(self, first: int, last: int) -> list[tuple[int, bytes | None, int, int]]:
+        """Pages [first, last] as runs (first page, entry bytes, pages, byte offset of the
+        first page in the entry); entry bytes None for a run not cached. Touches the
+        entries used."""
+        pieces: list[tuple[int, bytes | None, int, int]] = []
+        page = first
+        while page <= last:
+            start = self._owner.get(page)
+            if start is None:
+                end = page
+                while end <= last and end not in self._owner:
+                    end += 1
+                pieces.append((page, None, end - page, 0))
+                page = end
+                continue
+            data = self._entries[start]
+            self._entries.move_to_end(start)
+            end = min(last + 1, start + len(data) // self.page_size)
+            pieces.append((page, data, end - page, (page - start) * self.page_size))
+            page = end
+        return pieces
 
-    def _fetch(self, first: int, count: int, epoch: int, missing: int) -> bytes:
-        """Read pages [first, first+count) on demand (`missing` of them not cached) and
-        cache the whole pages read, unless an invalidation raced."""
+    def _fetch(self, first: int, count: int, epoch: int) -> bytes:
+        """Read pages [first, first+count) on demand and cache the whole pages read,
+        unless an invalidation raced."""
         ps = self.page_size
         data = self._pread(count * ps, first * ps)
         whole = len(data) // ps
         with self._lock:
-            self.misses += missing
             if whole and epoch == self._epoch:
                 self._insert(first, data if whole * ps == len(data) else data[: whole * ps],
                              whole)
