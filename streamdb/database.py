@@ -470,9 +470,11 @@ class Database(ReadMethods, Transactions):
         self._counters.read(0)
         return self._doc_reader(state, path, v)
 
-    def _read(self, state: State, path: str, v: Version, offset: int, length: int) -> bytes:
+    def _read(self, state: State, path: str, v: Version, offset: int, length: int,
+              reader: DocReader | None = None) -> bytes:
+        """Bytes of `v`, through `reader` when the caller keeps one (a stream, a file)."""
         try:
-            data = self._doc_reader(state, path, v).read(offset, length)
+            data = (reader or self._doc_reader(state, path, v)).read(offset, length)
         except OSError as exc:
             raise io_error(exc, f"reading {path!r}") from exc
         except ValueError as exc:  # a page past the end of the file

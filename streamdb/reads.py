@@ -159,10 +159,11 @@ class ReadMethods(ABC):
     def _stream(self, state: State, path: str, v: Version, step: int) -> Iterator[bytes]:
         pins = self._db._pins
         try:
+            reader = self._db._doc_reader(state, path, v)
             for offset in range(0, v.size, step):
                 pins.begin()
                 try:
-                    data = self._db._read(state, path, v, offset, step)
+                    data = self._db._read(state, path, v, offset, step, reader)
                 finally:
                     pins.end()
                 yield data

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Protocol
 
 import crc32c
@@ -34,7 +33,14 @@ from streamdb.storage.freespace import FreeSpace
 from streamdb.storage.header import CHECKSUM_CRC32C, CHECKSUM_XXH3
 from streamdb.storage.pager import Pager
 from streamdb.storage.records import CHUNK_RAW, Version, chunks
-from streamdb.storage.transform import TAG, Cipher, InvalidTag, compress, decompress
+from streamdb.storage.transform import (
+    AESGCM,
+    TAG,
+    Cipher,
+    InvalidTag,
+    compress,
+    decompress,
+)
 
 CHUNK = 256 << 10  # bytes per checksum
 INLINE_MAX = 64 << 10  # larger documents go to pages before their log record
@@ -393,7 +399,7 @@ class DocReader:
         self.path = path
         self.verify = verify
         self.cipher = cipher
-        self._offsets: list[int] | None = None
+        self._aead: AESGCM | None = None  # the version's key, once used
 
     def _physical(self, offset: int, length: int) -> list[memoryview]:
         """Views of the stored bytes [offset, offset+length), one per extent touched."""
@@ -431,9 +437,7 @@ class DocReader:
         if not v.table:
             start = index * v.chunk_size
             return start, max(0, min(v.chunk_size, v.stored - start))
-        if self._offsets is None:
-            self._offsets = [0, *accumulate(n for n, _, _ in v.table)]
-        return self._offsets[index], v.table[index][0]
+        return v.offsets[index], v.table[index][0]
 
     def stored_chunk(self, index: int, *, verify: bool) -> memoryview:
         """The stored bytes of chunk `index`, checked against its checksum if `verify`.
@@ -481,7 +485,9 @@ class DocReader:
         if self.cipher is None:
             raise EncryptionError(f"{self.path!r} is encrypted: open the database with its key")
         last = len(v.sums) - 1
-        aead = self.cipher.version_key(v.doc, v.version, v.salt)
+        aead = self._aead
+        if aead is None:
+            aead = self._aead = self.cipher.version_key(v.doc, v.version, v.salt)
         aad = self.cipher.associated(v.doc, v.version, index, v.codec, flags,
                                      (last + 1, v.size) if index == last else None)
         try:

@@ -75,9 +75,10 @@ class PageCache:
             self.misses += missing
             epoch = self._epoch
         base = offset - first * ps
-        if len(pieces) == 1 and pieces[0][1] is not None:  # one entry holds it all
-            _, data, _, lo = pieces[0]
-            view = memoryview(data)[lo + base : lo + base + length]
+        whole = pieces[0][1] if len(pieces) == 1 else None
+        if whole is not None:  # one entry holds it all
+            lo = pieces[0][3]
+            view = memoryview(whole)[lo + base : lo + base + length]
         else:
             parts = []
             for page, data, n, lo in pieces:

@@ -37,6 +37,7 @@ import struct
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from streamdb.errors import CorruptionError
 
@@ -71,6 +72,12 @@ class Version:
     table: tuple[tuple[int, int, int], ...] = ()  # per chunk: stored length, flags, seal
     salt: bytes = b""  # encrypted versions: the salt of their key
     doc: bytes = field(default=b"", compare=False)  # the owner's id (not stored here)
+    # TABLE versions: where each stored chunk starts, and the end (computed, O(chunks)).
+    offsets: tuple[int, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        offsets = (0, *accumulate(n for n, _, _ in self.table)) if self.table else ()
+        object.__setattr__(self, "offsets", offsets)
 
     @property
     def encrypted(self) -> bool:

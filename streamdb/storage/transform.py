@@ -199,5 +199,5 @@ class Cipher:
         return aead.decrypt(self.nonce(index, seal), sealed, aad)
 
 
-__all__ = ["CODECS", "CODEC_NAMES", "Cipher", "InvalidTag", "compress", "decompress",
-           "key_check", "open_cipher"]
+__all__ = ["AESGCM", "CODECS", "CODEC_NAMES", "Cipher", "InvalidTag", "compress",
+           "decompress", "key_check", "open_cipher"]
