@@ -451,7 +451,7 @@ class DocReader:
             data = views[0] if len(views) == 1 else memoryview(b"".join(views))
         if verify and checksum(v.checksum, data) != v.sums[index]:
             raise ChecksumMismatch("document bytes fail their checksum", path=self.path,
-                                   offset=start)
+                                   offset=index * v.chunk_size)
         return data
 
     def chunk(self, index: int) -> memoryview:
