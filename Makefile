@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) tools/bench_wal.py
 	$(PY) tools/bench_store.py
 	$(PY) tools/bench_concurrency.py
+	$(PY) tools/bench_transforms.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -6,9 +6,10 @@ evicted whole, least recently used first, and are counted per page: the cache ho
 `capacity` pages. A read that one entry covers is a slice of it (no copy).
 
 Read-ahead: the cache remembers where the last few streams ended. A read that starts there
-(or on the last page of the previous read) continues that stream; when the page after it
-is not cached, the stream's window of pages is read ahead (in entries of at least the
-read's length) and the window doubles for next time, up to `max_window`. Counters: `hits`
+(or on the last page of the previous read, and goes past it) continues that stream; when a
+page within half the stream's window after it is not cached, the window of pages from
+there is read ahead (in entries of at least the read's length) and the window doubles for
+next time, up to `max_window`. Counters: `hits`
 (pages found, read ahead or not), `misses` (pages read on demand), `prefetches` (pages
 read ahead), `evictions` (pages evicted).
 
@@ -68,7 +69,7 @@ class PageCache:
                 self.misses += count
             return memoryview(self._pread(length, offset))
         with self._lock:
-            window = self._continues(first, last, count)
+            ahead, window = self._continues(first, last, count)
             pieces = self._pieces(first, last)
             missing = sum(n for _, data, n, _ in pieces if data is None)
             self.hits += count - missing
@@ -92,25 +93,40 @@ class PageCache:
             joined = parts[0] if len(parts) == 1 else memoryview(b"".join(parts))
             view = joined[base : base + length]
         if window:
-            self._ahead(last + 1, window, max(count, AHEAD_UNIT), epoch)
+            self._ahead(ahead, window, max(count, AHEAD_UNIT), epoch)
         return view
 
-    def _continues(self, first: int, last: int, count: int) -> int:
-        """Record a read of pages [first, last]. Returns how many pages to read ahead
-        after it: 0 unless it continues a stream whose next page is not cached; then the
-        stream's window, which doubles for the next time."""
+    def _continues(self, first: int, last: int, count: int) -> tuple[int, int]:
+        """Record a read of pages [first, last]. Returns the pages to read ahead after it
+        as (first page, count), count 0 for none: none unless it continues a stream and a
+        page within half the stream's window (at least the read's length) after it is not
+        cached; then the window from that page, and the window doubles for next time."""
         window = self._streams.pop(first, None)
-        if window is None:  # reads back to back that share a page: [.., p] then [p, ..]
+        if window is None and last > first:  # back to back, sharing a page: [.., p] [p, ..]
             window = self._streams.pop(first + 1, None)
         if window is None:
             self._streams[last + 1] = 0
-            ahead = 0
-        else:
-            ahead = max(window, count, AHEAD_UNIT) if (last + 1) not in self._owner else 0
-            self._streams[last + 1] = min(self.max_window, ahead * 2) if ahead else window
+            self._trim_streams()
+            return 0, 0
+        window = min(self.max_window, max(window, count, AHEAD_UNIT))
+        horizon = last + max(count, window // 2)
+        page = last + 1
+        while page <= horizon:  # skip the entries already read ahead
+            start = self._owner.get(page)
+            if start is None:
+                break
+            page = start + len(self._entries[start]) // self.page_size
+        if page > horizon:
+            self._streams[last + 1] = window
+            self._trim_streams()
+            return 0, 0
+        self._streams[last + 1] = min(self.max_window, window * 2)
+        self._trim_streams()
+        return page, window
+
+    def _trim_streams(self) -> None:
         while len(self._streams) > STREAMS:
             self._streams.popitem(last=False)
-        return min(ahead, self.max_window)
 
     def _pieces(self, first: int, last: int) -> list[tuple[int, bytes | None, int, int]]:
         """Pages [first, last] as runs (first page, entry bytes, pages, byte offset of the

@@ -404,18 +404,23 @@ def check_database(db: streamdb.Database) -> None:
     db._space._check()
     assert isinstance(db._table, FileReaderTable)
     db._table._check()
+    cache = db._pager.cache  # the page cache of the pread path
+    assert (cache is not None) == (not db.config.use_mmap and db.config.page_cache_size > 0)
+    if cache is not None:
+        cache._check()
+        assert db.stats().cache_pages <= db.config.page_cache_size
     report = db.verify()
     assert report.ok, report.problems
 
 
 def stress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int,
-           duration: float) -> None:
+           duration: float, config: streamdb.Config) -> None:
     path = tmp_path / "t.db"
     shared = Shared()
     progress = Progress()
     model: dict[str, int] = {}
     writer_ident: list[int] = []
-    db = streamdb.open(path)
+    db = streamdb.open(path, config)
     with monkeypatch.context() as patch:
         watch_syncs(patch, writer_ident, progress)
 
@@ -457,19 +462,33 @@ def stress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int,
     want = expected(model)
     assert {p: db.get(p) for p in db} == want
     db.close()
-    with streamdb.open(path) as db:
+    with streamdb.open(path, config) as db:
         assert {p: db.get(p) for p in db} == want
         check_database(db)
 
 
-def test_threads_stress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stress(tmp_path, monkeypatch, seed=1, duration=5.0)
+# Reads through the memory map, or through pread and the page cache (with read-ahead, and
+# invalidations by every write), the latter also with a cache small enough to evict.
+CONFIGS = {
+    "mmap": streamdb.Config(),
+    "pread": streamdb.Config(use_mmap=False),
+    "pread-small-cache": streamdb.Config(use_mmap=False, page_cache_size=96),
+}
+
+
+@pytest.mark.parametrize(("mode", "duration"), [("mmap", 5.0), ("pread", 3.0)])
+def test_threads_stress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str,
+                        duration: float) -> None:
+    stress(tmp_path, monkeypatch, seed=1, duration=duration, config=CONFIGS[mode])
 
 
 @pytest.mark.slow
-def test_threads_stress_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode", list(CONFIGS))
+def test_threads_stress_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             mode: str) -> None:
     stress(tmp_path, monkeypatch, seed=2,
-           duration=float(os.environ.get("STREAMDB_STRESS_SECONDS", "60")))
+           duration=float(os.environ.get("STREAMDB_STRESS_SECONDS", "60")),
+           config=CONFIGS[mode])
 
 
 def test_reads_do_not_wait_for_a_commit_or_a_transaction(
