@@ -5,11 +5,14 @@ One input is a disk image: the database file and, optionally, its log segments. 
 writes it into a fresh `wal.memvfs.MemoryVFS` (`/fuzz/t.db`, `/fuzz/t.db-wal`,
 `/fuzz/t.db-wal.1`), then:
 
-1. opens it (`streamdb.open`; page size 4096 and durability "normal" for new files);
+1. opens it (`streamdb.open`; page size 4096 and durability "normal" for new files,
+   max_document_size 32 MiB; with the compression and the fixed test key `TEST_KEY` the
+   input selects, and in quick mode, checksums not verified on read, if it asks);
 2. lists every path (`list(db)`, `db.search("/")`, `db.search_suffix("")`) and gets every
    document found; calls `db.verify()` if the database has one;
-3. writes one new document (100 bytes, or 100 KB when the input asks) and closes;
-4. reopens, reads the new document back, lists the paths again and closes.
+3. writes one new document (100 bytes, or 100 KB when the input asks: under a codec, its
+   first 70,000 bytes do not compress, so it goes to pages) and closes;
+4. reopens (same config), reads the new document back, lists the paths again and closes.
 
 Accepted outcomes: success, or a `streamdb.errors.StreamDbError` at any step. Everything else
 is a bug and is raised (see `HarnessBug`): another exception; an input that runs longer than
@@ -22,10 +25,11 @@ database or a simulated power loss) that does not open and read cleanly; and, in
 back after the reopen.
 
 Input framing: byte 0 is a control byte (bit 0: a `-wal` file follows, bit 1: a `-wal.1`
-file follows, bit 2: the new document is large). The files follow in the order db, wal,
-wal.1; each but the last is prefixed by its length (u32 little-endian). Empty input: an
-empty database file. Randomness the library draws (ids, salts, clock) is seeded from the
-input, so every run of an input is the same.
+file follows, bit 2: the new document is large, bit 3: open with the encryption key
+`TEST_KEY`, bits 4-5: compression 0 none, 1 snappy, 2 lz4, 3 zstd, bit 6: quick mode).
+The files follow in the order db, wal, wal.1; each but the last is prefixed by its length
+(u32 little-endian). Empty input: an empty database file. Randomness the library draws
+(ids, key salts, clock) is seeded from the input, so every run of an input is the same.
 
 Modes:
 
@@ -35,11 +39,13 @@ Modes:
 
 The built-in fuzzer starts from `fuzz/corpus/db/` and from databases it builds (documents of
 0..300 KB, overwrites, deletes, aliases, checkpoints; closed, or cut by a simulated power
-loss), mutates them (bit flips, byte sets, truncation, zeroed ranges, page swaps and copies,
-interesting integers in the header and tree page fields, with checksums repaired or not,
-log payloads with their CRCs repaired), keeps inputs with new outcomes, and saves one input
-per bug signature not saved yet under `fuzz/crashes/` (`db-<signature>-<sha1>.bin[.gz]`
-and a `.txt` with the traceback).
+loss; plain, or compressed and/or encrypted, some with an incompressible document on
+pages), mutates them (bit flips, byte sets, truncation, zeroed ranges, page swaps and
+copies, interesting integers in the header, key check and tree page fields, with checksums
+repaired or not, log payloads with their CRCs repaired, now and then another compression,
+key or quick mode), keeps inputs with new outcomes, and saves one input per bug signature
+not saved yet under `fuzz/crashes/` (`db-<signature>-<sha1>.bin[.gz]` and a `.txt` with
+the traceback).
 """
 
 from __future__ import annotations
@@ -61,9 +67,10 @@ import traceback
 import tracemalloc
 import types
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 FUZZ_DIR = Path(__file__).resolve().parent
 REPO_DIR = FUZZ_DIR.parent
@@ -81,7 +88,7 @@ import wal.log  # noqa: E402
 import wal.segments  # noqa: E402
 from streamdb import Config  # noqa: E402
 from streamdb.errors import CorruptionError, StreamDbError, UnsupportedError  # noqa: E402
-from streamdb.storage import btree, btree_format, header, records  # noqa: E402
+from streamdb.storage import btree, btree_format, header, records, transform  # noqa: E402
 from wal import format as fmt  # noqa: E402
 from wal.memvfs import MemoryFile, MemoryVFS  # noqa: E402
 from wal.vfs import Buffer  # noqa: E402
@@ -94,13 +101,19 @@ DB_PATH = "/fuzz/t.db"
 FILES = (DB_PATH, DB_PATH + "-wal", DB_PATH + "-wal.1")
 NEW_PATH = "/fuzz/new"
 PAGE = 4096
-CONFIG = Config(page_size=PAGE, durability="normal")  # "full" would zero-fill 16 MiB logs
+# "full" would zero-fill 16 MiB logs. A compressed document may legitimately decode to
+# max_document_size bytes (a few KB of zstd can say so): keep that within MEMORY_LIMIT.
+CONFIG = Config(page_size=PAGE, durability="normal", max_document_size=32 << 20)
+TEST_KEY = hashlib.sha256(b"streamdb fuzz test key").digest()  # the key of CTRL_KEY inputs
 
 TIME_LIMIT = 2.0  # seconds per input
 MEMORY_LIMIT = 128 << 20  # peak traced bytes per input
 DISK_LIMIT = 64 << 20  # no file of a session may grow past this
 MAX_INPUT = 2 << 20  # mutations stay below this size
-CTRL_WAL, CTRL_WAL1, CTRL_LARGE = 0x01, 0x02, 0x04
+CTRL_WAL, CTRL_WAL1, CTRL_LARGE, CTRL_KEY, CTRL_QUICK = 0x01, 0x02, 0x04, 0x08, 0x40
+CODEC_SHIFT, CODEC_MASK = 4, 0x30  # control bits 4-5: transform.CODECS, 0 none
+COMPRESSION: dict[int, Literal["snappy", "lz4", "zstd"]] = {1: "snappy", 2: "lz4", 3: "zstd"}
+assert {name: codec for codec, name in COMPRESSION.items()} == transform.CODECS
 
 
 class HarnessBug(Exception):
@@ -115,11 +128,37 @@ class HarnessBug(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
+class Mode:
+    """How an input is opened: with `TEST_KEY` or not, a codec (0 none, else
+    transform.CODECS), quick mode (reads skip checksums) or not."""
+
+    key: bool = False
+    codec: int = 0
+    quick: bool = False
+
+    def config(self) -> Config:
+        return dataclasses.replace(CONFIG, compression=COMPRESSION.get(self.codec),
+                                   encryption_key=TEST_KEY if self.key else None)
+
+    @property
+    def transformed(self) -> bool:
+        return self.key or bool(self.codec)
+
+    def __str__(self) -> str:
+        parts = [COMPRESSION.get(self.codec, "")] + ["aes"] * self.key
+        return "+".join(p for p in parts if p) or "plain"
+
+
+PLAIN = Mode()
+
+
+@dataclasses.dataclass(frozen=True)
 class FuzzCase:
     db: bytes
     wal: bytes | None = None
     wal1: bytes | None = None
     large: bool = False
+    mode: Mode = PLAIN
 
     @classmethod
     def decode(cls, data: bytes) -> FuzzCase:
@@ -137,12 +176,17 @@ class FuzzCase:
             else:
                 n = int.from_bytes(rest[:4].ljust(4, b"\0"), "little")
                 files[i], rest = rest[4 : 4 + n], rest[4 + n :]
-        return cls(files[0] or b"", files[1], files[2], bool(control & CTRL_LARGE))
+        mode = Mode(bool(control & CTRL_KEY), (control & CODEC_MASK) >> CODEC_SHIFT,
+                    bool(control & CTRL_QUICK))
+        return cls(files[0] or b"", files[1], files[2], bool(control & CTRL_LARGE), mode)
 
     def encode(self) -> bytes:
         control = ((CTRL_WAL if self.wal is not None else 0)
                    | (CTRL_WAL1 if self.wal1 is not None else 0)
-                   | (CTRL_LARGE if self.large else 0))
+                   | (CTRL_LARGE if self.large else 0)
+                   | (CTRL_KEY if self.mode.key else 0)
+                   | (self.mode.codec << CODEC_SHIFT & CODEC_MASK)
+                   | (CTRL_QUICK if self.mode.quick else 0))
         files = [f for f in (self.db, self.wal, self.wal1) if f is not None]
         head = b"".join(struct.pack("<I", len(f)) + f for f in files[:-1])
         return bytes([control]) + head + files[-1]
@@ -153,14 +197,17 @@ class FuzzCase:
 
     def describe(self) -> str:
         sizes = ", ".join(f"{Path(p).name}: {len(d)} bytes" for p, d in self.files().items())
-        return sizes + (", large new document" if self.large else "")
+        mode = "" if self.mode == PLAIN else f", opened {self.mode}" + (
+            " in quick mode" if self.mode.quick else "")
+        return sizes + (", large new document" if self.large else "") + mode
 
 
 # -- determinism and a bounded disk -------------------------------------------------------------
 
 
 class _Seeded:
-    """Stands in for `secrets` (btree, wal) and `uuid.uuid4` during one input."""
+    """Stands in for `secrets` (btree, wal), `uuid.uuid4` and `os.urandom` (transform: key
+    salts) during one input."""
 
     def __init__(self, seed: int) -> None:
         self._rng = random.Random(seed)
@@ -174,6 +221,9 @@ class _Seeded:
     def uuid4(self) -> uuid.UUID:
         return uuid.UUID(int=self._rng.getrandbits(128), version=4)
 
+    def urandom(self, n: int) -> bytes:
+        return self._rng.randbytes(n)
+
 
 @contextlib.contextmanager
 def deterministic(seed: int) -> Iterator[None]:
@@ -185,6 +235,7 @@ def deterministic(seed: int) -> Iterator[None]:
         (vars(btree), "secrets", fake), (vars(wal.log), "secrets", fake),
         (vars(wal.segments), "secrets", fake), (vars(uuid), "uuid4", fake.uuid4),
         (vars(streamdb.database), "time", clock),
+        (vars(transform), "os", types.SimpleNamespace(urandom=fake.urandom)),
     ]
     saved = [(ns, name, ns[name]) for ns, name, _ in patches]
     for ns, name, value in patches:
@@ -232,6 +283,7 @@ class Outcome:
     stage: str
     exception: StreamDbError | None = None
     paths: int = 0
+    mode: Mode = PLAIN
 
     @property
     def error(self) -> str | None:
@@ -239,7 +291,9 @@ class Outcome:
 
     def features(self) -> tuple[object, ...]:
         message = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+", "N", str(self.exception or ""))
-        return self.stage, self.error, message[:70], min(self.paths, 4)
+        # Plain and transformed inputs are told apart, not the 16 modes: the pool would
+        # fill with the same outcome under every mode.
+        return self.stage, self.error, message[:70], min(self.paths, 4), self.mode.transformed
 
     def __str__(self) -> str:
         if self.exception is None:
@@ -266,21 +320,33 @@ def execute(data: bytes, *, strict: bool = True) -> Outcome:
         vfs.write_file(path, content)
     digest = hashlib.sha256(data).digest()
     payload = (digest * (100_000 // 32 + 1))[:100_000] if case.large else digest * 3 + b"end"
+    if case.large and case.mode.codec:  # incompressible enough to go to pages
+        payload = hashlib.shake_256(digest).digest(70_000) + payload[70_000:]
     with deterministic(int.from_bytes(digest[:8], "little")):
-        return _session(vfs, list(case.files()), payload, strict=strict)
+        return _session(vfs, list(case.files()), payload, case.mode, strict=strict)
 
 
-def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, *, strict: bool) -> Outcome:
+def _open(vfs: MemoryVFS, mode: Mode) -> streamdb.Database:
+    db = streamdb.open(DB_PATH, mode.config(), vfs=vfs)
+    if mode.quick:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            db.set_quick_mode(True)
+    return db
+
+
+def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, mode: Mode = PLAIN, *,
+             strict: bool) -> Outcome:
     before = _snapshot(vfs, inputs)
     try:
-        db = streamdb.open(DB_PATH, CONFIG, vfs=vfs)
+        db = _open(vfs, mode)
     except StreamDbError as exc:
         after = _snapshot(vfs, inputs)
         if isinstance(exc, UnsupportedError | CorruptionError) and after != before:
             changed = sorted(Path(p).name for p in before if before[p] != after.get(p))
             raise HarnessBug(f"open-failed-but-modified-{'+'.join(changed)}",
                              f"open raised {exc!r} and changed {changed}") from exc
-        return Outcome("open", exc)
+        return Outcome("open", exc, mode=mode)
     stage, paths = "list", []
     try:
         paths = list(db)
@@ -302,10 +368,10 @@ def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, *, strict: bool)
         db.close()
     except StreamDbError as exc:
         _close_quietly(db)
-        return Outcome(stage, exc, len(paths))
+        return Outcome(stage, exc, len(paths), mode)
     try:
         stage = "reopen"
-        db = streamdb.open(DB_PATH, CONFIG, vfs=vfs)
+        db = _open(vfs, mode)
         try:
             stage = "reread"
             got = db.get(NEW_PATH)
@@ -317,12 +383,12 @@ def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, *, strict: bool)
         if strict:
             raise HarnessBug(f"{stage}-failed:{type(exc).__name__}",
                              f"a session ran without error, then {stage} raised {exc!r}") from exc
-        return Outcome(stage, exc, len(paths))
+        return Outcome(stage, exc, len(paths), mode)
     if strict and got != payload:
         raise HarnessBug("new-document-differs", f"wrote {len(payload)} bytes, read {len(got)}")
     if strict and again != sorted({*paths, NEW_PATH}):
         raise HarnessBug("paths-differ", f"listed {len(paths)} paths + 1 new, then {len(again)}")
-    return Outcome("done", None, len(paths))
+    return Outcome("done", None, len(paths), mode)
 
 
 def run_one(data: bytes, *, strict: bool = True, memory: bool = True,
@@ -388,14 +454,25 @@ def _size(rng: random.Random) -> int:
     return rng.randint(65537, 300_000)
 
 
+def noise(tag: str, size: int) -> bytes:
+    """Deterministic bytes that do not compress."""
+    return hashlib.shake_256(tag.encode()).digest(size)
+
+
 def build_database(rng: random.Random, *, many: bool = False, crash: str | None = None,
-                   with_log: bool = True) -> bytes:
+                   with_log: bool = True, mode: Mode = PLAIN, paged: bool = False,
+                   max_doc: int | None = None) -> bytes:
     """An encoded input: a database after a few random operations, closed (crash None), or
-    as a power loss with `MemoryVFS.crash(keep=crash)` leaves it ("none", "all", "random")."""
+    as a power loss with `MemoryVFS.crash(keep=crash)` leaves it ("none", "all", "random").
+    Written with `mode`'s config, and opened with it. The documents are compressible: with
+    a codec they are stored inline; `paged` first writes a 70 KB document that is not.
+    `max_doc` caps the document sizes (without drawing differently from `rng`)."""
     vfs = MemoryVFS()
     with deterministic(rng.getrandbits(64)):
-        db = streamdb.open(DB_PATH, CONFIG, vfs=vfs)
+        db = streamdb.open(DB_PATH, mode.config(), vfs=vfs)
         live: dict[str, uuid.UUID] = {}
+        if paged:
+            live["/docs/x.bin"] = db.write_document("/docs/x.bin", noise("x.bin", 70_000))
         if many:
             db.write_documents((f"/many/{i:04d}/{'x' * (i % 40)}", content(str(i), i % 200))
                                for i in range(rng.randint(120, 220)))
@@ -403,7 +480,8 @@ def build_database(rng: random.Random, *, many: bool = False, crash: str | None 
             roll = rng.random()
             if roll < 0.5 or not live:
                 path = rng.choice(PATHS)
-                live[path] = db.write_document(path, content(f"{path}:{step}", _size(rng)))
+                size = _size(rng) if max_doc is None else min(_size(rng), max_doc)
+                live[path] = db.write_document(path, content(f"{path}:{step}", size))
             elif roll < 0.65:
                 db.delete(rng.choice(sorted(live)))
             elif roll < 0.8:
@@ -420,9 +498,9 @@ def build_database(rng: random.Random, *, many: bool = False, crash: str | None 
         else:
             db.close()
         db_file, wal0, wal1 = (image.read_file(p) if image.exists(p) else None for p in FILES)
-        case = FuzzCase(db_file or b"", wal0, wal1, rng.random() < 0.3)
+        case = FuzzCase(db_file or b"", wal0, wal1, rng.random() < 0.3, mode)
         if not with_log:
-            case = FuzzCase(case.db, large=case.large)
+            case = FuzzCase(case.db, large=case.large, mode=mode)
         if crash is not None:
             db.close()
     if case.wal is None and case.wal1 is not None:
@@ -430,10 +508,21 @@ def build_database(rng: random.Random, *, many: bool = False, crash: str | None 
     return case.encode()
 
 
+def random_mode(rng: random.Random) -> Mode:
+    """Plain half of the time, else a codec and/or the key."""
+    if rng.random() < 0.5:
+        return PLAIN
+    key, codec = rng.choice([(True, 3), (True, 3), (True, 0), (True, 1), (True, 2),
+                             (False, 1), (False, 2), (False, 3)])
+    return Mode(key, codec)
+
+
 def random_seed(rng: random.Random) -> bytes:
     crash = rng.choice([None, None, None, "none", "all", "random"])
+    mode = random_mode(rng)
     return build_database(rng, many=rng.random() < 0.15, crash=crash,
-                          with_log=crash is not None or rng.random() < 0.5)
+                          with_log=crash is not None or rng.random() < 0.5, mode=mode,
+                          paged=mode.codec != 0 and rng.random() < 0.5)
 
 
 # -- mutations ----------------------------------------------------------------------------------
@@ -451,7 +540,8 @@ def struct_fields(layout: struct.Struct, base: int = 0) -> list[tuple[int, int]]
 
 # Field tables come from the format constants that the reader and writer share.
 HEADER_FIELDS = struct_fields(header._FIXED) + [
-    f for i in range(5) for f in struct_fields(btree_format._REF, 64 + 24 * i)]
+    f for i in range(5) for f in struct_fields(btree_format._REF, 64 + 24 * i)] + [
+    (184, 1), (185, 1), (200, 8), (216, 8), (240, 8)]  # key check: scheme, reserved, salt, check
 PAGE_FIELDS = [f for f in struct_fields(btree_format._HEADER) if f[0] != btree_format._CHECKSUM_AT]
 OP_FIELDS = [(0, 1), (1, 16), *struct_fields(records._VERSION, 17)]  # kind, doc id, version
 
@@ -546,10 +636,18 @@ class Mutator:
         if logs[0] is not None and rng.random() < 0.03:
             logs[rng.randrange(2)] = None
         large = case.large ^ (rng.random() < 0.05)
+        mode = case.mode
+        roll = rng.random()
+        if roll < 0.01:  # the wrong key, or none: rejected at open, nothing written
+            mode = dataclasses.replace(mode, key=not mode.key)
+        elif roll < 0.03:  # new versions under another codec, old ones read with theirs
+            mode = dataclasses.replace(mode, codec=rng.randrange(4))
+        elif roll < 0.08:  # damaged chunks reach the decoders unverified
+            mode = dataclasses.replace(mode, quick=not mode.quick)
         wal0, wal1 = (bytes(log) if log is not None else None for log in logs)
         if wal0 is None and wal1 is not None:
             wal0 = b""
-        return FuzzCase(bytes(db[:MAX_INPUT]), wal0, wal1, large).encode()
+        return FuzzCase(bytes(db[:MAX_INPUT]), wal0, wal1, large, mode).encode()
 
     def _db(self, buf: bytearray) -> None:
         rng = self.rng
@@ -730,6 +828,10 @@ def fuzz(*, seed: int, seconds: float | None = None, max_inputs: int | None = No
             continue
         label = "ok" if outcome.error is None else f"{outcome.error}@{outcome.stage}"
         stats.outcomes[label] = stats.outcomes.get(label, 0) + 1
+        mode = str(outcome.mode) + (" quick" if outcome.mode.quick else "")
+        stats.modes[mode] = stats.modes.get(mode, 0) + 1
+        if outcome.error is None:
+            stats.modes_ok[mode] = stats.modes_ok.get(mode, 0) + 1
         features = outcome.features()
         if features not in seen:
             seen.add(features)
@@ -838,6 +940,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("outcomes:")
     for label, count in sorted(stats.outcomes.items(), key=lambda kv: -kv[1]):
         print(f"  {count:8d}  {label}")
+    print("inputs by mode (ended without error):")
+    for mode, count in sorted(stats.modes.items(), key=lambda kv: -kv[1]):
+        print(f"  {count:8d}  {mode} ({stats.modes_ok.get(mode, 0)})")
     if stats.hits:
         print("bug signatures (inputs hitting each):")
         for sig, count in sorted(stats.hits.items(), key=lambda kv: -kv[1]):

@@ -28,6 +28,10 @@ class FuzzStats:
     pool: int = 0
     edges: int = 0  # line-coverage edges, where the harness traces them
     outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Inputs by how they were opened (the harness's mode, if it has modes), and of those
+    # the ones that ended without error.
+    modes: dict[str, int] = dataclasses.field(default_factory=dict)
+    modes_ok: dict[str, int] = dataclasses.field(default_factory=dict)
     bugs: list[Bug] = dataclasses.field(default_factory=list)
     hits: dict[str, int] = dataclasses.field(default_factory=dict)  # signature -> inputs
 

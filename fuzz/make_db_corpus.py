@@ -10,20 +10,41 @@ truncations, swapped and stale tree pages, a checksum-repaired bad tree referenc
 with a flipped payload). Files over 16 KiB are gzipped (`.bin.gz`); document bytes are
 repetitive so that they compress. Inputs that expose a known bug are not included: they
 live in fuzz/crashes/ until the bug is fixed, then join the corpus.
+
+Transformed ones (the control byte opens them with the codec and/or the harness's test
+key, see fuzz_db_open.py; named after the codec and "aes"): valid compressed and/or
+encrypted images, closed and cut by a power loss, two with a document on pages; opened
+without the key or with it on a plain database; the key check damaged or of an unknown
+scheme; the encrypted flag cleared; chunks sealed under the wrong nonce; a damaged
+compressed chunk read in quick mode; and hostile codec frames stored in place of a
+compressed chunk (checksummed and sealed as usual, so they reach the decoder): a zstd frame
+claiming 1 GiB, one without a content size, ones producing more or less than they claim, a
+snappy block claiming 4 GiB or producing more, an lz4 block producing more; and a 40 MiB
+zstd document, more than the harness's max_document_size.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import random
 import shutil
+import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz_db_open as h
 import fuzzkit
+import lz4.block
+import zstandard
+
+import streamdb
+from streamdb.storage import docio, transform
+from wal.memvfs import MemoryVFS
 
 PAGE = h.PAGE
 
@@ -101,12 +122,183 @@ def _damaged(valid: dict[str, bytes]) -> dict[str, bytes]:
     }
 
 
+# -- compressed and encrypted ----------------------------------------------------------------
+
+ZSTD, LZ4, SNAPPY = (transform.CODECS[n] for n in ("zstd", "lz4", "snappy"))
+ZSTD_AES, LZ4_, SNAPPY_AES, AES = (h.Mode(True, ZSTD), h.Mode(False, LZ4),
+                                   h.Mode(True, SNAPPY), h.Mode(True, 0))
+
+
+def _transformed_valid() -> dict[str, bytes]:
+    return {
+        "closed-zstd+aes-00": h.build_database(random.Random(400), mode=ZSTD_AES, paged=True),
+        "closed-lz4-01": h.build_database(random.Random(401), mode=LZ4_, with_log=False),
+        "closed-snappy+aes-02": h.build_database(random.Random(402), mode=SNAPPY_AES),
+        # stored bytes do not compress when encrypted: small documents
+        "closed-aes-03": h.build_database(random.Random(403), mode=AES, with_log=False,
+                                          max_doc=3000),
+        "power-loss-zstd+aes-all-0": h.build_database(random.Random(410), mode=ZSTD_AES,
+                                                      crash="all"),
+        "power-loss-lz4-random-1": h.build_database(random.Random(411), mode=LZ4_,
+                                                    crash="random", paged=True),
+    }
+
+
+@contextlib.contextmanager
+def _patched(namespace: Any, name: str, value: object) -> Iterator[None]:
+    saved = vars(namespace)[name]  # for a class, the staticmethod object itself
+    setattr(namespace, name, value)
+    try:
+        yield
+    finally:
+        setattr(namespace, name, saved)
+
+
+def _image(mode: h.Mode, *docs: tuple[str, object], seed: int = 7,
+           max_size: int | None = None) -> bytes:
+    """The database file after writing `docs` under `mode` and closing, encoded to be
+    opened with `mode`."""
+    vfs = MemoryVFS()
+    config = mode.config()
+    if max_size is not None:
+        config = dataclasses.replace(config, max_document_size=max_size)
+    with h.deterministic(seed):
+        db = streamdb.open(h.DB_PATH, config, vfs=vfs)
+        for path, data in docs:
+            db.write_document(path, data)
+        db.close()
+    return h.FuzzCase(vfs.read_file(h.DB_PATH), mode=mode).encode()
+
+
+MARK = b"HOSTILE:"
+
+
+def _hostile(mode: h.Mode, frame: Callable[[int], bytes]) -> bytes:
+    """/hostile (20,000 compressible bytes, one chunk) stored as `frame(20_000)` instead of
+    its compressed form, then checksummed and sealed like any chunk; /a is sound."""
+    real = transform.compress  # what docio imported
+
+    def compress(codec: int, data: bytes | memoryview) -> bytes:
+        if bytes(data[: len(MARK)]) == MARK:
+            out = frame(len(data))
+            assert len(out) < len(data)  # else it would be stored RAW
+            return out
+        return real(codec, data)
+
+    with _patched(docio, "compress", compress):
+        return _image(mode, ("/a", h.content("/a", 5000)),
+                      ("/hostile", MARK + h.content("/hostile", 20_000 - len(MARK))))
+
+
+def _zstd_frame(content_size: int, blocks: list[tuple[int, int]]) -> bytes:
+    """A single-segment zstd frame declaring `content_size`, of RLE blocks (length, byte)."""
+    out = struct.pack("<IB", 0xFD2FB528, 0xE0) + struct.pack("<Q", content_size)
+    for i, (length, byte) in enumerate(blocks):
+        last = i == len(blocks) - 1
+        out += (length << 3 | 1 << 1 | last).to_bytes(3, "little") + bytes([byte])
+    return out
+
+
+def _rle(total: int) -> list[tuple[int, int]]:
+    return [(min(100_000, total - at), 0x41) for at in range(0, total, 100_000)]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _snappy_overrun(size: int) -> bytes:
+    """A snappy block declaring `size` that copies past it: one literal, then copies."""
+    body = bytes([0 << 2]) + b"A"  # literal of 1 byte
+    copy = bytes([(64 - 1) << 2 | 2]) + (1).to_bytes(2, "little")  # copy 64 at offset 1
+    return _varint(size) + body + copy * (size // 64 + 20)
+
+
+def _alter(case_bytes: bytes, change: Callable[[bytearray], None],
+            mode: h.Mode | None = None) -> bytes:
+    case = h.FuzzCase.decode(case_bytes)
+    buf = bytearray(case.db)
+    change(buf)
+    return dataclasses.replace(case, db=bytes(buf), mode=mode or case.mode).encode()
+
+
+def _both_headers(offset: int, value: bytes) -> Callable[[bytearray], None]:
+    def change(buf: bytearray) -> None:
+        for at in (0, PAGE):
+            buf[at + offset : at + offset + len(value)] = value
+            h.repair_header(buf, at)
+    return change
+
+
+def _flip_stored(mode: h.Mode, path: str, data: bytes) -> Callable[[bytearray], None]:
+    """Flip a byte in the middle of `path`'s stored (inline) bytes, repairing the tree page."""
+    def change(buf: bytearray) -> None:
+        vfs = MemoryVFS()
+        vfs.write_file(h.DB_PATH, bytes(buf))
+        with streamdb.open(h.DB_PATH, mode.config(), vfs=vfs) as db:
+            doc = db._catalog.doc(db.get_id_by_path(path).bytes)
+            assert doc is not None and doc.latest.inline is not None
+            stored = doc.latest.inline
+        at = bytes(buf).find(stored)
+        assert at > 0 and bytes(buf).find(stored, at + 1) < 0
+        buf[at + len(stored) // 2] ^= 0x10
+        h.repair_page(buf, at - at % PAGE)
+    return change
+
+
+def _transformed_damaged(valid: dict[str, bytes]) -> dict[str, bytes]:
+    snappy_aes = valid["closed-snappy+aes-02"]
+    plain = valid["closed-00"]
+    lz4_doc = h.content("/lz4", 30_000)
+    lz4_image = _image(LZ4_, ("/lz4", lz4_doc))
+    wrong_nonce = staticmethod(lambda index, seal: struct.pack("<III", index, seal, 1))
+    with _patched(transform.Cipher, "nonce", wrong_nonce):
+        sealed_wrong = _image(ZSTD_AES, ("/a", h.content("/a", 5000)),
+                              ("/b", h.content("/b", 300_000)))
+    zstd_no_size = zstandard.ZstdCompressor(write_content_size=False)
+    return {
+        "snappy+aes-opened-without-key": _alter(snappy_aes, lambda b: None,
+                                                 h.Mode(False, SNAPPY)),
+        "plain-opened-with-key": _alter(plain, lambda b: None, ZSTD_AES),
+        "snappy+aes-key-check-damaged": _alter(snappy_aes, _both_headers(230, b"\xff")),
+        "snappy+aes-key-scheme-2": _alter(snappy_aes, _both_headers(184, b"\x02")),
+        "snappy+aes-flag-cleared": _alter(snappy_aes, _both_headers(57, b"\x00"),
+                                           h.Mode(False, SNAPPY)),
+        "zstd+aes-sealed-with-wrong-nonce": sealed_wrong,
+        "lz4-chunk-flipped-quick": _alter(lz4_image, _flip_stored(LZ4_, "/lz4", lz4_doc),
+                                           dataclasses.replace(LZ4_, quick=True)),
+        "zstd-frame-claims-1gib": _hostile(h.Mode(False, ZSTD),
+                                           lambda n: _zstd_frame(1 << 30, _rle(n))),
+        "zstd+aes-frame-claims-1gib": _hostile(ZSTD_AES,
+                                               lambda n: _zstd_frame(1 << 30, _rle(n))),
+        "zstd-frame-without-size": _hostile(h.Mode(False, ZSTD),
+                                            lambda n: zstd_no_size.compress(bytes(n))),
+        "zstd-frame-overruns": _hostile(h.Mode(False, ZSTD),
+                                        lambda n: _zstd_frame(n, _rle(n + 5000))),
+        "zstd-frame-falls-short": _hostile(h.Mode(False, ZSTD),
+                                           lambda n: _zstd_frame(n, _rle(n - 1))),
+        "snappy-claims-4gib": _hostile(h.Mode(False, SNAPPY),
+                                       lambda n: _varint((1 << 32) - 1) + b"\0A"),
+        "snappy+aes-overruns": _hostile(SNAPPY_AES, _snappy_overrun),
+        "lz4-overruns": _hostile(LZ4_, lambda n: lz4.block.compress(bytes(n + 5000),
+                                                                     store_size=False)),
+        "zstd-document-40mib": _image(h.Mode(False, ZSTD),
+                                      ("/big", (bytes(1 << 20) for _ in range(40))),
+                                      max_size=64 << 20),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=h.CORPUS_DIR)
     args = parser.parse_args()
-    valid = _valid()
-    inputs = valid | _damaged(valid)
+    valid = _valid() | _transformed_valid()
+    inputs = valid | _damaged(valid) | _transformed_damaged(valid)
     if args.out.exists():
         shutil.rmtree(args.out)
     for name, data in sorted(inputs.items()):

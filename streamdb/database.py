@@ -305,12 +305,17 @@ class Database(ReadMethods, Transactions):
         kept."""
         assert self._wal is not None
         self._catalog.horizon = LATEST if opening else self._horizon()
+        # Logged pages were synced before their record: pages past the end of the file
+        # are damage, and must not move the file's end (the next checkpoint would write
+        # there). Reading that document reports it.
+        in_file = -(-self._pager.file.size() // self._page_size)
         try:
             for record in self._wal.replay(self._applied_lsn + 1):
                 op = decode_op(record.payload)
                 if op.version is not None:  # VERSION, CREATE: its pages are in use
                     for start, count in op.version.extents:
-                        self._space.claim(start, count)
+                        if start < in_file:
+                            self._space.claim(start, min(count, in_file - start))
                 self._catalog.apply(op, record.lsn)
                 self._applied_lsn = record.lsn
         except wal.WalError as exc:

@@ -675,13 +675,21 @@ class Tree:
         fanout) memory. Raises CorruptionError.
         """
         reader = self._reader
-        stack = [self._ref.root] if self._ref.height else []
+        # Each child one level below its parent, and no more pages than the file holds: a
+        # damaged tree whose pages refer back up (a cycle) or share children still ends.
+        stack = [(self._ref.root, self._ref.height - 1)] if self._ref.height else []
+        budget = reader.store.page_count()
         while stack:
-            page = stack.pop()
+            page, level = stack.pop()
             node = reader.node(page)
+            if node.level != level:
+                raise self._corrupt_level(node, level)
+            budget -= 1
+            if budget < 0:
+                raise CorruptionError("tree lists more pages than the file holds", page=page)
             yield page
             if node.level:
-                stack.extend(reversed(node.children))
+                stack.extend((child, level - 1) for child in reversed(node.children))
                 continue
             for i in range(node.n):
                 if node.flags[i]:
