@@ -77,15 +77,18 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from benchkit import (
+    Ratio,
     Series,
     add_common_arguments,
     code_version,
     cpu_model,
     filesystem,
+    judge,
     load_average,
     memory,
     package_version,
     progress,
+    ratio,
     rotate,
     write_all,
 )
@@ -861,33 +864,6 @@ def fmt_us(value: float) -> str:
 
 def fmt_rate(docs_per_s: float, size: int) -> tuple[str, str]:
     return f"{docs_per_s:,.0f}", f"{docs_per_s * size / 1e6:,.1f}"
-
-
-@dataclass(frozen=True)
-class Ratio:
-    name: str
-    per_run: list[float]
-    target: str
-    met: bool | None  # None: reference only
-    unit: str = "x"
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.per_run)
-
-
-def ratio(name: str, top: Series, bottom: Series, bound: float | None, at_most: bool) -> Ratio:
-    values = [a / b for a, b in zip(top.per_run, bottom.per_run, strict=True)]
-    return judge(name, values, bound, at_most, "x")
-
-
-def judge(name: str, values: list[float], bound: float | None, at_most: bool,
-          unit: str) -> Ratio:
-    med = statistics.median(values)
-    if bound is None:
-        return Ratio(name, values, "—", None, unit)
-    met = med <= bound if at_most else med >= bound
-    return Ratio(name, values, f"{'≤' if at_most else '≥'} {bound:g}{unit}", met, unit)
 
 
 def describe(cfg: Config) -> str:

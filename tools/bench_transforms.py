@@ -80,11 +80,13 @@ import snappy
 import xxhash
 import zstandard
 from benchkit import (
+    Ratio,
     Series,
     add_common_arguments,
     code_version,
     cpu_model,
     filesystem,
+    judge,
     load_average,
     memory,
     package_version,
@@ -641,26 +643,6 @@ def size_label(size: int) -> str:
     return f"{size:,} B"
 
 
-@dataclass(frozen=True)
-class Ratio:
-    name: str
-    per_run: list[float]
-    target: str
-    met: bool | None  # None: reference only
-    unit: str = "x"
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.per_run)
-
-
-def judge(name: str, values: list[float], bound: float | None, unit: str = "x") -> Ratio:
-    """`values` per run; the median is compared with `bound` (at least)."""
-    if bound is None:
-        return Ratio(name, values, "—", None, unit)
-    return Ratio(name, values, f"≥ {bound:g}{unit}", statistics.median(values) >= bound, unit)
-
-
 def per_run_ratios(top: Series, bottom: Series) -> list[float]:
     return [a / b for a, b in zip(top.per_run, bottom.per_run, strict=True)]
 
@@ -756,7 +738,7 @@ def report_cache(c: CacheResult, ratios: list[Ratio]) -> list[str]:
                    f"({fmt_range(rates, '%', 1)}) | {row.max_pages:,} / {c.capacity:,} "
                    f"{'(ok)' if row.max_pages <= c.capacity else '(**over**)'} |")
         bound = TARGET_REREAD_HIT_RATE if key == "reread" else None
-        ratios.append(judge(f"page cache hit rate: {row.label}", rates, bound, "%"))
+        ratios.append(judge(f"page cache hit rate: {row.label}", rates, bound, unit="%"))
     random_row = c.rows["random"]
     out.append(f"| C{len(c.rows) + 1} | the same random reads, use_mmap=True (reference) | "
                f"{c.mmap_random.median:,.0f} reads/s | — | — | — | — | — | — |")

@@ -55,11 +55,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from benchkit import (
+    Ratio,
     Series,
     add_common_arguments,
     cpu_model,
     filesystem,
     load_average,
+    ratio,
     run_text,
     write_all,
 )
@@ -390,27 +392,6 @@ def fmt_value(value: float, unit: str) -> str:
     if unit == "µs":
         return f"{value:,.1f} µs" if value < 1000 else f"{value / 1000:,.2f} ms"
     return f"{value:,.0f} {unit}"
-
-
-@dataclass(frozen=True)
-class Ratio:
-    name: str
-    per_run: list[float]
-    target: str
-    met: bool | None  # None: reference only
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.per_run)
-
-
-def ratio(name: str, top: Series, bottom: Series, bound: float | None, at_most: bool) -> Ratio:
-    values = [a / b for a, b in zip(top.per_run, bottom.per_run, strict=True)]
-    med = statistics.median(values)
-    if bound is None:
-        return Ratio(name, values, "—", None)
-    met = med <= bound if at_most else med >= bound
-    return Ratio(name, values, f"{'≤' if at_most else '≥'} {bound:g}x", met)
 
 
 def report(cfg: Config, command: str, facts: list[tuple[str, str]],

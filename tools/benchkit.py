@@ -96,6 +96,37 @@ class Series:
         return max(self.samples_us)
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio measured once per run, and its target (`met` None: reference only)."""
+
+    name: str
+    per_run: list[float]
+    target: str
+    met: bool | None
+    unit: str = "x"
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.per_run)
+
+
+def judge(name: str, values: list[float], bound: float | None, *, at_most: bool = False,
+          unit: str = "x") -> Ratio:
+    """`values` per run; their median compared with `bound` (at least, or at most)."""
+    if bound is None:
+        return Ratio(name, values, "—", None, unit)
+    med = statistics.median(values)
+    met = med <= bound if at_most else med >= bound
+    return Ratio(name, values, f"{'≤' if at_most else '≥'} {bound:g}{unit}", met, unit)
+
+
+def ratio(name: str, top: Series, bottom: Series, bound: float | None, at_most: bool) -> Ratio:
+    """`top` / `bottom` run by run, judged against `bound`."""
+    values = [a / b for a, b in zip(top.per_run, bottom.per_run, strict=True)]
+    return judge(name, values, bound, at_most=at_most)
+
+
 def percentile(values: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
