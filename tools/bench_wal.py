@@ -61,6 +61,7 @@ from benchkit import (
     cpu_model,
     filesystem,
     load_average,
+    machine_table,
     ratio,
     run_text,
     write_all,
@@ -399,9 +400,7 @@ def report(cfg: Config, command: str, facts: list[tuple[str, str]],
     lines = [
         f"Command: `{command}`",
         "",
-        "| machine | |",
-        "|---|---|",
-        *(f"| {key} | {value} |" for key, value in facts),
+        *machine_table(facts),
         "",
         f"{cfg.runs} runs; per run and variant: {cfg.warmup} warm-up commits then "
         f"{cfg.latency_ops} measured commits (latency), {cfg.thread_seconds:g} s of committing "

@@ -127,6 +127,11 @@ def ratio(name: str, top: Series, bottom: Series, bound: float | None, at_most: 
     return judge(name, values, bound, at_most=at_most)
 
 
+def machine_table(facts: Sequence[tuple[str, str]]) -> list[str]:
+    """The markdown table of the machine facts a benchmark section starts with."""
+    return ["| machine | |", "|---|---|", *(f"| {key} | {value} |" for key, value in facts)]
+
+
 def percentile(values: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
