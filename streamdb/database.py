@@ -241,7 +241,9 @@ class Database(ReadMethods, Transactions):
                 b = parse(file.pread(HEADER_SIZE, page_size))
             except OSError as exc:
                 raise io_error(exc, f"reading {self.path}") from exc
-            if b is not None and (a is None or b.db_id == a.db_id):
+            # A copy is B only where its own page size puts it (a stale header of another
+            # page size may lie at that offset inside a data page).
+            if b is not None and b.page_size == page_size and (a is None or b.db_id == a.db_id):
                 candidates.append(b)
                 break
         if candidates:

@@ -217,6 +217,36 @@ def test_foreign_file_is_refused_untouched(tmp_path: Path) -> None:
     assert not (tmp_path / "other.db-wal").exists()
 
 
+def test_a_header_copy_counts_only_where_its_page_size_puts_it(tmp_path: Path) -> None:
+    """Copy A damaged, and at offset 4096 (inside a 64 KiB database's first header page) a
+    checksummed header declaring 64 KiB pages: not copy B of a 4 KiB database. Taking it
+    once made a database whose checkpoints (copy B at 64 KiB) were never read again, so
+    every write after the open was lost at the next open (found by the fuzzer)."""
+    path = tmp_path / "t.db"
+    with streamdb.open(path, Config(page_size=65536)) as db:
+        db.write_document("/a", b"x" * 100_000)
+        db.checkpoint()  # generation 2, in copy A
+        db.write_document("/a2", b"y")
+    # closed: generation 3, in copy B, holds both documents
+    raw = bytearray(path.read_bytes())
+    stale = bytes(raw[65536 : 65536 + 512])  # copy B: a valid header of 64 KiB pages
+    raw[4096 : 4096 + 512] = stale
+    raw[100] ^= 0xFF  # copy A damaged
+    path.write_bytes(bytes(raw))
+    with streamdb.open(path) as db:  # B, at 64 KiB, is the current copy
+        assert db.get("/a") == b"x" * 100_000
+        db.write_document("/b", b"after")
+    with streamdb.open(path) as db:
+        assert db.get("/b") == b"after"
+    raw = bytearray(path.read_bytes())
+    raw[65536 + 100] ^= 0xFF  # both real copies damaged now: only the stale one is valid
+    raw[100] ^= 0xFF
+    raw[4096 : 4096 + 512] = stale
+    path.write_bytes(bytes(raw))
+    with pytest.raises(streamdb.CorruptionError, match="both headers"):
+        streamdb.open(path)
+
+
 def test_newer_version_is_refused_untouched(tmp_path: Path) -> None:
     from streamdb.storage import header as hdr
 
