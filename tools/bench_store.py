@@ -90,6 +90,7 @@ from benchkit import (
     package_version,
     progress,
     ratio,
+    ratio_table,
     rotate,
     write_all,
 )
@@ -918,19 +919,6 @@ def report_latency(rows: Sequence[tuple[str, Series]], tag: str, unit_note: str)
     return lines
 
 
-def report_ratios(ratios: Sequence[Ratio]) -> list[str]:
-    lines = [
-        "| ratio | measured (median over runs) | range over runs | target | result |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for item in ratios:
-        verdict = "reference" if item.met is None else "**met**" if item.met else "**not met**"
-        u = item.unit
-        lines.append(f"| {item.name} | {item.median:.2f}{u} | {min(item.per_run):.2f}{u} .. "
-                     f"{max(item.per_run):.2f}{u} | {item.target} | {verdict} |")
-    return lines
-
-
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -1095,7 +1083,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ratio("durable 4 KiB write: StreamDB / LMDB (median latency)",
                   writes["streamdb"], writes["lmdb"], None, at_most=True),
         ]
-    out += report_ratios(ratios)
+    out += ratio_table(ratios)
     out += ["", f"Wall time {wall:.0f} s; load average at the end {load_average()}."]
     print("\n".join(out))
     return 0

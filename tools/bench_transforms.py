@@ -92,6 +92,7 @@ from benchkit import (
     memory,
     package_version,
     progress,
+    ratio_table,
     rotate,
 )
 from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
@@ -749,20 +750,6 @@ def report_cache(c: CacheResult, ratios: list[Ratio]) -> list[str]:
     return out
 
 
-def report_ratios(ratios: Sequence[Ratio]) -> list[str]:
-    lines = [
-        "| ratio | measured (median over runs) | range over runs | target | result |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for item in ratios:
-        verdict = "reference" if item.met is None else "**met**" if item.met else "**not met**"
-        digits = 1 if item.unit == "%" else 2
-        lines.append(f"| {item.name} | {item.median:.{digits}f}{item.unit} | "
-                     f"{fmt_range(item.per_run, item.unit, digits)} | {item.target} | "
-                     f"{verdict} |")
-    return lines
-
-
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -831,7 +818,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out += report_pread(pread, cfg, ratios)
     if cache is not None:
         out += report_cache(cache, ratios)
-    out += report_ratios(ratios)
+    out += ratio_table(ratios)
     out += ["", f"Each ratio is computed within a run and the median over the {cfg.runs} runs "
             f"is compared with its target. Wall time {wall:.0f} s (data generation included); "
             f"load average at the end {load_average()}."]

@@ -63,6 +63,7 @@ from benchkit import (
     load_average,
     machine_table,
     ratio,
+    ratio_table,
     run_text,
     write_all,
 )
@@ -421,15 +422,8 @@ def report(cfg: Config, command: str, facts: list[tuple[str, str]],
         "Throughput rows: median of the per-run throughputs; p99 and max of single operations "
         "(append+commit, or one write) pooled over all runs.",
         "",
-        "| ratio | measured (median over runs) | range over runs | target | result |",
-        "|---|---:|---:|---:|---|",
+        *ratio_table(ratios),
     ]
-    for item in ratios:
-        verdict = "reference" if item.met is None else "**met**" if item.met else "**not met**"
-        lines.append(
-            f"| {item.name} | {item.median:.2f}x | "
-            f"{min(item.per_run):.2f}x .. {max(item.per_run):.2f}x | {item.target} | {verdict} |"
-        )
     return "\n".join(lines)
 
 

@@ -127,6 +127,21 @@ def ratio(name: str, top: Series, bottom: Series, bound: float | None, at_most: 
     return judge(name, values, bound, at_most=at_most)
 
 
+def ratio_table(ratios: Sequence[Ratio]) -> list[str]:
+    """The markdown table of ratios against their targets (one decimal for percentages)."""
+    lines = [
+        "| ratio | measured (median over runs) | range over runs | target | result |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for item in ratios:
+        verdict = "reference" if item.met is None else "**met**" if item.met else "**not met**"
+        u, digits = item.unit, 1 if item.unit == "%" else 2
+        lines.append(f"| {item.name} | {item.median:.{digits}f}{u} | "
+                     f"{min(item.per_run):.{digits}f}{u} .. {max(item.per_run):.{digits}f}{u} | "
+                     f"{item.target} | {verdict} |")
+    return lines
+
+
 def machine_table(facts: Sequence[tuple[str, str]]) -> list[str]:
     """The markdown table of the machine facts a benchmark section starts with."""
     return ["| machine | |", "|---|---|", *(f"| {key} | {value} |" for key, value in facts)]
