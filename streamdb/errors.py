@@ -7,7 +7,7 @@ StreamDbError
 ├── InvalidArgumentError(ValueError)
 ├── DocumentTooLargeError             max_document_size / max_db_size
 ├── CorruptionError                   names the path (or page) and offset
-│   └── ChecksumMismatch
+│   └── ChecksumMismatch              also a framed message's: expected and computed values
 ├── EncryptionError                   a missing key, or a key on an unencrypted database
 │   ├── WrongKeyError
 │   └── AuthenticationError           also a CorruptionError: a sealed chunk was altered
@@ -16,7 +16,10 @@ StreamDbError
 ├── ClosedError
 ├── StorageFullError                  ENOSPC / max_db_size; the database stays usable
 ├── StorageIOError(OSError)           any other failed file call; errno kept
-└── UnsupportedError                  unknown format version, unsupported type, ...
+├── UnsupportedError                  unknown format version, unsupported type, ...
+└── FramingError                      framed streams and TLV (streamdb.framing)
+    ├── UnexpectedEof                 the input ends inside a frame (never EOFError)
+    └── FrameTooLarge                 a length above the configured maximum
 ```
 
 Lower-level exceptions (OSError, the `wal` package's errors, struct errors while parsing stored
@@ -68,7 +71,15 @@ class CorruptionError(StreamDbError):
 
 
 class ChecksumMismatch(CorruptionError):
-    """A checksum does not match the bytes it covers."""
+    """A checksum does not match the bytes it covers. For framed messages, `expected` (the
+    stored value) and `computed` are set, and `offset` is the frame's offset."""
+
+    def __init__(self, message: str, *, path: str | None = None, page: int | None = None,
+                 offset: int | None = None, expected: int | None = None,
+                 computed: int | None = None) -> None:
+        super().__init__(message, path=path, page=page, offset=offset)
+        self.expected = expected
+        self.computed = computed
 
 
 class EncryptionError(StreamDbError):
@@ -106,3 +117,28 @@ class StorageIOError(StreamDbError, OSError):
 
 class UnsupportedError(StreamDbError):
     """A format version, type or feature this library does not support."""
+
+
+class FramingError(StreamDbError):
+    """A framed stream or a TLV stream cannot be decoded (see its subclasses)."""
+
+
+class UnexpectedEof(FramingError):
+    """The input ends inside a frame: a torn length, checksum or payload. `offset` is where
+    that frame starts."""
+
+    def __init__(self, message: str, *, offset: int | None = None) -> None:
+        super().__init__(message + (f" (offset {offset})" if offset is not None else ""))
+        self.offset = offset
+
+
+class FrameTooLarge(FramingError):
+    """A frame's length is above the configured maximum (checked before any buffer is
+    sized from it)."""
+
+    def __init__(self, length: int, limit: int, *, offset: int | None = None) -> None:
+        where = f" at offset {offset}" if offset is not None else ""
+        super().__init__(f"frame of {length} bytes{where} exceeds the limit of {limit}")
+        self.length = length
+        self.limit = limit
+        self.offset = offset
