@@ -10,7 +10,8 @@ Differences from flatstream-rs, on purpose: an input that ends inside a frame's 
 is `UnexpectedEof` (flatstream-rs takes it for a clean end), the maximum frame length
 applies to every deframer (`max_frame_len`, default 2 GiB) and is checked before any buffer
 is sized, and a custom checksum of k bytes stores exactly k bytes (flatstream-rs stores 8
-for sizes other than 0, 2, 4 and 8).
+for sizes other than 0, 2, 4 and 8). A checksum value is stored modulo 2^(8k), as
+flatstream-rs's integer casts do.
 """
 
 from __future__ import annotations
@@ -63,12 +64,13 @@ class ChecksumFramer(DefaultFramer):
         self.header_size = 4 + checksum.size
         self._struct = _HEADERS.get(checksum.size)
         self._compute = getattr(checksum, "function", checksum.compute)
+        self._mask = (1 << 8 * checksum.size) - 1  # a value is stored in `size` bytes
 
     def header(self, payload: bytes | bytearray | memoryview) -> bytes:
         n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
         if n > LENGTH_MAX:
             raise FrameTooLarge(n, LENGTH_MAX)
-        value: int = self._compute(payload)
+        value: int = self._compute(payload) & self._mask
         if self._struct is not None:
             return self._struct.pack(n, value) if self.header_size > 4 else LENGTH.pack(n)
         return LENGTH.pack(n) + value.to_bytes(self.header_size - 4, "little")
@@ -132,7 +134,7 @@ class DefaultDeframer:
         """Raise ChecksumMismatch unless the frame at `pos` carries its payload's checksum."""
         assert self.checksum is not None
         expected = int.from_bytes(buf[pos + 4 : start], "little")
-        computed = self.checksum.compute(buf[start:stop])
+        computed = self.checksum.compute(buf[start:stop]) & ((1 << 8 * self.size) - 1)
         if computed != expected:
             raise ChecksumMismatch(
                 f"frame payload fails its {self.checksum.name} checksum: stored "

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from streamdb.errors import ChecksumMismatch, FrameTooLarge, InvalidArgumentError
+from streamdb.framing.checksums import Crc16, Crc32, XxHash64
 from streamdb.framing.frames import (
     _HEADERS,
     LENGTH,
@@ -186,6 +187,8 @@ class StreamReader:
         header = _HEADERS.get(size)
         compute = (getattr(d.checksum, "function", d.checksum.compute)
                    if d.checksum is not None else None)
+        if not isinstance(d.checksum, XxHash64 | Crc32 | Crc16 | None):
+            header = None  # a custom checksum may need masking: the general path
         unpack = LENGTH.unpack_from
         while True:
             view, pos = b.view, b.pos
