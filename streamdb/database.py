@@ -45,7 +45,7 @@ from typing import Any
 
 import wal
 from streamdb import errors as E
-from streamdb import follower, maintenance
+from streamdb import follower, logs, maintenance
 from streamdb.config import Config
 from streamdb.errmap import io_error, wal_error
 from streamdb.maintenance import VerifyReport
@@ -556,6 +556,23 @@ class Database(ReadMethods, Transactions):
                 self._log(ops)
                 ids.append(doc_id)
             return ids
+
+    def append_message(self, path: str, payload: bytes | bytearray | memoryview, *,
+                       checksum: str | None = "xxh3") -> int:
+        """Append one framed message to the message log at `path` (created if absent, with
+        `checksum`: "xxh3", "crc32", "crc16" or None, recorded with it). The log grows in
+        place: no new version. Durable on return with durability="full" (inside a
+        transaction: when it commits), and visible atomically. Returns the message's index.
+        Raises InvalidArgumentError for a path that holds a plain document or a log with
+        another checksum, DocumentTooLargeError past max_document_size."""
+        return self.append_messages(path, (payload,), checksum=checksum)
+
+    def append_messages(self, path: str,
+                        payloads: Iterable[bytes | bytearray | memoryview], *,
+                        checksum: str | None = "xxh3") -> int:
+        """`append_message` for many payloads in one commit (one fsync). Returns the index
+        of the first. O(total bytes + 256 KiB)."""
+        return logs.append_messages(self, path, payloads, checksum)
 
     def bind_to_path(self, doc_id: uuid.UUID, path: str) -> None:
         """Make `path` name the document `doc_id` too (an alias). A path that named another

@@ -22,6 +22,7 @@ import numpy as np
 
 from streamdb import errors as E
 from streamdb.errmap import io_error
+from streamdb.logs import read_messages
 from streamdb.paths import path_key, search_key
 from streamdb.pins import State
 from streamdb.storage.docio import CHUNK
@@ -169,6 +170,27 @@ class ReadMethods(ABC):
                 yield data
         finally:
             pins.release_later(state)  # may run in the garbage collector
+
+    def messages(self, path: str, start: int = 0) -> Iterator[memoryview]:
+        """The messages of the log at `path` from index `start`, each verified against
+        the log's checksum, as read-only memoryviews that stay valid. The log is read as
+        it is when the iterator is created (appends after that are not seen). Memory
+        O(256 KiB). Raises NotFoundError, InvalidArgumentError (not a message log),
+        ChecksumMismatch and CorruptionError naming the path."""
+        if start < 0:
+            raise E.InvalidArgumentError("start must be >= 0")
+        held, v = self._hold_latest(path)
+        if v.log is None:
+            self._db._pins.release_later(held)
+            raise E.InvalidArgumentError(f"{path!r} is a document, not a message log")
+        return self._messages(held, path, v, start)
+
+    def _messages(self, state: State, path: str, v: Version, start: int) -> Iterator[memoryview]:
+        pins = self._db._pins
+        try:
+            yield from read_messages(self._db, state, path, v, start)
+        finally:
+            pins.release_later(state)
 
     async def get_async(self, path: str) -> bytes:
         """`get` on a worker thread, so the event loop is not blocked."""

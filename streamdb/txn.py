@@ -31,7 +31,7 @@ from streamdb import errors as E
 from streamdb.errmap import io_error, wal_error
 from streamdb.pins import Pins, State
 from streamdb.storage.catalog import Catalog
-from streamdb.storage.docio import Ingest
+from streamdb.storage.docio import PageWrite
 from streamdb.storage.freespace import FreeSpace
 from streamdb.storage.header import Header
 from streamdb.storage.pager import Pager
@@ -49,7 +49,7 @@ class Tx:
     """The writer's open transaction: ops applied to the catalog, not yet committed."""
 
     user: bool  # opened by `transaction()` (else one write's own)
-    ingests: list[Ingest]
+    ingests: list[PageWrite]  # documents and appends written to pages by this transaction
     payloads: list[bytes]  # the current write's log records, appended when it succeeds
     records: int = 0  # log records appended
     logged: int = 0  # their bytes
@@ -171,7 +171,7 @@ class Transactions(ABC):
             except wal.WalError as exc:
                 self._failed = f"a rollback of the log failed ({exc})"
 
-    def _give_back(self, ingests: list[Ingest], upto: int) -> None:
+    def _give_back(self, ingests: list[PageWrite], upto: int) -> None:
         """Return the pages of written-then-undone documents. A view, stream or snapshot
         taken inside the transaction may still read them: then they wait for it."""
         extents = [e for ingest in ingests for e in ingest.extents]
@@ -238,7 +238,7 @@ class Transactions(ABC):
             self._catalog.mark()
             return
         try:
-            if any(ingest.extents for ingest in tx.ingests):
+            if any(ingest.wrote_pages for ingest in tx.ingests):
                 self._pager.sync()  # the pages first: the log records point at them
             last = self._wal.commit()
         except (OSError, wal.WalError) as exc:

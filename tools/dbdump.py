@@ -48,6 +48,7 @@ from streamdb.storage.records import (
     CHUNK_RAW,
     OP_BIND,
     OP_CREATE,
+    OP_EXTEND,
     OP_PRUNE,
     OP_UNBIND,
     OP_VERSION,
@@ -66,7 +67,7 @@ KIND_NAMES = {v: k for k, v in KINDS.items()}
 PAGE_TYPES = {1: "leaf", 2: "internal", 3: "overflow"}
 CHECKSUMS = {hdr.CHECKSUM_XXH3: "xxh3", hdr.CHECKSUM_CRC32C: "crc32c"}
 OPS = {OP_VERSION: "VERSION", OP_BIND: "BIND", OP_UNBIND: "UNBIND", OP_PRUNE: "PRUNE",
-       OP_CREATE: "CREATE"}
+       OP_CREATE: "CREATE", OP_EXTEND: "EXTEND"}
 MAX_LISTED = 10_000  # entries printed per listing; the rest are counted
 
 
@@ -567,7 +568,7 @@ class Dump:
         except Exception as exc:
             return f"LSN {lsn} ({state}): undecodable: {exc}"
         text = f"LSN {lsn} ({state}): {OPS.get(op.kind, op.kind)}"
-        if op.kind in (OP_VERSION, OP_BIND, OP_PRUNE, OP_CREATE):
+        if op.kind in (OP_VERSION, OP_BIND, OP_PRUNE, OP_CREATE, OP_EXTEND):
             text += f" doc {op.doc_id}"
         if op.kind in (OP_BIND, OP_UNBIND, OP_CREATE):
             text += f" path {_short(op.path)}"

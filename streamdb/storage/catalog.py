@@ -44,6 +44,7 @@ from streamdb.storage import btree
 from streamdb.storage.records import (
     OP_BIND,
     OP_CREATE,
+    OP_EXTEND,
     OP_PRUNE,
     OP_UNBIND,
     OP_VERSION,
@@ -228,6 +229,13 @@ class Catalog:
             self._set(self.d_paths, op.path, key, lsn)
             self._set(self.d_suffix, op.path[::-1], True, lsn)
             self._count(+1, lsn)
+        elif op.kind == OP_EXTEND:
+            assert op.doc_id is not None and op.version is not None
+            grown = self.doc(op.doc_id.bytes)
+            if grown is None or grown.latest.version != op.version.version:
+                raise CorruptionError(f"log extends a version of {op.doc_id} that is not there")
+            # The same pages and more: nothing is freed.
+            self._put_doc(replace(grown, versions=(op.version, *grown.versions[1:])), (), lsn)
         elif op.kind == OP_PRUNE:
             assert op.doc_id is not None
             pruned = self.doc(op.doc_id.bytes)

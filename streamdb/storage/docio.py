@@ -231,6 +231,17 @@ def logical_chunks(pieces: Iterator[memoryview], size: int) -> Iterator[memoryvi
         yield memoryview(held)
 
 
+class PageWrite(Protocol):
+    """What a write put in pages: the extents it allocated (returned to free space if the
+    write is undone), and whether pages must be synced before its commit."""
+
+    @property
+    def extents(self) -> list[tuple[int, int]]: ...
+
+    @property
+    def wrote_pages(self) -> bool: ...
+
+
 class Ingest:
     """Streams one document into storage. Use `run`, then either commit the version it
     describes or return the pages in `extents` to free space (nothing ever saw them).
@@ -248,6 +259,10 @@ class Ingest:
     @property
     def extents(self) -> list[tuple[int, int]]:
         return self._sink.extents if self._sink is not None else []
+
+    @property
+    def wrote_pages(self) -> bool:
+        return bool(self.extents)
 
     def _too_large(self, size: int | None = None) -> DocumentTooLargeError:
         what = f"document of {size} bytes" if size is not None else "document"

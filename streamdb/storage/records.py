@@ -10,7 +10,7 @@ A version record, 64 bytes then its arrays:
 | 0   | 4    | version number (1, 2, ...)                                        |
 | 4   | 1    | codec (0 none, 1 snappy, 2 lz4, 3 zstd)                           |
 | 5   | 1    | checksum algorithm (1 XXH3-64, 2 CRC-32C)                         |
-| 6   | 2    | flags: 0 INLINE, 1 ENCRYPTED, 2 TABLE (a chunk table follows)     |
+| 6   | 2    | flags: 0 INLINE, 1 ENCRYPTED, 2 TABLE (a chunk table), 3 LOG      |
 | 8   | 8    | LSN of the commit that wrote it                                   |
 | 16  | 8    | size: the document's length in bytes                              |
 | 24  | 8    | stored size: bytes on disk (differs once a codec applies)         |
@@ -24,11 +24,17 @@ A version record, 64 bytes then its arrays:
 |     | 8n   | chunk checksums of the stored bytes, u64 each                     |
 |     | 12n  | if TABLE: stored length u32, chunk flags u16 (0 RAW), 0 u16, seal u32 |
 |     | 16   | if ENCRYPTED: the version's key salt                              |
+|     | 16   | if LOG: framing checksum u8, 0 u8, 0 u16, 0 u32, message count u64 |
+|     | 12n  | if LOG, per chunk: index u64, offset u32 of its first frame start |
 |     | s    | the stored bytes, if INLINE                                       |
 
 A version with a codec or encryption has a TABLE: its chunks are transformed one by one
 and stored back to back, so each needs its stored length. RAW marks a chunk stored without
 the codec (it did not shrink); seal counts re-encryptions of the chunk (0 until appends).
+
+A LOG version is a framed message stream (docs/format/framing.md) that grows by appends,
+in place: each chunk's entry gives the index of the first message that starts in it and
+its offset in the chunk (NO_FRAME: none starts there), so reading from message N seeks.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ from streamdb.errors import CorruptionError
 FLAG_INLINE = 0x1
 FLAG_ENCRYPTED = 0x2
 FLAG_TABLE = 0x4
+FLAG_LOG = 0x8
+NO_FRAME = 0xFFFFFFFF  # log chunk entry: no frame starts in this chunk
+FRAMINGS = {None: 0, "xxh3": 1, "crc32": 2, "crc16": 3}  # a log's framing checksum
 CHUNK_RAW = 0x1  # chunk flag: stored without the version's codec
 SALT_SIZE = 16
 MAX_CHUNK = 16 << 20  # larger chunk sizes are damage: decoding one allocates that much
@@ -51,6 +60,18 @@ CODEC_MAX = 3  # codecs 1..3: snappy, lz4, zstd (streamdb/storage/transform.py)
 _VERSION = struct.Struct("<IBBHQQQddIIII")
 _EXTENT = struct.Struct("<QI")
 _ENTRY = struct.Struct("<IHHI")  # stored length, chunk flags, reserved, seal
+_LOG = struct.Struct("<BBHIQ")  # framing checksum, reserved x3, message count
+_START = struct.Struct("<QI")  # first message index, its offset in the chunk
+
+
+@dataclass(frozen=True, slots=True)
+class LogTable:
+    """A LOG version's framing checksum (FRAMINGS), message count and, per chunk,
+    (index, offset in the chunk) of the first message that starts in it."""
+
+    framing: int
+    count: int
+    starts: tuple[tuple[int, int], ...]
 _DOC = struct.Struct("<BBHHH")  # format, flags, versions, paths, reserved
 assert _VERSION.size == 64 and _DOC.size == 8
 
@@ -72,6 +93,7 @@ class Version:
     table: tuple[tuple[int, int, int], ...] = ()  # per chunk: stored length, flags, seal
     salt: bytes = b""  # encrypted versions: the salt of their key
     doc: bytes = field(default=b"", compare=False)  # the owner's id (not stored here)
+    log: LogTable | None = None  # LOG versions: a framed message stream
     # TABLE versions: where each stored chunk starts, and the end (computed, O(chunks)).
     offsets: tuple[int, ...] = field(init=False, compare=False, repr=False)
 
@@ -129,8 +151,8 @@ class Reader:
 
 
 def encode_version(v: Version) -> bytes:
-    flags = ((FLAG_INLINE if v.inline is not None else 0)
-             | (FLAG_ENCRYPTED if v.salt else 0) | (FLAG_TABLE if v.table else 0))
+    flags = ((FLAG_INLINE if v.inline is not None else 0) | (FLAG_ENCRYPTED if v.salt else 0)
+             | (FLAG_TABLE if v.table else 0) | (FLAG_LOG if v.log is not None else 0))
     parts = [
         _VERSION.pack(
             v.version, v.codec, v.checksum, flags, v.lsn, v.size, v.stored, v.created,
@@ -141,6 +163,9 @@ def encode_version(v: Version) -> bytes:
         *(_ENTRY.pack(length, chunk_flags, 0, seal) for length, chunk_flags, seal in v.table),
         v.salt,
     ]
+    if v.log is not None:
+        parts.append(_LOG.pack(v.log.framing, 0, 0, 0, v.log.count))
+        parts.extend(_START.pack(*start) for start in v.log.starts)
     if v.inline is not None:
         parts.append(v.inline)
     return b"".join(parts)
@@ -158,7 +183,8 @@ def decode_version(r: Reader, doc: bytes = b"") -> Version:
     inline_len = stored if flags & FLAG_INLINE else 0
     table_len = n_sum * _ENTRY.size if flags & FLAG_TABLE else 0
     salt_len = SALT_SIZE if flags & FLAG_ENCRYPTED else 0
-    end = pos + n_ext * _EXTENT.size + 8 * n_sum + table_len + salt_len + inline_len
+    log_len = _LOG.size + n_sum * _START.size if flags & FLAG_LOG else 0
+    end = pos + n_ext * _EXTENT.size + 8 * n_sum + table_len + salt_len + log_len + inline_len
     if end > len(buf):
         raise CorruptionError(f"{r.what} declares more extents, chunks or bytes than it holds")
     extents = tuple(_EXTENT.iter_unpack(buf[pos : pos + n_ext * _EXTENT.size]))
@@ -169,6 +195,14 @@ def decode_version(r: Reader, doc: bytes = b"") -> Version:
     pos += table_len
     salt = bytes(buf[pos : pos + salt_len])
     pos += salt_len
+    log = None
+    if flags & FLAG_LOG:
+        framing, _, _, _, count = _LOG.unpack_from(buf, pos)
+        starts = tuple(_START.iter_unpack(buf[pos + _LOG.size : pos + log_len]))
+        if framing not in FRAMINGS.values() or table_len:
+            raise CorruptionError(f"{r.what}: a message log with framing {framing} or a codec")
+        log = LogTable(framing, count, starts)
+        pos += log_len
     inline = bytes(buf[pos : pos + inline_len]) if flags & FLAG_INLINE else None
     r.pos = end
     if (codec or salt) and not table:
@@ -178,7 +212,7 @@ def decode_version(r: Reader, doc: bytes = b"") -> Version:
         raise CorruptionError(f"{r.what}: the chunk table disagrees with the version")
     return Version(
         number, lsn, size, created, modified, algo, chunk, extents, sums, inline, codec,
-        -1 if stored == size else stored, table, salt, doc,
+        -1 if stored == size else stored, table, salt, doc, log,
     )
 
 
@@ -217,6 +251,7 @@ OP_BIND = 2  # doc id, path: the path now names the document
 OP_UNBIND = 3  # path: the path names nothing
 OP_PRUNE = 4  # doc id, u32 keep: drop versions beyond the newest `keep`
 OP_CREATE = 5  # doc id, u16 path length, path, version record: a new document at a new path
+OP_EXTEND = 6  # doc id, version record: the latest version (same number) grew by appends
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +265,7 @@ class Op:
 
 def encode_op(op: Op) -> bytes:
     head = bytes([op.kind]) + (op.doc_id.bytes if op.doc_id is not None else bytes(16))
-    if op.kind == OP_VERSION:
+    if op.kind in (OP_VERSION, OP_EXTEND):
         assert op.version is not None
         return head + encode_version(op.version)
     if op.kind in (OP_BIND, OP_UNBIND):
@@ -247,7 +282,7 @@ def decode_op(data: bytes | memoryview) -> Op:
     r = Reader(data, "log record")
     kind = r.take(1)[0]
     doc_id = uuid.UUID(bytes=bytes(r.take(16)))
-    if kind == OP_VERSION:
+    if kind in (OP_VERSION, OP_EXTEND):
         op = Op(kind, doc_id, version=decode_version(r, doc_id.bytes))
     elif kind in (OP_BIND, OP_UNBIND):
         op = Op(kind, doc_id, path=bytes(r.take(len(r.buf) - r.pos)))

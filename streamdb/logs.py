@@ -1,0 +1,160 @@
+"""Message logs: framed messages (streamdb.framing) appended to a document in place.
+
+`append_messages` adds frames after a LOG version's last byte and logs the grown version
+record (OP_EXTEND): one atomic, durable commit, no new version. `read_messages` verifies
+each frame against the log's recorded checksum and starts at a message index by the
+version's chunk entries (O(log chunks) to find the chunk, then at most one chunk of
+frames skipped).
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from streamdb import errors as E
+from streamdb.errmap import io_error
+from streamdb.framing.checksums import Checksum, Crc16, Crc32, XxHash64
+from streamdb.framing.frames import (
+    ChecksumDeframer,
+    ChecksumFramer,
+    DefaultDeframer,
+    DefaultFramer,
+    FrameDecoder,
+)
+from streamdb.paths import path_key
+from streamdb.pins import State
+from streamdb.storage.docio import CHUNK, checksum
+from streamdb.storage.logio import LogAppend
+from streamdb.storage.records import (
+    FRAMINGS,
+    NO_FRAME,
+    OP_CREATE,
+    OP_EXTEND,
+    LogTable,
+    Op,
+    Version,
+)
+
+if TYPE_CHECKING:
+    from streamdb.database import Database
+
+_CHECKSUMS: dict[int, Checksum | None] = {0: None, 1: XxHash64(), 2: Crc32(), 3: Crc16()}
+_NAMES = {v: k for k, v in FRAMINGS.items()}
+
+
+def framing_name(framing: int) -> str | None:
+    return _NAMES.get(framing)
+
+
+def append_messages(db: Database, path: str, payloads: Iterable[bytes | bytearray | memoryview],
+                    framing: str | None) -> int:
+    """`Database.append_messages`: the index of the first message appended."""
+    if framing not in FRAMINGS:
+        raise E.InvalidArgumentError(f"unknown message checksum {framing!r}: one of "
+                                     f"{', '.join(map(repr, FRAMINGS))}")
+    key = path_key(path)
+    with db._writing() as tx:
+        if db._cipher is not None:
+            raise E.UnsupportedError("message logs in an encrypted database are not supported "
+                                     "yet")
+        doc_id_bytes = db._catalog.lookup(key)
+        doc = db._catalog.doc(doc_id_bytes) if doc_id_bytes is not None else None
+        now = time.time()
+        if doc is None:
+            doc_id = uuid.uuid4()
+            v = Version(1, 0, 0, now, now, db._header.checksum, CHUNK, (),
+                        (checksum(db._header.checksum, b""),), b"", doc=doc_id.bytes,
+                        log=LogTable(FRAMINGS[framing], 0, ((0, NO_FRAME),)))
+        else:
+            doc_id, v = doc.doc_id, doc.latest
+            if v.log is None:
+                raise E.InvalidArgumentError(f"{path!r} is a document, not a message log")
+            if v.log.framing != FRAMINGS[framing]:
+                raise E.InvalidArgumentError(
+                    f"the log {path!r} uses checksum {framing_name(v.log.framing)!r}, "
+                    f"not {framing!r}")
+        assert v.log is not None
+        cs = _CHECKSUMS[v.log.framing]
+        header = (ChecksumFramer(cs) if cs is not None else DefaultFramer()).header
+        frames = bytearray()
+        first_chunk = v.size // CHUNK
+        starts: list[tuple[int, int]] = []
+        count = v.log.count
+        pos = v.size
+        for payload in payloads:
+            chunk = pos // CHUNK - first_chunk
+            while len(starts) <= chunk:
+                starts.append((0, 0xFFFFFFFF))
+            if starts[chunk][1] == NO_FRAME:
+                starts[chunk] = (count, pos % CHUNK)
+            head = header(payload)
+            frames += head
+            frames += payload
+            pos += len(head) + len(payload)
+            count += 1
+            if pos > db.config.max_document_size:
+                raise E.DocumentTooLargeError(
+                    f"the log {path!r} would exceed max_document_size="
+                    f"{db.config.max_document_size}")
+        if count == v.log.count:
+            return count
+        append = LogAppend(db._pager, db._space)
+        tx.ingests.append(append)
+        try:
+            grown = append.run(v, frames, starts, count, db._next_lsn(), now)
+        except OSError as exc:
+            raise io_error(exc, f"appending to {path!r}") from exc
+        db._count("bytes_written", len(frames))
+        if doc is None:
+            db._log([Op(OP_CREATE, doc_id, path=key, version=grown)])
+        else:
+            db._log([Op(OP_EXTEND, doc_id, version=grown)])
+        return v.log.count
+
+
+def read_messages(db: Database, state: State, path: str, v: Version,
+                  start: int) -> Iterator[memoryview]:
+    """The messages of LOG version `v` from index `start`, verified; `state` is pinned
+    for the caller, who releases it when this ends. Raises ChecksumMismatch and
+    CorruptionError naming the path."""
+    log = v.log
+    assert log is not None
+    if start >= log.count:
+        return
+    found = [(index, i, offset) for i, (index, offset) in enumerate(log.starts)
+             if offset != NO_FRAME]
+    at = bisect.bisect_right(found, (start, len(log.starts), NO_FRAME)) - 1
+    if at < 0:
+        raise E.CorruptionError("the message log's chunk entries do not cover its start",
+                                path=path)
+    index, chunk, offset = found[at]
+    pos = chunk * CHUNK + offset
+    cs = _CHECKSUMS[log.framing]
+    decoder = FrameDecoder(ChecksumDeframer(cs, v.size) if cs is not None
+                           else DefaultDeframer(v.size))
+    reader = db._doc_reader(state, path, v)
+    base = pos
+    try:
+        while pos < v.size:
+            data = db._read(state, path, v, pos, CHUNK - pos % CHUNK, reader)
+            pos += len(data)
+            decoder.feed(data)
+            while (payload := decoder.next_payload()) is not None:
+                if index >= start:
+                    yield payload
+                index += 1
+        decoder.end()
+    except E.ChecksumMismatch as exc:
+        raise E.ChecksumMismatch(
+            f"a message fails its checksum: stored {exc.expected:#x}, computed "
+            f"{exc.computed:#x}", path=path, offset=base + (exc.offset or 0),
+            expected=exc.expected, computed=exc.computed) from exc
+    except E.FramingError as exc:
+        raise E.CorruptionError(f"the message log is damaged: {exc}", path=path) from exc
+    if index != log.count:
+        raise E.CorruptionError(f"the message log holds {index} messages, its record says "
+                                f"{log.count}", path=path)
