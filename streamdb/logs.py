@@ -23,8 +23,8 @@ from streamdb.framing.frames import (
     ChecksumFramer,
     DefaultDeframer,
     DefaultFramer,
-    FrameDecoder,
 )
+from streamdb.framing.streams import StreamReader
 from streamdb.paths import path_key
 from streamdb.pins import State
 from streamdb.storage.docio import CHUNK, checksum
@@ -132,22 +132,15 @@ def read_messages(db: Database, state: State, path: str, v: Version,
         raise E.CorruptionError("the message log's chunk entries do not cover its start",
                                 path=path)
     index, chunk, offset = found[at]
-    pos = chunk * CHUNK + offset
     cs = _CHECKSUMS[log.framing]
-    decoder = FrameDecoder(ChecksumDeframer(cs, v.size) if cs is not None
-                           else DefaultDeframer(v.size))
-    reader = db._doc_reader(state, path, v)
-    base = pos
+    deframer = ChecksumDeframer(cs, v.size) if cs is not None else DefaultDeframer(v.size)
+    source = _LogSource(db, state, path, v, chunk * CHUNK + offset)
+    base = source.pos
     try:
-        while pos < v.size:
-            data = db._read(state, path, v, pos, CHUNK - pos % CHUNK, reader)
-            pos += len(data)
-            decoder.feed(data)
-            while (payload := decoder.next_payload()) is not None:
-                if index >= start:
-                    yield payload
-                index += 1
-        decoder.end()
+        for payload in StreamReader(source, deframer, read_size=CHUNK).messages():
+            if index >= start:
+                yield payload
+            index += 1
     except E.ChecksumMismatch as exc:
         raise E.ChecksumMismatch(
             f"a message fails its checksum: stored {exc.expected:#x}, computed "
@@ -158,3 +151,22 @@ def read_messages(db: Database, state: State, path: str, v: Version,
     if index != log.count:
         raise E.CorruptionError(f"the message log holds {index} messages, its record says "
                                 f"{log.count}", path=path)
+
+
+class _LogSource:
+    """The bytes of a LOG version from `pos` on, as a file-like source, read (and
+    verified) a chunk at a time."""
+
+    def __init__(self, db: Database, state: State, path: str, v: Version, pos: int) -> None:
+        self.db, self.state, self.path, self.v, self.pos = db, state, path, v, pos
+        self.reader = db._doc_reader(state, path, v)
+
+    def read(self, n: int) -> bytes:
+        left = self.v.size - self.pos
+        if left <= 0:
+            return b""
+        # To the end of this chunk (each chunk is verified once), unless a frame needs more.
+        n = min(left, n if n > CHUNK else CHUNK - self.pos % CHUNK)
+        data = self.db._read(self.state, self.path, self.v, self.pos, n, self.reader)
+        self.pos += len(data)
+        return data
