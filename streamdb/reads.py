@@ -47,6 +47,7 @@ class DocumentInfo:
     paths: tuple[str, ...]
     stored_size: int  # bytes on disk: less than size when compressed, more when encrypted
     encrypted: bool
+    messages: int | None  # a message log's message count (None: a plain document)
 
 
 def text(key: bytes) -> str:
@@ -209,6 +210,7 @@ class ReadMethods(ABC):
                 tuple(text(p) for p in doc.paths),
                 v.stored,
                 v.encrypted,
+                v.log.count if v.log is not None else None,
             )
         finally:
             self._leave(state)
