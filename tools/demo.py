@@ -114,6 +114,12 @@ def main() -> None:
                   f"the snapshot {len(before.search('/alerts/'))}")
         go.set()
         reader.join()
+        log = "/telemetry/dev03"
+        db.append_messages(log, (b"t=%d temp=21.5" % i for i in range(10_000)))  # one commit
+        db.append_message(log, b"t=10000 temp=22.0")
+        tail = [bytes(m) for m in db.messages(log, start=9_999)]
+        print(f"message log {log}: {db.info(log).messages:,} messages, "
+              f"still version {db.versions(log)}; from #9999: {tail}")
         report = db.verify()
         print(f"verify: ok={report.ok}, {report.documents} documents checked")
         db.delete("/frames/latest")
