@@ -7,6 +7,7 @@ length limit is damage: it is reported, never truncated (what follows may be goo
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -67,5 +68,10 @@ def recover(file: str | os.PathLike[str] | Any, deframer: DefaultDeframer | None
     if truncate and torn:
         file.truncate(good)
         file.flush()
-        os.fsync(file.fileno())
+        try:
+            fd = file.fileno()
+        except (OSError, io.UnsupportedOperation):  # an in-memory file: nothing to sync
+            fd = None
+        if fd is not None:
+            os.fsync(fd)
     return Recovery(decoder.frames, good, size, torn, error, truncate and torn)

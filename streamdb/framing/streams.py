@@ -27,6 +27,7 @@ from streamdb.framing.frames import (
 )
 
 Buffer = bytes | bytearray | memoryview
+READ_MAX = 16 << 20  # the largest single read; a longer frame takes several
 
 
 class FinishedBuilder(Protocol):
@@ -84,7 +85,7 @@ class StreamWriter:
         """Frame and buffer one payload; a payload of `buffer_size` or more goes out at
         once, uncopied. O(len(payload)). Raises FrameTooLarge."""
         header = self.framer.header(payload)
-        if len(payload) >= self._limit:
+        if (len(payload) if type(payload) is bytes else memoryview(payload).nbytes) >= self._limit:
             self._drain()
             self._write(header)
             self._write(payload)
@@ -108,21 +109,23 @@ class StreamWriter:
         pack = LENGTH.pack
         header = self.framer.header
         plain = self._plain
-        for payload in payloads:
-            n = len(payload)
-            if n >= limit:
-                self._drain()
-                self._write(header(payload))
-                self._write(payload)
-                buf = self._buf
-            else:
-                buf += pack(n) if plain and n <= 0xFFFFFFFF else header(payload)
-                buf += payload
-                if len(buf) >= limit:
+        try:
+            for payload in payloads:
+                n = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
+                if n >= limit:
                     self._drain()
+                    self._write(header(payload))
+                    self._write(payload)
                     buf = self._buf
-            count += 1
-        self.messages += count
+                else:
+                    buf += pack(n) if plain and n <= 0xFFFFFFFF else header(payload)
+                    buf += payload
+                    if len(buf) >= limit:
+                        self._drain()
+                        buf = self._buf
+                count += 1
+        finally:  # frames queued before a refused one still go out: count them
+            self.messages += count
         return count
 
     def _drain(self) -> None:
@@ -151,7 +154,7 @@ class StreamReader:
     """
 
     def __init__(self, source: Any, deframer: DefaultDeframer | None = None, *,
-                 read_size: int = 1 << 20) -> None:
+                 read_size: int = 256 << 10) -> None:
         self._read = _source_reader(source)
         self._decoder = FrameDecoder(deframer)
         self.deframer = self._decoder.deframer
@@ -159,8 +162,10 @@ class StreamReader:
         self._eof = False
 
     def read_message(self) -> memoryview | None:
-        """The next payload, or None at the end. Reads as needed (a large frame in as few
-        reads as its size allows). Raises UnexpectedEof, FrameTooLarge, ChecksumMismatch."""
+        """The next payload, or None at the end. Reads as needed: `read_size` bytes, or for
+        the rest of a large frame reads that double what has arrived (up to READ_MAX), so
+        an n-byte frame takes O(log n) reads and a claimed length alone never sizes one.
+        Raises UnexpectedEof, FrameTooLarge, ChecksumMismatch."""
         decoder = self._decoder
         while True:
             payload = decoder.next_payload()
@@ -171,8 +176,10 @@ class StreamReader:
                 return None
             b = decoder.buffer
             want = self._read_size
-            if len(b.view) - b.pos >= 4:  # a known frame: read the rest of it at once
-                want = max(want, self.deframer.needed(b.view, b.pos) - b.available())
+            if len(b.view) - b.pos >= 4:  # a known frame: read the rest of it in big reads
+                # (a read is sized by what has arrived, not by what a length claims)
+                rest = self.deframer.needed(b.view, b.pos) - b.available()
+                want = max(want, min(rest, READ_MAX, b.available() + want))
             data = self._read(want)
             if data:
                 decoder.feed(data)
@@ -181,7 +188,9 @@ class StreamReader:
 
     def messages(self) -> Iterator[memoryview]:
         """Every remaining payload, in order. The loop over whole frames in the buffer
-        runs inline; refills and frames across reads go through `read_message`."""
+        runs inline; refills and frames across reads go through `read_message`, which
+        may also be called between two of these (a join of the buffer only happens when
+        the frame at the read position is incomplete, where the inline loop stops too)."""
         b, d = self._decoder.buffer, self.deframer
         limit, hs, size = d.max_frame_len, d.header_size, d.size
         header = _HEADERS.get(size)
@@ -203,6 +212,8 @@ class StreamReader:
                         break
                     b.pos = stop
                     yield view[pos + 4 : stop]
+                    if b.pos != stop:  # read_message() ran meanwhile: go on from there
+                        break
                     pos = stop
             else:
                 hunpack = header.unpack_from
@@ -217,6 +228,8 @@ class StreamReader:
                         d.verify(view, pos, start, stop, b.base)
                     b.pos = stop
                     yield payload
+                    if b.pos != stop:  # read_message() ran meanwhile: go on from there
+                        break
                     pos = stop
             slow = self.read_message()
             if slow is None:
