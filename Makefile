@@ -36,6 +36,7 @@ fuzz: $(TEST_STAMP)
 	$(PY) fuzz/fuzz_wal_recovery.py --seconds $${FUZZ_SECONDS:-60}
 	$(PY) fuzz/fuzz_db_open.py --seconds $${FUZZ_SECONDS:-60}
 	$(PY) fuzz/fuzz_readers.py --seconds $${FUZZ_SECONDS:-60}
+	$(PY) fuzz/fuzz_framing.py --seconds $${FUZZ_SECONDS:-60}
 
 bench: $(STAMP)
 	$(PIP) install --quiet -e '.[bench]'
@@ -43,6 +44,7 @@ bench: $(STAMP)
 	$(PY) tools/bench_store.py
 	$(PY) tools/bench_concurrency.py
 	$(PY) tools/bench_transforms.py
+	$(PY) tools/bench_framing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

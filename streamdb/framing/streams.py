@@ -20,6 +20,7 @@ from streamdb.framing.checksums import Crc16, Crc32, XxHash64
 from streamdb.framing.frames import (
     _HEADERS,
     LENGTH,
+    ChecksumFramer,
     DefaultDeframer,
     DefaultFramer,
     FrameDecoder,
@@ -78,7 +79,6 @@ class StreamWriter:
         self._write = _sink_writer(sink)
         self._limit = max(0, buffer_size)
         self._buf = bytearray()
-        self._plain = type(self.framer) is DefaultFramer  # headers are just the length
         self.messages = 0
 
     def write(self, payload: Buffer) -> None:
@@ -106,9 +106,8 @@ class StreamWriter:
         """Frame and write every payload, batching them into few writes. Returns how many.
         O(total bytes)."""
         buf, limit, count = self._buf, self._limit, 0
-        pack = LENGTH.pack
         header = self.framer.header
-        plain = self._plain
+        pack, compute = self._inline_header()
         try:
             for payload in payloads:
                 n = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
@@ -118,7 +117,12 @@ class StreamWriter:
                     self._write(payload)
                     buf = self._buf
                 else:
-                    buf += pack(n) if plain and n <= 0xFFFFFFFF else header(payload)
+                    if pack is None or n > 0xFFFFFFFF:
+                        buf += header(payload)
+                    elif compute is None:
+                        buf += pack(n)
+                    else:
+                        buf += pack(n, compute(payload))
                     buf += payload
                     if len(buf) >= limit:
                         self._drain()
@@ -127,6 +131,18 @@ class StreamWriter:
         finally:  # frames queued before a refused one still go out: count them
             self.messages += count
         return count
+
+    def _inline_header(self) -> tuple[Callable[..., bytes] | None,
+                                      Callable[[Buffer], int] | None]:
+        """For the default framer and the built-in checksums, the struct packer and the
+        checksum function that make a header without a Python-level call."""
+        framer = self.framer
+        if type(framer) is DefaultFramer:
+            return LENGTH.pack, None
+        checksum = getattr(framer, "checksum", None)
+        if type(framer) is ChecksumFramer and isinstance(checksum, XxHash64 | Crc32):
+            return _HEADERS[checksum.size].pack, checksum.function
+        return None, None
 
     def _drain(self) -> None:
         if self._buf:
@@ -160,6 +176,7 @@ class StreamReader:
         self.deframer = self._decoder.deframer
         self._read_size = max(1, read_size)
         self._eof = False
+        self._calls = 0
 
     def read_message(self) -> memoryview | None:
         """The next payload, or None at the end. Reads as needed: `read_size` bytes, or for
@@ -167,6 +184,7 @@ class StreamReader:
         an n-byte frame takes O(log n) reads and a claimed length alone never sizes one.
         Raises UnexpectedEof, FrameTooLarge, ChecksumMismatch."""
         decoder = self._decoder
+        self._calls += 1  # tells a paused `messages()` that the position moved
         while True:
             payload = decoder.next_payload()
             if payload is not None:
@@ -189,8 +207,7 @@ class StreamReader:
     def messages(self) -> Iterator[memoryview]:
         """Every remaining payload, in order. The loop over whole frames in the buffer
         runs inline; refills and frames across reads go through `read_message`, which
-        may also be called between two of these (a join of the buffer only happens when
-        the frame at the read position is incomplete, where the inline loop stops too)."""
+        may also be called between two of these."""
         b, d = self._decoder.buffer, self.deframer
         limit, hs, size = d.max_frame_len, d.header_size, d.size
         header = _HEADERS.get(size)
@@ -200,7 +217,7 @@ class StreamReader:
             header = None  # a custom checksum may need masking: the general path
         unpack = LENGTH.unpack_from
         while True:
-            view, pos = b.view, b.pos
+            view, pos, calls = b.view, b.pos, self._calls
             end = len(view)
             if header is None:  # a custom checksum size: the general path
                 pass
@@ -212,7 +229,7 @@ class StreamReader:
                         break
                     b.pos = stop
                     yield view[pos + 4 : stop]
-                    if b.pos != stop:  # read_message() ran meanwhile: go on from there
+                    if self._calls != calls:  # read_message() ran meanwhile: go on from there
                         break
                     pos = stop
             else:
@@ -228,7 +245,7 @@ class StreamReader:
                         d.verify(view, pos, start, stop, b.base)
                     b.pos = stop
                     yield payload
-                    if b.pos != stop:  # read_message() ran meanwhile: go on from there
+                    if self._calls != calls:  # read_message() ran meanwhile: go on from there
                         break
                     pos = stop
             slow = self.read_message()

@@ -1,0 +1,950 @@
+#!/usr/bin/env python3
+"""Fuzzer for framed message streams and TLV (`streamdb.framing`): hostile bytes must decode to
+payloads or stop with a documented error, the same whatever the pieces they arrive in, in
+bounded memory and time.
+
+    python fuzz/fuzz_framing.py --seconds 60        # mutate the corpus and generated streams
+    python fuzz/fuzz_framing.py FILE...             # replay inputs, print their outcomes
+
+Input: byte 0 is a control byte, the rest is the stream S (an empty input is an empty stream).
+
+    bits 0-2   the deframer, value mod 5: 0 DefaultDeframer; ChecksumDeframer with 1 XXH3-64,
+               2 CRC-32, 3 CRC-16, 4 a custom 3-byte checksum (Adler-32, stored mod 2**24)
+    bit 3      small limits: max_frame_len and the TLV max_value_len are SMALL_LIMIT bytes
+               (otherwise the defaults, 2 GiB and 16 MiB)
+    bits 4-7   unused (the same stream again)
+
+Piece sizes, read sizes and buffer sizes come from a generator seeded with the CRC-32 of the
+input, so a replay is exact. The target (`run_one`) runs, on S:
+
+1. `FrameDecoder` fed S in one piece: the reference (payloads, then a clean end or one error);
+2. `FrameDecoder` fed S byte by byte (short inputs), in pieces of 1..16 bytes and in random
+   pieces of any size, as bytes, bytearray (overwritten once fed) and memoryview;
+3. `StreamReader`: `messages()` over `io.BytesIO` (a random and the default read size),
+   `read_message()` over a source giving short reads, `messages()` over an
+   `io.BufferedReader` (the read semantics of a real file, in memory), `process_all`, and
+   `read_message()` called at random between the items of one `messages()` iterator;
+4. re-framing what came out with the matching framer: `StreamWriter.write_many` and `write()`
+   (random buffer sizes; `BoundedFramer` under small limits) and `frame()`, the payloads as
+   bytes, bytearray, or memoryviews of bytes or of 2- and 4-byte items;
+5. `recover(io.BytesIO(S))`, with and without `truncate=True`;
+6. `TlvDecoder` on S, in one piece and in random pieces, and `TlvEncoder` on what came out.
+
+Accepted: payloads, then a clean end, `UnexpectedEof`, `FrameTooLarge` or `ChecksumMismatch`
+(TLV: the first two). A bug (`HarnessBug`, or an exception named after its type and the
+innermost `streamdb` function): any other exception; payloads, error type or offset, or
+consumed prefix that differ from the reference in any step; re-framed payloads that are not
+the consumed prefix of S byte for byte; error details that do not match the bytes (offset,
+`FrameTooLarge.length`, `ChecksumMismatch.expected`/`computed`); a payload that is writable or
+changes after it was handed out (zero copy: a view stays valid); `recover` disagreeing with
+the reference, or truncating anything but a torn tail; a step whose tracemalloc peak passes
+`MEMORY_BASE + MEMORY_PER_BYTE * len(input)` (a claimed length must not size a buffer); an
+input running past `TIME_LIMIT` seconds (watchdog). Bugs are saved to fuzz/crashes/
+(`framing-<signature>.bin`, minimized, with a `.txt` traceback).
+
+The seed corpus is fuzz/corpus/framing/ (written by fuzz/make_framing_corpus.py); the
+fuzzer adds streams it generates itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import random
+import struct
+import sys
+import time
+import traceback
+import tracemalloc
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+FUZZ_DIR = Path(__file__).resolve().parent
+REPO_DIR = FUZZ_DIR.parent
+if str(REPO_DIR) not in sys.path:  # run as a script from a checkout without installing
+    sys.path.insert(0, str(REPO_DIR))
+if str(FUZZ_DIR) not in sys.path:
+    sys.path.insert(0, str(FUZZ_DIR))
+
+import fuzzkit  # noqa: E402
+
+import streamdb.framing as fr  # noqa: E402
+from streamdb.errors import ChecksumMismatch, FrameTooLarge, UnexpectedEof  # noqa: E402
+
+CORPUS_DIR = FUZZ_DIR / "corpus" / "framing"
+CRASH_DIR = FUZZ_DIR / "crashes"
+LIB_DIR = Path(fr.__file__).resolve().parents[1]  # streamdb/
+
+KINDS = ("default", "xxh3", "crc32", "crc16", "custom3")
+SMALL = 0x08
+SMALL_LIMIT = 64  # bytes: the small max_frame_len and TLV max_value_len
+TIME_LIMIT = 2.0  # seconds per input
+MEMORY_BASE = 1 << 20  # traced bytes a step may peak at, plus MEMORY_PER_BYTE per input byte
+MEMORY_PER_BYTE = 64
+MAX_INPUT = 64 << 10  # mutations stay below this
+BYTE_BY_BYTE = 512  # inputs up to this long are also fed one byte at a time
+MAX_READ_SIZE = 64 << 10  # of sources that allocate what they are asked for
+
+ACCEPTED: tuple[type[Exception], ...] = (UnexpectedEof, FrameTooLarge, ChecksumMismatch)
+TLV_ACCEPTED: tuple[type[Exception], ...] = (UnexpectedEof, FrameTooLarge)
+
+
+class Adler24:
+    """A custom 3-byte checksum whose values are wider than 3 bytes (stored mod 2**24)."""
+
+    name = "adler24"
+    size = 3
+
+    def compute(self, data: bytes | bytearray | memoryview) -> int:
+        return zlib.adler32(data)
+
+
+# -- bugs the harness detects besides exceptions --------------------------------------------
+
+
+class HarnessBug(Exception):
+    """A violated harness invariant. `kind` is short and stable (it names the bug)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+class InputTimeout(HarnessBug):
+    pass
+
+
+def _timeout(message: str) -> BaseException:
+    return InputTimeout("timeout", message)
+
+
+def where(exc: BaseException) -> str:
+    """The innermost function inside streamdb (or anywhere) that `exc` went through."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [f for f in frames if Path(f.filename).resolve().is_relative_to(LIB_DIR)]
+    if not (inside or frames):
+        return "?"
+    at = (inside or frames)[-1]
+    return f"{Path(at.filename).stem}.{at.name}"
+
+
+def signature(exc: BaseException) -> str:
+    if isinstance(exc, HarnessBug):
+        return exc.kind
+    return f"{type(exc).__name__} in {where(exc)}"
+
+
+# -- the input --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    kind: str
+    small: bool
+    stream: bytes
+
+    @classmethod
+    def decode(cls, data: bytes) -> Case:
+        control = data[0] if data else 0
+        return cls(KINDS[(control & 0x07) % len(KINDS)], bool(control & SMALL), data[1:])
+
+    def encode(self) -> bytes:
+        return bytes([KINDS.index(self.kind) | (SMALL if self.small else 0)]) + self.stream
+
+    @property
+    def limit(self) -> int:
+        return SMALL_LIMIT if self.small else fr.MAX_FRAME_LEN
+
+    @property
+    def tlv_limit(self) -> int:
+        return SMALL_LIMIT if self.small else 16 << 20
+
+    def checksum(self) -> fr.Checksum | None:
+        return {"default": None, "xxh3": fr.XxHash64(), "crc32": fr.Crc32(),
+                "crc16": fr.Crc16(), "custom3": Adler24()}[self.kind]
+
+    def deframer(self) -> fr.DefaultDeframer:
+        checksum = self.checksum()
+        if checksum is None:
+            return fr.DefaultDeframer(self.limit)
+        return fr.ChecksumDeframer(checksum, self.limit)
+
+    def framer(self) -> fr.Framer:
+        checksum = self.checksum()
+        framer: fr.Framer = fr.DefaultFramer() if checksum is None else fr.ChecksumFramer(checksum)
+        return fr.BoundedFramer(framer, SMALL_LIMIT) if self.small else framer
+
+    @property
+    def header_size(self) -> int:
+        checksum = self.checksum()
+        return 4 + (checksum.size if checksum is not None else 0)
+
+    def describe(self) -> str:
+        return f"{self.kind}{'/small' if self.small else ''}, {len(self.stream)}-byte stream"
+
+
+# -- decoding, step by step -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Decoded:
+    """What one way of decoding S gave: payloads (and TLV tags), how it ended, and where."""
+
+    payloads: list[bytes]
+    tags: list[int]
+    error: Exception | None
+    consumed: int
+
+    @property
+    def ending(self) -> str:
+        return "clean" if self.error is None else type(self.error).__name__
+
+    @property
+    def error_offset(self) -> int | None:
+        return None if self.error is None else getattr(self.error, "offset", None)
+
+
+class Views:
+    """Handed-out payloads: a copy taken at once, and the view, compared again at the end."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        self.views: list[memoryview] = []
+        self.copies: list[bytes] = []
+
+    def add(self, view: memoryview) -> None:
+        if not isinstance(view, memoryview):
+            raise HarnessBug(f"payload-type: {self.step}", f"a {type(view).__name__}")
+        if not view.readonly:
+            raise HarnessBug(f"writable-payload: {self.step}", f"payload {len(self.views)}")
+        self.views.append(view)
+        self.copies.append(bytes(view))
+
+    def check(self) -> list[bytes]:
+        for i, (view, copy) in enumerate(zip(self.views, self.copies, strict=True)):
+            if view != copy:
+                raise HarnessBug(f"payload-changed: {self.step}",
+                                 f"payload {i} changed after it was handed out")
+        return self.copies
+
+
+@contextmanager
+def step(name: str, budget: int) -> Iterator[None]:
+    """Run one step: an unexpected exception becomes a bug named after the step, and the
+    step's traced peak must stay within `budget` bytes (when tracemalloc is on)."""
+    tracing = tracemalloc.is_tracing()
+    if tracing:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+    try:
+        yield
+    except HarnessBug:
+        raise
+    except Exception as exc:
+        raise HarnessBug(f"{type(exc).__name__} in {where(exc)} ({name})",
+                         f"{exc!r}") from exc
+    if tracing:
+        peak = tracemalloc.get_traced_memory()[1] - before
+        if peak > budget:
+            raise HarnessBug(f"memory: {name.split(':')[0]}",
+                             f"traced peak {peak:,} bytes, above the budget of {budget:,}")
+
+
+def split(data: bytes, rng: random.Random, low: int, high: int) -> list[bytes]:
+    pieces, pos = [], 0
+    span, draw = high - low + 1, rng.random
+    while pos < len(data):
+        n = low + int(draw() * span)
+        pieces.append(data[pos : pos + n])
+        pos += n
+    return pieces
+
+
+def splittings(data: bytes, rng: random.Random) -> list[tuple[str, list[bytes]]]:
+    out: list[tuple[str, list[bytes]]] = []
+    if len(data) <= BYTE_BY_BYTE:
+        out.append(("byte by byte", [data[i : i + 1] for i in range(len(data))]))
+    out.append(("pieces of 1..16 bytes", split(data, rng, 1, 16)))
+    out.append(("random pieces", split(data, rng, 1, max(1, len(data)))))
+    # Empty pieces among short ones.
+    out.append(("with empty pieces", [b"", *split(data, rng, 0, 40), b""]))
+    return out
+
+
+def feed_kinds(pieces: list[bytes], rng: random.Random) -> Iterator[bytes | bytearray
+                                                                   | memoryview]:
+    """Each piece as bytes, a bytearray or a memoryview of one; a mutable piece is
+    overwritten once the consumer has had it (the decoder must have copied it)."""
+    for piece in pieces:
+        roll = rng.random()
+        if roll < 0.4:
+            yield piece
+            continue
+        scratch = bytearray(piece)
+        yield scratch if roll < 0.7 else memoryview(scratch)
+        scratch[:] = b"\xa5" * len(scratch)
+
+
+def decode_frames(case: Case, pieces: list[bytes], rng: random.Random, name: str) -> Decoded:
+    decoder = fr.FrameDecoder(case.deframer())
+    views = Views(name)
+    error: Exception | None = None
+    try:
+        for piece in feed_kinds(pieces, rng):
+            decoder.feed(piece)
+            while (payload := decoder.next_payload()) is not None:
+                views.add(payload)
+        decoder.end()
+        if decoder.next_payload() is not None:
+            raise HarnessBug(f"payload-after-end: {name}", "next_payload() after end()")
+    except ACCEPTED as exc:
+        error = exc
+    payloads = views.check()
+    if decoder.frames != len(payloads):
+        raise HarnessBug(f"frame-count: {name}", f"frames {decoder.frames}, {len(payloads)} "
+                         "payloads")
+    return Decoded(payloads, [], error, decoder.buffer.offset)
+
+
+class ShortReads:
+    """A socket-like source (`recv`) returning 1..n bytes per call, sometimes a bytearray."""
+
+    def __init__(self, data: bytes, rng: random.Random) -> None:
+        self.data, self.pos, self.rng = data, 0, rng
+
+    def recv(self, n: int) -> bytes | bytearray:
+        k = self.rng.randint(1, max(1, n))
+        out = self.data[self.pos : self.pos + k]
+        self.pos += len(out)
+        return bytearray(out) if self.rng.random() < 0.2 else out
+
+
+def read_stream(case: Case, source: Any, how: str, read_size: int | None, name: str,
+                rng: random.Random) -> Decoded:
+    kwargs = {} if read_size is None else {"read_size": read_size}
+    reader = fr.StreamReader(source, case.deframer(), **kwargs)
+    views = Views(name)
+    error: Exception | None = None
+    try:
+        if how == "mixed":  # read_message() calls between the items of one messages()
+            items = reader.messages()
+            while True:
+                if rng.random() < 0.4:
+                    if (message := reader.read_message()) is None:
+                        if next(items, None) is not None:
+                            raise HarnessBug(f"payload-after-end: {name}",
+                                             "messages() went on after read_message() ended")
+                        break
+                    views.add(message)
+                elif (item := next(items, None)) is not None:
+                    views.add(item)
+                else:
+                    break
+        elif how == "messages":
+            for payload in reader.messages():
+                views.add(payload)
+        elif how == "iter":
+            for payload in reader:
+                views.add(payload)
+        elif how == "process_all":
+            reader.process_all(views.add)
+        else:
+            while (message := reader.read_message()) is not None:
+                views.add(message)
+            if reader.read_message() is not None:
+                raise HarnessBug(f"payload-after-end: {name}", "read_message() after None")
+    except ACCEPTED as exc:
+        error = exc
+    return Decoded(views.check(), [], error, reader._decoder.buffer.offset)
+
+
+def decode_tlv(case: Case, pieces: list[bytes], rng: random.Random, name: str) -> Decoded:
+    decoder = fr.TlvDecoder(case.tlv_limit)
+    views = Views(name)
+    tags: list[int] = []
+    error: Exception | None = None
+    try:
+        for piece in feed_kinds(pieces, rng):
+            decoder.feed(piece)
+            for record in decoder.records():
+                if not 0 <= record.tag <= 255:
+                    raise HarnessBug(f"tlv-tag: {name}", f"tag {record.tag}")
+                tags.append(record.tag)
+                views.add(record.value)
+        decoder.end()
+    except TLV_ACCEPTED as exc:
+        error = exc
+    return Decoded(views.check(), tags, error, decoder.buffer.offset)
+
+
+# -- the oracle -------------------------------------------------------------------------------
+
+
+def same(ref: Decoded, got: Decoded, name: str) -> None:
+    """`got` must be `ref`: payloads, tags, ending, error offset and consumed prefix."""
+    if got.payloads != ref.payloads or got.tags != ref.tags:
+        first = next((i for i, (a, b) in enumerate(zip(ref.payloads, got.payloads, strict=False))
+                      if a != b), min(len(ref.payloads), len(got.payloads)))
+        raise HarnessBug(f"payloads-differ: {name}",
+                         f"{len(got.payloads)} payloads against {len(ref.payloads)} in one "
+                         f"piece, first difference at {first}")
+    if (got.ending, got.error_offset, got.consumed) != (ref.ending, ref.error_offset,
+                                                        ref.consumed):
+        raise HarnessBug(f"ending-differs: {name}",
+                         f"{got.ending} at {got.error_offset}, consumed {got.consumed}; in one "
+                         f"piece {ref.ending} at {ref.error_offset}, consumed {ref.consumed}")
+
+
+def check_reference(case: Case, ref: Decoded) -> None:
+    """The reference decoding against the bytes themselves."""
+    s, hs, limit = case.stream, case.header_size, case.limit
+    name = "FrameDecoder, one piece"
+    if ref.error is None:
+        if ref.consumed != len(s):
+            raise HarnessBug(f"clean-end-short: {name}", f"{ref.consumed} of {len(s)} bytes")
+        return
+    at = ref.error_offset
+    if at != ref.consumed:
+        raise HarnessBug(f"error-offset: {name}", f"{ref.ending} at {at}, consumed "
+                         f"{ref.consumed}")
+    rest = len(s) - at
+    length = struct.unpack_from("<I", s, at)[0] if rest >= 4 else None
+    if isinstance(ref.error, UnexpectedEof):
+        if rest <= 0 or (length is not None and length <= limit and hs + length <= rest):
+            raise HarnessBug(f"eof-on-whole-frame: {name}", f"{rest} bytes left at {at}")
+    elif isinstance(ref.error, FrameTooLarge):
+        if length is None or length <= limit or (ref.error.length, ref.error.limit) != (
+                length, limit):
+            raise HarnessBug(f"frame-too-large-details: {name}",
+                             f"length {length} at {at}, error {ref.error}")
+    elif isinstance(ref.error, ChecksumMismatch):
+        checksum = case.checksum()
+        if checksum is None or length is None or hs + length > rest:
+            raise HarnessBug(f"checksum-mismatch-without-frame: {name}", str(ref.error))
+        stored = int.from_bytes(s[at + 4 : at + hs], "little")
+        computed = checksum.compute(s[at + hs : at + hs + length]) % (1 << 8 * checksum.size)
+        if (ref.error.expected, ref.error.computed) != (stored, computed) or stored == computed:
+            raise HarnessBug(f"checksum-mismatch-details: {name}",
+                             f"stored {stored:#x}, computed {computed:#x}, error {ref.error}")
+
+
+def as_buffer(payload: bytes, rng: random.Random) -> bytes | bytearray | memoryview:
+    """`payload` as bytes, a bytearray, or a memoryview of bytes or of wider items (which
+    frame their `nbytes`, not their item count)."""
+    roll = rng.random()
+    if roll < 0.4:
+        return payload
+    if roll < 0.6:
+        return bytearray(payload)
+    view = memoryview(payload)
+    if roll < 0.8 and payload and len(payload) % 4 == 0:
+        return view.cast("I" if roll < 0.7 else "H")
+    return view
+
+
+def check_reframed(case: Case, ref: Decoded, rng: random.Random, budget: int) -> None:
+    want = case.stream[: ref.consumed]
+    payloads = [as_buffer(p, rng) for p in ref.payloads]
+    for how in ("write_many", "write"):
+        name = f"StreamWriter.{how}"
+        with step(name, budget):
+            out = io.BytesIO()
+            writer = fr.StreamWriter(out, case.framer(),
+                                     buffer_size=rng.choice([0, 1, 7, 64, 4096, 64 << 10]))
+            if how == "write_many":
+                count = writer.write_many(iter(payloads))
+                if count != len(payloads):
+                    raise HarnessBug(f"write-many-count: {name}", f"{count} of {len(payloads)}")
+            else:
+                for payload in payloads:
+                    writer.write(payload)
+            writer.flush()
+            if writer.messages != len(payloads):
+                raise HarnessBug(f"writer-messages: {name}", f"{writer.messages}")
+            got = out.getvalue()
+        if got != want:
+            at = next((i for i, (a, b) in enumerate(zip(got, want, strict=False))
+                       if a != b), min(len(got), len(want)))
+            raise HarnessBug(f"reframed-differs: {name}",
+                             f"{len(got)} bytes against the {len(want)} consumed; first "
+                             f"difference at {at}")
+    framer = case.framer()
+    inner = framer.inner if isinstance(framer, fr.BoundedFramer) else framer
+    assert isinstance(inner, fr.DefaultFramer)
+    if b"".join(inner.frame(p) for p in payloads) != want:
+        raise HarnessBug("reframed-differs: Framer.frame", "the frames are not the prefix")
+
+
+def check_recover(case: Case, ref: Decoded, budget: int) -> None:
+    s, hs = case.stream, case.header_size
+    if isinstance(ref.error, FrameTooLarge):
+        torn = ref.error.length + hs + ref.consumed > len(s)
+    else:
+        torn = isinstance(ref.error, UnexpectedEof)
+    error = None if torn or isinstance(ref.error, UnexpectedEof) else ref.error
+    for truncate in (False, True):
+        name = f"recover(truncate={truncate})"
+        with step(name, budget):
+            file = io.BytesIO(s)
+            result = fr.recover(file, case.deframer(), truncate=truncate)
+            after = file.getvalue()
+        expect = (len(ref.payloads), ref.consumed, len(s), torn, truncate and torn)
+        got = (result.frames, result.good_offset, result.size, result.torn, result.truncated)
+        if got != expect:
+            raise HarnessBug(f"recover-differs: {name}", f"(frames, good_offset, size, torn, "
+                             f"truncated) {got}, expected {expect} ({ref.ending})")
+        if type(result.error) is not type(error) or (
+                error is not None and getattr(result.error, "offset", None) != ref.consumed):
+            raise HarnessBug(f"recover-error-differs: {name}",
+                             f"{result.error!r}, expected {error!r}")
+        if result.clean != (error is None and not torn):
+            raise HarnessBug(f"recover-clean: {name}", f"{result}")
+        if after != (s[: ref.consumed] if truncate and torn else s):
+            raise HarnessBug(f"recover-modified: {name}",
+                             f"{len(after)} bytes left of {len(s)}, torn={torn}")
+
+
+def check_tlv(case: Case, ref: Decoded) -> None:
+    s, limit = case.stream, case.tlv_limit
+    name = "TlvDecoder, one piece"
+    if ref.error is None:
+        if ref.consumed != len(s):
+            raise HarnessBug(f"clean-end-short: {name}", f"{ref.consumed} of {len(s)} bytes")
+    else:
+        at = ref.error_offset
+        rest = len(s) - ref.consumed
+        length = struct.unpack_from("<I", s, ref.consumed + 1)[0] if rest >= 5 else None
+        if at != ref.consumed:
+            raise HarnessBug(f"error-offset: {name}", f"{ref.ending} at {at}")
+        if isinstance(ref.error, FrameTooLarge):
+            if length is None or length <= limit or ref.error.length != length:
+                raise HarnessBug(f"frame-too-large-details: {name}", str(ref.error))
+        elif rest <= 0 or (length is not None and length <= limit and 5 + length <= rest):
+            raise HarnessBug(f"eof-on-whole-record: {name}", f"{rest} bytes left at {at}")
+    encoder = fr.TlvEncoder()
+    want = s[: ref.consumed]
+    joined = b"".join(encoder.encode(t, v) for t, v in zip(ref.tags, ref.payloads, strict=True))
+    into = bytearray()
+    for t, v in zip(ref.tags, ref.payloads, strict=True):
+        encoder.encode_into(into, t, memoryview(v))
+    if joined != want or into != want:
+        raise HarnessBug("reencoded-differs: TlvEncoder", "the records are not the prefix")
+
+
+def run_one(data: bytes) -> str:
+    """The target. Returns the outcome's name; raises on a bug."""
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        with fuzzkit.watchdog(TIME_LIMIT, _timeout):
+            return _run(data)
+    finally:
+        if started:
+            tracemalloc.stop()
+
+
+def _run(data: bytes) -> str:
+    case = Case.decode(data)
+    s = case.stream
+    rng = random.Random(zlib.crc32(data))
+    budget = MEMORY_BASE + MEMORY_PER_BYTE * len(data)
+
+    name = "FrameDecoder, one piece"
+    with step(name, budget):
+        ref = decode_frames(case, [s], rng, name)
+    check_reference(case, ref)
+    for label, pieces in splittings(s, rng):
+        name = f"FrameDecoder, {label}"
+        with step(name, budget):
+            same(ref, decode_frames(case, pieces, rng, name), name)
+
+    read_size = rng.randint(1, max(1, len(s) + 5))
+    tiny = 1 if len(s) <= 4096 else 64  # one read per byte: short inputs only
+    readers: list[tuple[str, Callable[[], Any], str, int | None]] = [
+        ("StreamReader.messages, BytesIO, random read_size",
+         lambda: io.BytesIO(s), "messages", read_size),
+        ("StreamReader.messages, BytesIO, default read_size",
+         lambda: io.BytesIO(s), "messages", None),
+        ("StreamReader.read_message, short reads", lambda: ShortReads(s, rng), "read_message",
+         rng.choice([tiny, 3, 64, 4096])),
+        ("StreamReader.process_all, BytesIO, small read_size", lambda: io.BytesIO(s),
+         "process_all", tiny),
+        ("StreamReader, messages() and read_message() interleaved", lambda: io.BytesIO(s),
+         "mixed", rng.randint(1, 80)),
+        ("StreamReader, messages() and read_message() interleaved, short reads",
+         lambda: ShortReads(s, rng), "mixed", rng.choice([16, 64, 4096])),
+        ("StreamReader over BufferedReader: messages()",
+         lambda: io.BufferedReader(io.BytesIO(s), rng.choice([tiny, 16, 8192])), "messages",
+         rng.choice([tiny, 7, 4096, MAX_READ_SIZE])),
+        ("StreamReader over BufferedReader: iter, default buffer",
+         lambda: io.BufferedReader(io.BytesIO(s)), "iter", rng.choice([5, 100, 8192])),
+    ]
+    for name, make, how, size in readers:
+        with step(name, budget + (size or 0)):
+            same(ref, read_stream(case, make(), how, size, name, rng), name)
+
+    check_reframed(case, ref, rng, budget)
+    check_recover(case, ref, budget)
+
+    name = "TlvDecoder, one piece"
+    with step(name, budget):
+        tlv = decode_tlv(case, [s], rng, name)
+    check_tlv(case, tlv)
+    for label, pieces in splittings(s, rng)[-2:]:
+        name = f"TlvDecoder, {label}"
+        with step(name, budget):
+            same(tlv, decode_tlv(case, pieces, rng, name), name)
+
+    frames = "0" if not ref.payloads else "1" if len(ref.payloads) == 1 else "2+"
+    return f"{case.kind}{'/small' if case.small else ''}: {frames} frames, {ref.ending}; " \
+           f"TLV {tlv.ending}"
+
+
+# -- generating streams -----------------------------------------------------------------------
+
+
+def random_payload(rng: random.Random, small: bool) -> bytes:
+    roll = rng.random()
+    if roll < 0.1:
+        n = 0
+    elif roll < 0.6:
+        n = rng.randint(1, 16)
+    elif roll < 0.92 or small:
+        n = rng.randint(17, SMALL_LIMIT if small else 300)
+    else:
+        n = rng.randint(300, 3000)
+    if small and rng.random() < 0.05:
+        n = SMALL_LIMIT + rng.choice([0, 0, 1])  # at the limit, or just past it
+    if rng.random() < 0.3:
+        return bytes([rng.randrange(256)]) * n
+    return rng.randbytes(n)
+
+
+def frame_all(kind: str, payloads: Sequence[bytes]) -> bytes:
+    case = Case(kind, False, b"")  # frame past the small limit too: hostile lengths
+    framer = case.framer()
+    return b"".join(framer.header(p) + p for p in payloads)
+
+
+def tlv_all(rng: random.Random, values: Sequence[bytes]) -> bytes:
+    return b"".join(fr.encode_tlv(rng.randrange(256), v) for v in values)
+
+
+def generated(rng: random.Random) -> bytes:
+    """A plausible input: a stream of random payloads in one of the framings (sometimes TLV
+    records), now and then torn or ending in a hostile length."""
+    kind = rng.choice(KINDS)
+    small = rng.random() < 0.35
+    payloads = [random_payload(rng, small) for _ in range(rng.choice([0, 1, 2, 3, 5, 10, 30]))]
+    stream = tlv_all(rng, payloads) if rng.random() < 0.2 else frame_all(kind, payloads)
+    roll = rng.random()
+    if roll < 0.2 and stream:
+        stream = stream[: rng.randrange(len(stream))]
+    elif roll < 0.3:
+        stream += struct.pack("<I", rng.choice(INTERESTING_LENGTHS)) + rng.randbytes(
+            rng.randint(0, 12))
+    return Case(kind, small, stream).encode()
+
+
+INTERESTING_LENGTHS = (
+    0, 1, 2, 3, 4, 7, 8, 63, SMALL_LIMIT, SMALL_LIMIT + 1, 255, 256, 4095, 4096, 65535, 65536,
+    (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 16 << 20, (16 << 20) + 1, (1 << 30),
+    fr.MAX_FRAME_LEN - 1, fr.MAX_FRAME_LEN, fr.MAX_FRAME_LEN + 1, 0x7FFFFFFF, 0xFFFFFFFE,
+    0xFFFFFFFF,
+)
+
+
+def frame_offsets(stream: bytes, header_size: int) -> list[int]:
+    """Where frames start, walking the lengths (stops at the first that does not fit)."""
+    out, pos = [], 0
+    while pos + 4 <= len(stream):
+        out.append(pos)
+        n = struct.unpack_from("<I", stream, pos)[0]
+        if pos + header_size + n > len(stream):
+            break
+        pos += header_size + n
+    return out
+
+
+def lenient_frames(case: Case) -> tuple[list[bytes], bytes]:
+    """The payloads of the whole frames from the start, checksums unchecked, and the rest."""
+    s, hs = case.stream, case.header_size
+    payloads, pos = [], 0
+    while pos + 4 <= len(s):
+        n = struct.unpack_from("<I", s, pos)[0]
+        if pos + hs + n > len(s):
+            break
+        payloads.append(s[pos + hs : pos + hs + n])
+        pos += hs + n
+    return payloads, s[pos:]
+
+
+class Mutator:
+    def __init__(self, rng: random.Random, partner: Callable[[], bytes]) -> None:
+        self.rng = rng
+        self._partner = partner
+        self._ops: list[tuple[float, Callable[[Case], bytes]]] = [
+            (3, self._flip_bits),
+            (1.5, self._set_bytes),
+            (2, self._truncate),
+            (1, self._insert_bytes),
+            (1, self._delete_range),
+            (1, self._duplicate_range),
+            (1.5, self._splice),
+            (4, self._set_length),
+            (2, self._repair),
+            (1.5, self._edit_payloads),
+            (1, self._append),
+        ]
+
+    def mutate(self, data: bytes) -> bytes:
+        rng = self.rng
+        out = data
+        for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):
+            case = Case.decode(out)
+            if rng.random() < 0.08:  # another deframer or limit on the same stream
+                control = (out[0] if out else 0) ^ (1 << rng.randrange(4))
+                out = bytes([control]) + case.stream
+                continue
+            weights = [w for w, _ in self._ops]
+            op = rng.choices([f for _, f in self._ops], weights)[0]
+            stream = op(case)[:MAX_INPUT]
+            out = (out[:1] or b"\x00") + stream
+        return out
+
+    def _position(self, case: Case) -> int:
+        """A frame boundary most of the time, anywhere otherwise."""
+        s = case.stream
+        offsets = frame_offsets(s, case.header_size)
+        if offsets and self.rng.random() < 0.7:
+            return self.rng.choice(offsets)
+        return self.rng.randrange(len(s) + 1)
+
+    def _flip_bits(self, case: Case) -> bytes:
+        buf = bytearray(case.stream)
+        for _ in range(self.rng.choice([1, 1, 2, 4])):
+            if buf:
+                buf[self.rng.randrange(len(buf))] ^= 1 << self.rng.randrange(8)
+        return bytes(buf)
+
+    def _set_bytes(self, case: Case) -> bytes:
+        buf = bytearray(case.stream)
+        if buf:
+            at = self.rng.randrange(len(buf))
+            buf[at] = self.rng.choice([0, 1, 0x7F, 0x80, 0xFF, self.rng.randrange(256)])
+        return bytes(buf)
+
+    def _truncate(self, case: Case) -> bytes:
+        s = case.stream
+        at = self._position(case) + self.rng.choice([-2, -1, 0, 1, 2, 3, 5, 9])
+        return s[: max(0, at)]
+
+    def _insert_bytes(self, case: Case) -> bytes:
+        s = case.stream
+        at = self._position(case)
+        return s[:at] + self.rng.randbytes(self.rng.randint(1, 16)) + s[at:]
+
+    def _delete_range(self, case: Case) -> bytes:
+        s = case.stream
+        at = self.rng.randrange(len(s) + 1)
+        return s[:at] + s[at + self.rng.randint(1, 32) :]
+
+    def _duplicate_range(self, case: Case) -> bytes:
+        s = case.stream
+        if not s:
+            return s
+        a = self.rng.randrange(len(s))
+        b = min(len(s), a + self.rng.randint(1, 200))
+        at = self._position(case)
+        return s[:at] + s[a:b] + s[at:]
+
+    def _splice(self, case: Case) -> bytes:
+        other = Case.decode(self._partner()).stream
+        at = self._position(case)
+        return case.stream[:at] + other[self.rng.randrange(len(other) + 1) :]
+
+    def _set_length(self, case: Case) -> bytes:
+        """A hostile length at a frame boundary: near the limits, near what is left, huge."""
+        s = bytearray(case.stream)
+        at = self._position(case)
+        left = len(s) - at - case.header_size
+        value = self.rng.choice([*INTERESTING_LENGTHS, left - 1, left, left + 1,
+                                 self.rng.randrange(1 << 32)])
+        packed = struct.pack("<I", value % (1 << 32))
+        if at + 4 > len(s):
+            s = s[:at] + bytearray(packed)
+        else:
+            s[at : at + 4] = packed
+        return bytes(s)
+
+    def _repair(self, case: Case) -> bytes:
+        """Re-frame the whole frames with valid checksums (what a payload flip broke)."""
+        payloads, rest = lenient_frames(case)
+        return frame_all(case.kind, payloads) + rest
+
+    def _edit_payloads(self, case: Case) -> bytes:
+        payloads, rest = lenient_frames(case)
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.3 or not payloads:
+            payloads.insert(rng.randrange(len(payloads) + 1), random_payload(rng, case.small))
+        elif roll < 0.5:
+            del payloads[rng.randrange(len(payloads))]
+        elif roll < 0.7:
+            i = rng.randrange(len(payloads))
+            p = bytearray(payloads[i])
+            if p:
+                p[rng.randrange(len(p))] ^= 1 << rng.randrange(8)
+            payloads[i] = bytes(p)
+        else:
+            rng.shuffle(payloads)
+        return frame_all(case.kind, payloads) + (rest if rng.random() < 0.5 else b"")
+
+    def _append(self, case: Case) -> bytes:
+        extra = [random_payload(self.rng, case.small) for _ in range(self.rng.randint(1, 3))]
+        return case.stream + frame_all(case.kind, extra)
+
+
+# -- the built-in fuzzer ----------------------------------------------------------------------
+
+
+def load_corpus(directory: Path = CORPUS_DIR) -> list[bytes]:
+    return [fuzzkit.read_input(p) for p in fuzzkit.input_files(directory)]
+
+
+def _signature_of(data: bytes) -> str | None:
+    try:
+        run_one(data)
+    except Exception as exc:
+        return signature(exc)
+    return None
+
+
+def _traceback_of(data: bytes) -> str:
+    try:
+        run_one(data)
+    except Exception as exc:
+        return "".join(traceback.format_exception(exc))
+    return "(no longer fails)"
+
+
+def minimize(data: bytes, sig: str, seconds: float = 5.0) -> bytes:
+    """Shrink an input while it fails with the same signature (chunk removal)."""
+    deadline = time.monotonic() + seconds
+    best = data
+    chunk = max(1, (len(best) - 1) // 2)
+    while chunk >= 1 and time.monotonic() < deadline:
+        pos, changed = 1, False  # keep the control byte
+        while pos < len(best) and time.monotonic() < deadline:
+            candidate = best[:pos] + best[pos + chunk :]
+            if _signature_of(candidate) == sig:
+                best, changed = candidate, True
+            else:
+                pos += chunk
+        if not changed:
+            chunk //= 2
+    return best
+
+
+def save_bug(bug: fuzzkit.Bug, crash_dir: Path) -> Path:
+    crash_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"framing-{fuzzkit.slug(bug.signature)}"
+    path = crash_dir / f"{stem}.bin"
+    path.write_bytes(bug.data)
+    (crash_dir / f"{stem}.txt").write_text(
+        f"signature: {bug.signature}\ninput: {len(bug.data)} bytes "
+        f"({Case.decode(bug.data).describe()}), control byte "
+        f"{bug.data[:1].hex() or 'none'}, stream {bug.data[1:65].hex()}"
+        f"{'...' if len(bug.data) > 65 else ''}\n"
+        f"reproduce: python fuzz/fuzz_framing.py fuzz/crashes/{path.name}\n\n{bug.error}")
+    return path
+
+
+def fuzz(seed: int, seconds: float | None = None, max_inputs: int | None = None, *,
+         corpus: bool = True, generated_seeds: int = 40, crash_dir: Path | None = CRASH_DIR,
+         minimize_seconds: float = 5.0) -> fuzzkit.FuzzStats:
+    """The built-in mutation fuzzer: every seed once, then mutations of the pool, which keeps
+    inputs with new outcomes. Stops after `seconds` or `max_inputs`; deterministic for a seed
+    and `max_inputs`. One bug per signature is kept (saved, minimized, with `crash_dir`)."""
+    if seconds is None and max_inputs is None:
+        raise ValueError("give seconds or max_inputs")
+    rng = random.Random(seed)
+    stats = fuzzkit.FuzzStats()
+    seeds = (load_corpus() if corpus else []) + [generated(rng) for _ in range(generated_seeds)]
+    pool = list(seeds) or [b""]
+    seen: set[str] = set()
+    mutator = Mutator(rng, lambda: rng.choice(pool))
+    queue = list(seeds)
+    start = time.monotonic()
+    tracemalloc.start()
+    try:
+        while (seconds is None or time.monotonic() - start < seconds) and (
+                max_inputs is None or stats.executed < max_inputs):
+            data = queue.pop(0) if queue else mutator.mutate(rng.choice(pool))
+            stats.executed += 1
+            try:
+                outcome = run_one(data)
+            except Exception as exc:
+                sig = signature(exc)
+                stats.hits[sig] = stats.hits.get(sig, 0) + 1
+                if stats.hits[sig] == 1:
+                    bug = fuzzkit.Bug(sig, data, "".join(traceback.format_exception(exc)))
+                    if crash_dir is not None:
+                        small = minimize(data, sig, minimize_seconds)
+                        if small != data:
+                            bug.data, bug.error = small, _traceback_of(small) + (
+                                f"\n(minimized from {len(data)} bytes)")
+                        bug.path = save_bug(bug, crash_dir)
+                    stats.bugs.append(bug)
+                outcome = f"BUG {sig}"
+            stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
+            if outcome not in seen:
+                seen.add(outcome)
+                if len(pool) < 1024:
+                    pool.append(data)
+    finally:
+        tracemalloc.stop()
+    stats.seconds = time.monotonic() - start
+    stats.pool = len(pool)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("inputs", nargs="*", type=Path, help="replay these files")
+    parser.add_argument("--seconds", type=float, help="fuzz for this long")
+    parser.add_argument("--max-inputs", type=int, help="stop after this many inputs")
+    parser.add_argument("--seed", type=int, default=None, help="default: from the clock")
+    parser.add_argument("--no-save", action="store_true", help="do not write fuzz/crashes/")
+    args = parser.parse_args(argv)
+    if args.inputs:
+        status = 0
+        for path in args.inputs:
+            try:
+                print(f"{path}: {run_one(fuzzkit.read_input(path))}")
+            except Exception as exc:
+                status = 1
+                print(f"{path}: BUG {signature(exc)}\n{traceback.format_exc()}")
+        return status
+    if args.seconds is None and args.max_inputs is None:
+        parser.error("give --seconds N (or --max-inputs N), or input files to replay")
+    seed = args.seed if args.seed is not None else time.time_ns() % (1 << 32)
+    stats = fuzz(seed, args.seconds, args.max_inputs,
+                 crash_dir=None if args.no_save else CRASH_DIR)
+    print(f"seed {seed}: {stats.executed} inputs in {stats.seconds:.0f} s "
+          f"({stats.executed / max(stats.seconds, 1e-9):,.0f}/s), pool {stats.pool}")
+    for label, count in sorted(stats.outcomes.items(), key=lambda kv: -kv[1]):
+        print(f"  {count:8d}  {label}")
+    for bug in stats.bugs:
+        where_saved = f", one in {bug.path}" if bug.path is not None else ""
+        print(f"BUG {bug.signature}: {stats.hits[bug.signature]} inputs{where_saved}")
+    return 1 if stats.bugs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
