@@ -71,6 +71,7 @@ from benchkit import (
     code_version,
     cpu_model,
     filesystem,
+    judge,
     load_average,
     machine_table,
     memory,
@@ -81,6 +82,7 @@ from benchkit import (
     rotate,
 )
 
+import streamdb
 import streamdb.framing as fr
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,10 +98,11 @@ TARGET_WRITE_MANY = 0.9  # write_many / bare write loop
 TARGET_WRITE = 0.6  # per-call write() / bare write loop
 TARGET_XXH3_READ = 0.75  # StreamReader with XXH3-64 / StreamReader without checksum
 
-# Sections: "streams" is this file's. "appends" (framed messages appended to a database) is
-# to come: it gets its own section function, report function and ratios, called from main()
-# after the streams section, and joins SECTIONS.
-SECTIONS = ("streams",)
+TARGET_APPENDS = 1.0  # database appends of 64 B messages, batched: million messages/s
+
+# Sections: "streams" (framing over memory and files), "appends" (message logs in a
+# database).
+SECTIONS = ("streams", "appends")
 MEDIA = ("memory", "file")
 OPS = ("write_many", "write", "bare write", "read", "bare read")
 
@@ -109,10 +112,12 @@ class Config:
     runs: int
     counts: tuple[tuple[int, int], ...]  # (payload size, messages)
     seed: int
+    appends: tuple[int, int, int] = (1_000_000, 100_000, 1_000)  # total, batch, singles
 
 
 FULL = Config(runs=5, counts=((64, 1_000_000), (KiB, 200_000)), seed=20261122)
-QUICK = Config(runs=1, counts=((64, 50_000), (KiB, 10_000)), seed=20261122)
+QUICK = Config(runs=1, counts=((64, 50_000), (KiB, 10_000)), seed=20261122,
+               appends=(20_000, 5_000, 50))
 
 
 @dataclass(frozen=True)
@@ -353,7 +358,69 @@ def bench_streams(cfg: Config, workdir: str) -> dict[Key, Series]:
     return results
 
 
-# -- section 2: database appends (to come; see SECTIONS) -------------------------------------
+# -- section 2: database appends -----------------------------------------------------------
+
+APPEND_KINDS = ("batched", "one commit each, durability full", "one commit each, normal",
+                "scan")
+
+
+def bench_appends(cfg: Config, workdir: str) -> dict[str, Series]:
+    """`db.append_messages` of 64 B messages in batches of `batch`, one commit per message
+    (full and normal durability), and a full `db.messages()` scan; messages/s per run."""
+    rng = random.Random(cfg.seed)
+    payloads = [rng.randbytes(64) for _ in range(DISTINCT)]
+    total, batch, singles = cfg.appends
+    results = {kind: Series(f"database appends: {kind}", "msg/s") for kind in APPEND_KINDS}
+    for run in range(cfg.runs):
+        path = os.path.join(workdir, f"appends-{run}.db")
+        for kind in rotate(APPEND_KINDS[:3], run):
+            config = streamdb.Config(durability="normal" if kind.endswith("normal") else "full")
+            with streamdb.open(path, config) as db:
+                log = f"/{kind.split(',')[0].replace(' ', '-')}/{run}"
+                if kind == "batched":
+                    started = time.perf_counter()
+                    for first in range(0, total, batch):
+                        db.append_messages(log, (payloads[i % DISTINCT]
+                                                 for i in range(first, first + batch)))
+                    count = total
+                else:
+                    started = time.perf_counter()
+                    for i in range(singles):
+                        db.append_message(log, payloads[i % DISTINCT])
+                    count = singles
+                results[kind].per_run.append(count / (time.perf_counter() - started))
+        with streamdb.open(path) as db:
+            log = f"/batched/{run}"
+            started = time.perf_counter()
+            n = sum(1 for _ in db.messages(log))
+            results["scan"].per_run.append(n / (time.perf_counter() - started))
+            if n != total:
+                raise AssertionError(f"scan: {n} messages, not {total}")
+        os.remove(path)
+        progress(f"appends run {run + 1}/{cfg.runs}: " + ", ".join(
+            f"{kind} {results[kind].per_run[-1] / 1e6:.2f} M/s" for kind in APPEND_KINDS))
+    return results
+
+
+def report_appends(cfg: Config, results: dict[str, Series], ratios: list[Ratio]) -> list[str]:
+    total, batch, singles = cfg.appends
+    out = [
+        f"Database message logs, 64 B messages with XXH3-64 (the default), one new "
+        f"database per run: {total:,} messages in batches of {batch:,} "
+        f"(`append_messages`, one commit each), {singles:,} single appends "
+        f"(`append_message`, one commit each), and a full `messages()` scan of the batched "
+        f"log after reopening. Messages per second, median over runs (range):", "",
+        "| # | operation | messages/s |", "|---|---|---:|",
+    ]
+    for number, kind in enumerate(APPEND_KINDS, 1):
+        r = results[kind]
+        out.append(f"| A{number} | {kind} | {count_rate(r.median)} "
+                   f"({count_rate(min(r.per_run))} .. {count_rate(max(r.per_run))}) |")
+    ratios.append(judge("64 B database appends, batched (million messages/s)",
+                        [v / 1e6 for v in results["batched"].per_run], TARGET_APPENDS,
+                        unit=" M"))
+    out.append("")
+    return out
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -367,6 +434,10 @@ def size_label(size: int) -> str:
 
 def rate(value: float) -> str:
     return f"{value / 1e6:.2f} M"
+
+
+def count_rate(value: float) -> str:
+    return rate(value) if value >= 1e6 else f"{value:,.0f}"
 
 
 def describe(cfg: Config) -> str:
@@ -468,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     cfg = Config(runs=args.runs if args.runs is not None else base.runs, counts=base.counts,
-                 seed=args.seed)
+                 seed=args.seed, appends=base.appends)
     if cfg.runs < 1:
         parser.error("--runs must be >= 1")
     shown = list(sys.argv[1:] if argv is None else argv)
@@ -479,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         facts = machine_facts(workdir)
         streams = bench_streams(cfg, workdir)
-        # Section 2, database appends, goes here (see SECTIONS).
+        appends = bench_appends(cfg, workdir)
         wall = time.perf_counter() - started
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -492,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *machine_table(facts), "",
         describe(cfg), "",
         *report_streams(cfg, streams, ratios),
-        # The database appends report goes here.
+        *report_appends(cfg, appends, ratios),
         *ratio_table(ratios), "",
         f"Each ratio is computed within a run and the median over the {cfg.runs} runs is "
         f"compared with its target. Wall time {wall:.0f} s; load average at the end "
