@@ -94,7 +94,8 @@ def append_messages(db: Database, path: str, payloads: Iterable[bytes | bytearra
             head = header(payload)
             frames += head
             frames += payload
-            pos += len(head) + len(payload)
+            pos += len(head) + (len(payload) if type(payload) is bytes
+                                else memoryview(payload).nbytes)
             count += 1
             if pos > db.config.max_document_size:
                 raise E.DocumentTooLargeError(
@@ -142,6 +143,8 @@ def read_messages(db: Database, state: State, path: str, v: Version,
                 yield payload
             index += 1
     except E.ChecksumMismatch as exc:
+        if exc.path is not None:  # a chunk's checksum: it names the path already
+            raise
         raise E.ChecksumMismatch(
             f"a message fails its checksum: stored {exc.expected:#x}, computed "
             f"{exc.computed:#x}", path=path, offset=base + (exc.offset or 0),

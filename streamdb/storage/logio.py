@@ -1,7 +1,10 @@
 """Appends to a LOG version: framed messages added in place, without a new version.
 
 The new bytes go after the version's last byte: into the unused part of its last page and
-extent, then into new extents (allocated doubling, so a long log has few). Pages holding
+extent, then into new extents (allocated doubling, so a long log has few; the file is
+extended over a new extent at once, since replay takes logged pages past the end of the
+file for damage). The old last chunk is read back verified before its checksum is
+recomputed, so an append never hides damage. Pages holding
 committed bytes are only ever written after those bytes, never over them; like SQLite's
 WAL and LevelDB's log, this relies on a write leaving the earlier bytes of its sector
 intact. The pages are fdatasync'ed before the log record that makes the new size visible
@@ -54,7 +57,7 @@ class LogAppend:
         size = v.size + len(frames)
         first = v.size // CHUNK  # the first chunk whose checksum changes
         old_tail = self._read(v, first * CHUNK, v.size - first * CHUNK)
-        if size <= LOG_INLINE:
+        if size <= LOG_INLINE and (v.inline is not None or not v.extents):
             inline: bytes | None = (v.inline or b"") + bytes(frames)
             extents = v.extents
         else:
@@ -81,7 +84,8 @@ class LogAppend:
             return v.inline[offset : offset + length]
         from streamdb.storage.docio import DocReader  # the plain reader of stored bytes
 
-        return DocReader(self.pager, v, "", verify=False).read(offset, length)
+        # Verified: a checksum over damaged bytes would hide the damage.
+        return DocReader(self.pager, v, "", verify=True).read(offset, length)
 
     def _write(self, v: Version, frames: bytes | bytearray) -> tuple[tuple[int, int], ...]:
         """Write the new bytes (and an inline log's old ones, moving to pages) after
@@ -100,6 +104,11 @@ class LogAppend:
                 extents.append((start, pages))
                 self._extents.append((start, pages))
                 capacity += pages * page
+                # The file must cover the whole extent before the record naming it commits:
+                # log replay takes pages past the end of the file for damage.
+                end = (start + pages) * page
+                if end > self.pager.size:
+                    self.pager.write(end - 1, [b"\x00"])
             base = 0
             for first, count in extents:  # the extent holding byte `at`
                 if at < base + count * page:
