@@ -8,9 +8,10 @@ import dataclasses
 import gzip
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 
 @dataclasses.dataclass
@@ -68,3 +69,30 @@ def watchdog(seconds: float, error: Callable[[str], BaseException]) -> Iterator[
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+class Encodable(Protocol):
+    def encode(self) -> bytes: ...
+
+
+def write_corpus(out: Path, corpus: Mapping[str, Encodable], *, check: bool,
+                 run_one: Callable[[bytes], object], signature: Callable[[BaseException], str],
+                 width: int = 40) -> int:
+    """Replace the `*.bin` files of `out` with `corpus` (name -> case); with `check`, print
+    each file's outcome under `run_one`. Returns 0 (a main()'s exit status)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.bin"):
+        old.unlink()
+    total = 0
+    for name, case in sorted(corpus.items()):
+        data = case.encode()
+        (out / f"{name}.bin").write_bytes(data)
+        total += len(data)
+        if check:
+            try:
+                outcome: object = run_one(data)
+            except Exception as exc:  # the corpus shows bugs rather than stopping on one
+                outcome = f"BUG {signature(exc)}"
+            print(f"{name:{width}s} {len(data):7d}  {outcome}")
+    print(f"{len(corpus)} files, {total} bytes in {out}")
+    return 0

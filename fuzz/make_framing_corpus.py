@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fuzz_framing as harness
+import fuzzkit
 from fuzz_framing import KINDS, SMALL_LIMIT, Case, frame_all
 
 import streamdb.framing as fr
@@ -111,23 +112,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=harness.CORPUS_DIR)
     parser.add_argument("--check", action="store_true", help="print each file's outcome")
     args = parser.parse_args()
-    corpus = build(random.Random(SEED))
-    args.out.mkdir(parents=True, exist_ok=True)
-    for old in args.out.glob("*.bin"):
-        old.unlink()
-    total = 0
-    for name, case in sorted(corpus.items()):
-        data = case.encode()
-        (args.out / f"{name}.bin").write_bytes(data)
-        total += len(data)
-        if args.check:
-            try:
-                outcome = harness.run_one(data)
-            except Exception as exc:
-                outcome = f"BUG {harness.signature(exc)}"
-            print(f"{name:40s} {len(data):7d}  {outcome}")
-    print(f"{len(corpus)} files, {total} bytes in {args.out}")
-    return 0
+    return fuzzkit.write_corpus(args.out, build(random.Random(SEED)), check=args.check,
+                                run_one=harness.run_one, signature=harness.signature,
+                                width=40)
 
 
 if __name__ == "__main__":
