@@ -4,7 +4,9 @@ Everything runs in one process and one run. Messages: 64 B and 1 KiB payloads (1
 and 200,000 of them by default), seeded random bytes (4,096 distinct payloads, cycled). For
 each framer (none, XXH3-64, CRC-32, CRC-16) and each medium:
 
-- memory: `StreamWriter` into a fresh `io.BytesIO`, `StreamReader` over `io.BytesIO(stream)`;
+- memory: `StreamWriter` into a fresh `io.BytesIO`, `StreamReader` over the stream's `bytes`
+  (read in place, as the bare loop does), and also over `io.BytesIO(stream)`, whose reads
+  copy (reported, no target);
 - file: a real file in a temporary directory (by default inside the project, as the other
   benchmarks; `--dir` to choose another), written with `open(path, "wb")` (buffered, no
   fsync: the page cache is measured, not the disk) and read back with `open(path, "rb")`;
@@ -104,7 +106,11 @@ TARGET_APPENDS = 1.0  # database appends of 64 B messages, batched: million mess
 # database).
 SECTIONS = ("streams", "appends")
 MEDIA = ("memory", "file")
-OPS = ("write_many", "write", "bare write", "read", "bare read")
+OPS = ("write_many", "write", "bare write", "read", "bare read", "read BytesIO")
+
+
+def ops(medium: str) -> tuple[str, ...]:
+    return OPS if medium == "memory" else OPS[:-1]
 
 
 @dataclass(frozen=True)
@@ -286,7 +292,12 @@ def timed(op: str, f: Framing, w: Workload, medium: str) -> float:
         with open(w.path, "wb") as out:
             out.write(stream)
         gc.collect()
-    if op == "read":
+    if op == "read" and medium == "memory":
+        start = clock()
+        for _payload in fr.StreamReader(stream, f.deframer()).messages():
+            pass
+        return (clock() - start) / 1e9
+    if op in ("read", "read BytesIO"):
         start = clock()
         source: io.BytesIO | io.BufferedReader = (io.BytesIO(stream) if medium == "memory"
                                                   else open(w.path, "rb"))  # noqa: SIM115
@@ -315,10 +326,11 @@ def check(f: Framing, w: Workload) -> None:
     stream = out.getvalue()
     if bytes(bare_write(f, w.payloads, len(stream))) != stream:
         raise AssertionError(f"{f.key}: the bare loop frames differently")
-    got = fr.StreamReader(io.BytesIO(stream), f.deframer()).messages()
-    for i, (payload, want) in enumerate(zip(got, w.payloads, strict=True)):
-        if payload != want:
-            raise AssertionError(f"{f.key}: payload {i} reads back wrong")
+    for source in (stream, io.BytesIO(stream)):
+        got = fr.StreamReader(source, f.deframer()).messages()
+        for i, (payload, want) in enumerate(zip(got, w.payloads, strict=True)):
+            if payload != want:
+                raise AssertionError(f"{f.key}: payload {i} reads back wrong")
     if bare_read(f, stream) != w.count:
         raise AssertionError(f"{f.key}: the bare loop finds another count")
     w.streams[f.key] = stream
@@ -338,7 +350,7 @@ def bench_streams(cfg: Config, workdir: str) -> dict[Key, Series]:
         for f in FRAMINGS:
             check(f, w)
             for medium in MEDIA:
-                for op in OPS:
+                for op in ops(medium):
                     results[size, f.key, medium, op] = Series(
                         f"{size_label(size)}, {f.label}, {medium}: {op}", "msg/s")
         workloads.append(w)
@@ -348,7 +360,7 @@ def bench_streams(cfg: Config, workdir: str) -> dict[Key, Series]:
         for w in rotate(workloads, run):
             for f in rotate(FRAMINGS, run):
                 for medium in rotate(MEDIA, run):
-                    for op in rotate(OPS, run):
+                    for op in rotate(ops(medium), run):
                         seconds = timed(op, f, w, medium)
                         results[w.size, f.key, medium, op].per_run.append(w.count / seconds)
         last = {key: series.per_run[-1] for key, series in results.items()}
@@ -475,15 +487,16 @@ def report_streams(cfg: Config, results: dict[Key, Series], ratios: list[Ratio])
         "Messages per second (M = 10^6), median over runs; bare = the bare Python loop; "
         "ratios within each run, median (range):", "",
         "| # | payload | checksum | medium | write_many | write() | bare write | "
-        "write_many / bare | write() / bare | read | bare read | read / bare |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "write_many / bare | write() / bare | read | bare read | read / bare | "
+        "read from BytesIO |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     number = 0
     for size, _count in cfg.counts:
         for f in FRAMINGS:
             for medium in MEDIA:
                 number += 1
-                s = {op: results[size, f.key, medium, op] for op in OPS}
+                s = {op: results[size, f.key, medium, op] for op in ops(medium)}
                 what = f"{size_label(size)}, {f.label}, {medium}"
                 many = ratio(f"{what}: write_many / bare write loop", s["write_many"],
                              s["bare write"], TARGET_WRITE_MANY, False)
@@ -497,7 +510,8 @@ def report_streams(cfg: Config, results: dict[Key, Series], ratios: list[Ratio])
                     f"{rate(s['write_many'].median)} | {rate(s['write'].median)} | "
                     f"{rate(s['bare write'].median)} | {cell(many)} | {cell(one)} | "
                     f"{rate(s['read'].median)} | {rate(s['bare read'].median)} | "
-                    f"{cell(read)} |")
+                    f"{cell(read)} | "
+                    f"{rate(s['read BytesIO'].median) if 'read BytesIO' in s else '-'} |")
     for size, _count in cfg.counts:
         for medium in MEDIA:
             ratios.append(ratio(

@@ -12,14 +12,16 @@ Errors: FramingError subclasses and ChecksumMismatch from the codec; OSError fro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Generator, Iterable, Iterator
+from types import GeneratorType
+from typing import Any, Protocol, cast
 
 from streamdb.errors import ChecksumMismatch, FrameTooLarge, InvalidArgumentError
 from streamdb.framing.checksums import Crc16, Crc32, XxHash64
 from streamdb.framing.frames import (
     _HEADERS,
     LENGTH,
+    LENGTH_MAX,
     ChecksumFramer,
     DefaultDeframer,
     DefaultFramer,
@@ -29,6 +31,7 @@ from streamdb.framing.frames import (
 
 Buffer = bytes | bytearray | memoryview
 READ_MAX = 16 << 20  # the largest single read; a longer frame takes several
+_BUILT_IN = (XxHash64, Crc32, Crc16)  # checksums whose values need no masking
 
 
 class FinishedBuilder(Protocol):
@@ -72,20 +75,43 @@ class StreamWriter:
 
     Call `flush()` (or use it as a context manager) to push buffered frames out."""
 
+    __slots__ = ("_buf", "_compute", "_framer", "_limit", "_pack", "_sink", "_write",
+                 "messages")
+
     def __init__(self, sink: Any, framer: Framer | None = None, *,
                  buffer_size: int = 64 << 10) -> None:
-        self.framer: Framer = framer if framer is not None else DefaultFramer()
+        self.framer = framer if framer is not None else DefaultFramer()
         self._sink = sink
         self._write = _sink_writer(sink)
-        self._limit = max(0, buffer_size)
+        self._limit = min(max(0, buffer_size), LENGTH_MAX)  # so buffered frames fit
         self._buf = bytearray()
         self.messages = 0
+
+    @property
+    def framer(self) -> Framer:
+        return self._framer
+
+    @framer.setter
+    def framer(self, framer: Framer) -> None:
+        self._framer = framer
+        self._pack, self._compute = _inline_header(framer)
 
     def write(self, payload: Buffer) -> None:
         """Frame and buffer one payload; a payload of `buffer_size` or more goes out at
         once, uncopied. O(len(payload)). Raises FrameTooLarge."""
-        header = self.framer.header(payload)
-        if (len(payload) if type(payload) is bytes else memoryview(payload).nbytes) >= self._limit:
+        n = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
+        pack = self._pack
+        if n < self._limit and pack is not None:
+            buf = self._buf
+            compute = self._compute
+            buf += pack(n) if compute is None else pack(n, compute(payload))
+            buf += payload
+            self.messages += 1
+            if len(buf) >= self._limit:
+                self._drain()
+            return
+        header = self._framer.header(payload)
+        if n >= self._limit:
             self._drain()
             self._write(header)
             self._write(payload)
@@ -106,8 +132,7 @@ class StreamWriter:
         """Frame and write every payload, batching them into few writes. Returns how many.
         O(total bytes)."""
         buf, limit, count = self._buf, self._limit, 0
-        header = self.framer.header
-        pack, compute = self._inline_header()
+        header, pack, compute = self._framer.header, self._pack, self._compute
         try:
             for payload in payloads:
                 n = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
@@ -117,7 +142,7 @@ class StreamWriter:
                     self._write(payload)
                     buf = self._buf
                 else:
-                    if pack is None or n > 0xFFFFFFFF:
+                    if pack is None:
                         buf += header(payload)
                     elif compute is None:
                         buf += pack(n)
@@ -131,18 +156,6 @@ class StreamWriter:
         finally:  # frames queued before a refused one still go out: count them
             self.messages += count
         return count
-
-    def _inline_header(self) -> tuple[Callable[..., bytes] | None,
-                                      Callable[[Buffer], int] | None]:
-        """For the default framer and the built-in checksums, the struct packer and the
-        checksum function that make a header without a Python-level call."""
-        framer = self.framer
-        if type(framer) is DefaultFramer:
-            return LENGTH.pack, None
-        checksum = getattr(framer, "checksum", None)
-        if type(framer) is ChecksumFramer and isinstance(checksum, XxHash64 | Crc32):
-            return _HEADERS[checksum.size].pack, checksum.function
-        return None, None
 
     def _drain(self) -> None:
         if self._buf:
@@ -163,28 +176,112 @@ class StreamWriter:
         self.flush()
 
 
+def _inline_header(framer: Framer) -> tuple[Callable[..., bytes] | None,
+                                            Callable[[Buffer], int] | None]:
+    """For the default framer and the built-in checksums, the struct packer and the
+    checksum function that make a header with at most one Python-level call (CRC-16's)."""
+    if type(framer) is DefaultFramer:
+        return LENGTH.pack, None
+    checksum = framer.checksum if type(framer) is ChecksumFramer else None
+    if checksum is not None and type(checksum) in _BUILT_IN:
+        return _HEADERS[checksum.size].pack, getattr(checksum, "function", checksum.compute)
+    return None, None
+
+
 class StreamReader:
-    """Reads framed messages from `source`: a binary file object or a socket-like object.
+    """Reads framed messages from `source`: a binary file object, a socket-like object, or
+    the stream itself as a bytes-like object (read in place when it is `bytes`).
 
     End of input at a frame boundary ends the stream; inside a frame it is UnexpectedEof.
+    The reader has one position: `read_message()`, `messages()` and iteration all take the
+    next payload from it, so they can be mixed and each payload comes out once.
     """
 
     def __init__(self, source: Any, deframer: DefaultDeframer | None = None, *,
                  read_size: int = 256 << 10) -> None:
-        self._read = _source_reader(source)
         self._decoder = FrameDecoder(deframer)
         self.deframer = self._decoder.deframer
         self._read_size = max(1, read_size)
+        if isinstance(source, bytes | bytearray | memoryview):
+            self._decoder.feed(source)
+            self._read: Callable[[int], bytes] = _no_more
+        else:
+            self._read = _source_reader(source)
         self._eof = False
-        self._calls = 0
+        self._cursor = self._new_cursor()
 
     def read_message(self) -> memoryview | None:
         """The next payload, or None at the end. Reads as needed: `read_size` bytes, or for
         the rest of a large frame reads that double what has arrived (up to READ_MAX), so
         an n-byte frame takes O(log n) reads and a claimed length alone never sizes one.
         Raises UnexpectedEof, FrameTooLarge, ChecksumMismatch."""
+        return next(self.messages(), None)
+
+    def messages(self) -> Iterator[memoryview]:
+        """Every remaining payload, in order: the reader's one cursor. O(1) per frame in
+        the buffer plus the checksum; after an error, the next call raises it again."""
+        cursor = self._cursor
+        if cursor.gi_frame is None:  # ended, by the end of the input or by an error
+            cursor = self._cursor = self._new_cursor()
+        return cursor
+
+    def _new_cursor(self) -> GeneratorType[memoryview, None, None]:
+        return cast("GeneratorType[memoryview, None, None]", self._walk())
+
+    def _walk(self) -> Generator[memoryview, None, None]:
+        """The loop over whole frames in the buffer runs inline, with the position in a
+        local; it is stored back before refills, frames across reads and errors."""
+        b, d = self._decoder.buffer, self.deframer
+        limit, hs = d.max_frame_len, d.header_size
+        header = _HEADERS.get(d.size)
+        checksum = d.checksum
+        compute = (None if checksum is None
+                   else getattr(checksum, "function", None) or checksum.compute)
+        if checksum is not None and type(checksum) not in _BUILT_IN:
+            header = None  # a custom checksum may need masking: the general path
+        unpack = LENGTH.unpack_from
+        view, pos = b.view, b.pos
+        try:
+            while True:
+                view, pos = b.view, b.pos
+                end = len(view)
+                if header is None:  # a custom checksum size: the general path
+                    pass
+                elif compute is None:
+                    while end - pos >= 4:
+                        n = unpack(view, pos)[0]
+                        start = pos + 4
+                        stop = start + n
+                        if n > limit or stop > end:
+                            break
+                        pos = stop
+                        yield view[start:stop]
+                else:
+                    hunpack = header.unpack_from
+                    while end - pos >= hs:
+                        n, expected = hunpack(view, pos)
+                        start = pos + hs
+                        stop = start + n
+                        if n > limit or stop > end:
+                            break
+                        payload = view[start:stop]
+                        if compute(payload) != expected:
+                            d.verify(view, pos, start, stop, b.base)
+                        pos = stop
+                        yield payload
+                b.pos = pos
+                slow = self._next_slow()
+                if slow is None:
+                    return
+                view, pos = b.view, b.pos
+                yield slow
+        finally:  # paused, closed or failed: the decoder's position is the cursor's
+            if b.view is view:
+                b.pos = pos
+
+    def _next_slow(self) -> memoryview | None:
+        """The next payload through the decoder, reading as needed."""
         decoder = self._decoder
-        self._calls += 1  # tells a paused `messages()` that the position moved
         while True:
             payload = decoder.next_payload()
             if payload is not None:
@@ -204,55 +301,6 @@ class StreamReader:
             else:
                 self._eof = True
 
-    def messages(self) -> Iterator[memoryview]:
-        """Every remaining payload, in order. The loop over whole frames in the buffer
-        runs inline; refills and frames across reads go through `read_message`, which
-        may also be called between two of these."""
-        b, d = self._decoder.buffer, self.deframer
-        limit, hs, size = d.max_frame_len, d.header_size, d.size
-        header = _HEADERS.get(size)
-        compute = (getattr(d.checksum, "function", d.checksum.compute)
-                   if d.checksum is not None else None)
-        if not isinstance(d.checksum, XxHash64 | Crc32 | Crc16 | None):
-            header = None  # a custom checksum may need masking: the general path
-        unpack = LENGTH.unpack_from
-        while True:
-            view, pos, calls = b.view, b.pos, self._calls
-            end = len(view)
-            if header is None:  # a custom checksum size: the general path
-                pass
-            elif compute is None:
-                while end - pos >= 4:
-                    n = unpack(view, pos)[0]
-                    stop = pos + 4 + n
-                    if n > limit or stop > end:
-                        break
-                    b.pos = stop
-                    yield view[pos + 4 : stop]
-                    if self._calls != calls:  # read_message() ran meanwhile: go on from there
-                        break
-                    pos = stop
-            else:
-                hunpack = header.unpack_from
-                while end - pos >= hs:
-                    n, expected = hunpack(view, pos)
-                    start = pos + hs
-                    stop = start + n
-                    if n > limit or stop > end:
-                        break
-                    payload = view[start:stop]
-                    if compute(payload) != expected:
-                        d.verify(view, pos, start, stop, b.base)
-                    b.pos = stop
-                    yield payload
-                    if self._calls != calls:  # read_message() ran meanwhile: go on from there
-                        break
-                    pos = stop
-            slow = self.read_message()
-            if slow is None:
-                return
-            yield slow
-
     def process_all(self, callback: Callable[[memoryview], object]) -> int:
         """Call `callback(payload)` for every remaining message; returns how many."""
         count = 0
@@ -263,6 +311,10 @@ class StreamReader:
 
     def __iter__(self) -> Iterator[memoryview]:
         return self.messages()
+
+
+def _no_more(n: int) -> bytes:
+    return b""
 
 
 __all__ = ["ChecksumMismatch", "FinishedBuilder", "FrameTooLarge", "StreamReader",

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamdb.errors import InvalidArgumentError
+from streamdb.errors import ChecksumMismatch, InvalidArgumentError
 from streamdb.framing import (
     BoundedFramer,
     ChecksumFramer,
@@ -79,7 +79,8 @@ payload_lists = st.lists(
     how=st.sampled_from(["write", "write_many", "both"]),
     kind=st.sampled_from([bytes, bytearray, memoryview]),
     mode=st.sampled_from(["messages", "iter", "read_message", "process_all"]),
-    source=st.sampled_from(["file", "read_size=1", "short1", "short7", "short300"]),
+    source=st.sampled_from(["file", "read_size=1", "short1", "short7", "short300", "bytes",
+                            "bytearray", "memoryview"]),
 )
 def test_round_trip(payloads: list[bytes], codec: Codec, buffer_size: int, how: str,
                     kind: Callable[[bytes], Bytes], mode: str, source: str) -> None:
@@ -107,6 +108,8 @@ def test_round_trip(payloads: list[bytes], codec: Codec, buffer_size: int, how: 
         src = io.BytesIO(wire)
     elif source == "read_size=1":
         src, read_size = io.BytesIO(wire), 1
+    elif source in ("bytes", "bytearray", "memoryview"):  # the stream itself, in memory
+        src = {"bytes": bytes, "bytearray": bytearray, "memoryview": memoryview}[source](wire)
     else:
         src = ShortReads(wire, most=int(source.removeprefix("short")), seed=len(wire))
     views = read_views(StreamReader(src, codec.make_deframer(), read_size=read_size), mode)
@@ -139,6 +142,71 @@ def test_mixing_read_message_and_messages_gives_each_frame_once() -> None:
     got.append(bytes(third))
     got.extend(bytes(v) for v in it)
     assert got == [b"1", b"2", b"3", b"4"]
+
+
+@given(payloads=payload_lists, codec=st.sampled_from(CODECS),
+       ops=st.lists(st.sampled_from(["next", "read_message", "close", "new"]), max_size=40),
+       most=st.sampled_from([1, 7, 300]))
+def test_one_cursor_whatever_mix_of_calls(payloads: list[bytes], codec: Codec,
+                                          ops: list[str], most: int) -> None:
+    """read_message(), messages() and closing a paused iterator all share one position:
+    each payload comes out once, in order, however the calls interleave."""
+    wire = ref_stream(codec, payloads)[0]
+    reader = StreamReader(ShortReads(wire, most=most), codec.make_deframer(), read_size=16)
+    got: list[bytes] = []
+    it = reader.messages()
+    for op in ops:
+        if op == "next":
+            view = next(it, None)
+        elif op == "read_message":
+            view = reader.read_message()
+        else:
+            if op == "close":
+                it.close()  # type: ignore[attr-defined]
+            it, view = reader.messages(), None
+        if view is not None:
+            got.append(bytes(view))
+    got.extend(bytes(v) for v in reader.messages())
+    assert got == payloads
+    assert reader.read_message() is None
+
+
+@pytest.mark.parametrize("name", ["default", "xxh3", "custom3"])
+@pytest.mark.parametrize("source", ["bytes", "one read each"])
+def test_closing_a_paused_iterator_keeps_its_place(name: str, source: str) -> None:
+    payloads = [b"a", b"bb", b"ccc", b"dddd"]
+    wire = ref_stream(BY_NAME[name], payloads)[0]
+    reader = StreamReader(wire if source == "bytes" else ShortReads(wire, most=1 << 20),
+                          BY_NAME[name].make_deframer(), read_size=1 << 20)
+    it = reader.messages()
+    assert [bytes(next(it)), bytes(next(it))] == payloads[:2]
+    it.close()  # type: ignore[attr-defined]
+    rest = reader.read_message()
+    assert rest is not None and bytes(rest) == b"ccc"
+    assert [bytes(v) for v in reader] == [b"dddd"]
+
+
+@pytest.mark.parametrize("name", ["default", "xxh3", "crc16", "custom3"])
+def test_an_error_stays_where_it_is_and_what_came_before_is_kept(name: str) -> None:
+    codec = BY_NAME[name]
+    payloads = [bytes([i]) * (i * 5) for i in range(1, 9)]
+    wire, bounds = ref_stream(codec, payloads)
+    bad = bytearray(wire)
+    if codec.width:
+        bad[bounds[5] + 4] ^= 0x01  # frame 5's checksum
+        error: type[Exception] = ChecksumMismatch
+    else:
+        bad[bounds[5] : bounds[5] + 4] = (1 << 31).to_bytes(4, "little")  # over the limit
+        error = FrameTooLarge
+    reader = StreamReader(bytes(bad), codec.make_deframer(max_frame_len=1 << 20))
+    got: list[bytes] = []
+    with pytest.raises(error) as first:
+        got.extend(bytes(v) for v in reader.messages())
+    assert got == payloads[:5]
+    for again in (reader.read_message, lambda: next(reader.messages())):
+        with pytest.raises(error) as later:
+            again()
+        assert later.value.offset == first.value.offset == bounds[5]  # type: ignore[attr-defined]
 
 
 def test_a_reader_reads_the_rest_of_a_known_frame_in_doubling_reads() -> None:
@@ -193,6 +261,18 @@ def test_a_memoryview_of_wider_items_is_framed_by_its_byte_length(how: str) -> N
             else:
                 writer.write_many([view])
         assert sink.getvalue() == bytes.fromhex("06000000") + view.tobytes(), buffer_size
+
+
+def test_a_new_framer_frames_what_is_written_after_it() -> None:
+    sink = io.BytesIO()
+    writer = StreamWriter(sink)
+    writer.write(b"one")
+    writer.framer = ChecksumFramer(Crc32())
+    writer.write(b"two")
+    writer.write_many([b"three"])
+    writer.flush()
+    assert sink.getvalue() == (ref_stream(BY_NAME["default"], [b"one"])[0]
+                               + ref_stream(BY_NAME["crc32"], [b"two", b"three"])[0])
 
 
 def test_write_finished_sends_the_builders_message() -> None:
