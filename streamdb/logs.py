@@ -13,6 +13,7 @@ import bisect
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from streamdb import errors as E
@@ -38,6 +39,7 @@ from streamdb.storage.records import (
     Op,
     Version,
 )
+from streamdb.storage.transform import TAG
 
 if TYPE_CHECKING:
     from streamdb.database import Database
@@ -58,17 +60,19 @@ def append_messages(db: Database, path: str, payloads: Iterable[bytes | bytearra
                                      f"{', '.join(map(repr, FRAMINGS))}")
     key = path_key(path)
     with db._writing() as tx:
-        if db._cipher is not None:
-            raise E.UnsupportedError("message logs in an encrypted database are not supported "
-                                     "yet")
         doc_id_bytes = db._catalog.lookup(key)
         doc = db._catalog.doc(doc_id_bytes) if doc_id_bytes is not None else None
         now = time.time()
         if doc is None:
             doc_id = uuid.uuid4()
-            v = Version(1, 0, 0, now, now, db._header.checksum, CHUNK, (),
-                        (checksum(db._header.checksum, b""),), b"", doc=doc_id.bytes,
-                        log=LogTable(FRAMINGS[framing], 0, ((0, NO_FRAME),)))
+            log = LogTable(FRAMINGS[framing], 0, ())
+            if db._cipher is None:
+                v = Version(1, 0, 0, now, now, db._header.checksum, CHUNK, (),
+                            (checksum(db._header.checksum, b""),), b"", doc=doc_id.bytes,
+                            log=replace(log, starts=((0, NO_FRAME),)))
+            else:  # no chunk yet; sealed chunks of CHUNK - TAG bytes fill whole pages
+                v = Version(1, 0, 0, now, now, db._header.checksum, CHUNK - TAG,
+                            salt=db._cipher.new_salt(), doc=doc_id.bytes, log=log)
         else:
             doc_id, v = doc.doc_id, doc.latest
             if v.log is None:
@@ -81,16 +85,17 @@ def append_messages(db: Database, path: str, payloads: Iterable[bytes | bytearra
         cs = _CHECKSUMS[v.log.framing]
         header = (ChecksumFramer(cs) if cs is not None else DefaultFramer()).header
         frames = bytearray()
-        first_chunk = v.size // CHUNK
+        per_chunk = v.chunk_size
+        first_chunk = v.size // per_chunk
         starts: list[tuple[int, int]] = []
         count = v.log.count
         pos = v.size
         for payload in payloads:
-            chunk = pos // CHUNK - first_chunk
+            chunk = pos // per_chunk - first_chunk
             while len(starts) <= chunk:
                 starts.append((0, 0xFFFFFFFF))
             if starts[chunk][1] == NO_FRAME:
-                starts[chunk] = (count, pos % CHUNK)
+                starts[chunk] = (count, pos % per_chunk)
             head = header(payload)
             frames += head
             frames += payload
@@ -103,7 +108,7 @@ def append_messages(db: Database, path: str, payloads: Iterable[bytes | bytearra
                     f"{db.config.max_document_size}")
         if count == v.log.count:
             return count
-        append = LogAppend(db._pager, db._space)
+        append = LogAppend(db._pager, db._space, db._cipher)
         tx.ingests.append(append)
         try:
             grown = append.run(v, frames, starts, count, db._next_lsn(), now)
@@ -135,7 +140,7 @@ def read_messages(db: Database, state: State, path: str, v: Version,
     index, chunk, offset = found[at]
     cs = _CHECKSUMS[log.framing]
     deframer = ChecksumDeframer(cs, v.size) if cs is not None else DefaultDeframer(v.size)
-    source = _LogSource(db, state, path, v, chunk * CHUNK + offset)
+    source = _LogSource(db, state, path, v, chunk * v.chunk_size + offset)
     base = source.pos
     try:
         for payload in StreamReader(source, deframer, read_size=CHUNK).messages():
@@ -169,7 +174,8 @@ class _LogSource:
         if left <= 0:
             return b""
         # To the end of this chunk (each chunk is verified once), unless a frame needs more.
-        n = min(left, n if n > CHUNK else CHUNK - self.pos % CHUNK)
+        cs = self.v.chunk_size
+        n = min(left, n if n > cs else cs - self.pos % cs)
         data = self.db._read(self.state, self.path, self.v, self.pos, n, self.reader)
         self.pos += len(data)
         return data

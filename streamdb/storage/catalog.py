@@ -234,8 +234,11 @@ class Catalog:
             grown = self.doc(op.doc_id.bytes)
             if grown is None or grown.latest.version != op.version.version:
                 raise CorruptionError(f"log extends a version of {op.doc_id} that is not there")
-            # The same pages and more: nothing is freed.
             self._put_doc(replace(grown, versions=(op.version, *grown.versions[1:])), (), lsn)
+            # The same pages and more, but for an encrypted log's rewritten last chunk.
+            freed = extents_minus(grown.latest.extents, op.version.extents)
+            if freed:
+                self.on_free(freed, lsn)
         elif op.kind == OP_PRUNE:
             assert op.doc_id is not None
             pruned = self.doc(op.doc_id.bytes)
@@ -351,6 +354,30 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     if not trimmed:
         return None
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+def extents_minus(old: tuple[tuple[int, int], ...], new: tuple[tuple[int, int], ...]
+                  ) -> tuple[tuple[int, int], ...]:
+    """The page runs of `old` that `new` does not cover. O((n + m) log m)."""
+    cover = sorted(new)
+    out = []
+    for first, count in old:
+        at, end = first, first + count
+        i = max(0, bisect.bisect_right(cover, (at, 1 << 62)) - 1)
+        while at < end and i < len(cover):
+            c_first, c_count = cover[i]
+            if c_first + c_count <= at:
+                i += 1
+                continue
+            if c_first >= end:
+                break
+            if c_first > at:
+                out.append((at, c_first - at))
+            at = max(at, c_first + c_count)
+            i += 1
+        if at < end:
+            out.append((at, end - at))
+    return tuple(out)
 
 
 def _merge_items(

@@ -414,7 +414,8 @@ class DocReader:
         self.path = path
         self.verify = verify
         self.cipher = cipher
-        self._aead: AESGCM | None = None  # the version's key, once used
+        self._aead: AESGCM | None = None  # the key last used, and its salt
+        self._aead_salt = b""
 
     def _physical(self, offset: int, length: int) -> list[memoryview]:
         """Views of the stored bytes [offset, offset+length), one per extent touched."""
@@ -500,9 +501,11 @@ class DocReader:
         if self.cipher is None:
             raise EncryptionError(f"{self.path!r} is encrypted: open the database with its key")
         last = len(v.sums) - 1
+        salt = v.log.salts[index] if v.log is not None and v.log.salts else v.salt
         aead = self._aead
-        if aead is None:
-            aead = self._aead = self.cipher.version_key(v.doc, v.version, v.salt)
+        if aead is None or salt != self._aead_salt:
+            aead = self._aead = self.cipher.version_key(v.doc, v.version, salt)
+            self._aead_salt = salt
         aad = self.cipher.associated(v.doc, v.version, index, v.codec, flags,
                                      (last + 1, v.size) if index == last else None)
         try:

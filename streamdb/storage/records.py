@@ -26,6 +26,7 @@ A version record, 64 bytes then its arrays:
 |     | 16   | if ENCRYPTED: the version's key salt                              |
 |     | 16   | if LOG: framing checksum u8, 0 u8, 0 u16, 0 u32, message count u64 |
 |     | 12n  | if LOG, per chunk: index u64, offset u32 of its first frame start |
+|     | 16n  | if LOG and ENCRYPTED, per chunk: the salt of its key              |
 |     | s    | the stored bytes, if INLINE                                       |
 
 A version with a codec or encryption has a TABLE: its chunks are transformed one by one
@@ -35,6 +36,9 @@ the codec (it did not shrink); seal counts re-encryptions of the chunk (0 until 
 A LOG version is a framed message stream (docs/format/framing.md) that grows by appends,
 in place: each chunk's entry gives the index of the first message that starts in it and
 its offset in the chunk (NO_FRAME: none starts there), so reading from message N seeks.
+An encrypted LOG is never compressed; each append seals the chunks it writes under a key
+of its own (a fresh salt), so a chunk re-sealed after a crash never reuses a nonce, and
+each chunk records the salt it was sealed with.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class LogTable:
     framing: int
     count: int
     starts: tuple[tuple[int, int], ...]
+    salts: tuple[bytes, ...] = ()  # encrypted logs: per chunk, the salt of its key
 _DOC = struct.Struct("<BBHHH")  # format, flags, versions, paths, reserved
 assert _VERSION.size == 64 and _DOC.size == 8
 
@@ -166,6 +171,9 @@ def encode_version(v: Version) -> bytes:
     if v.log is not None:
         parts.append(_LOG.pack(v.log.framing, 0, 0, 0, v.log.count))
         parts.extend(_START.pack(*start) for start in v.log.starts)
+        if v.salt:
+            assert len(v.log.salts) == len(v.sums)
+            parts.extend(v.log.salts)
     if v.inline is not None:
         parts.append(v.inline)
     return b"".join(parts)
@@ -184,7 +192,9 @@ def decode_version(r: Reader, doc: bytes = b"") -> Version:
     table_len = n_sum * _ENTRY.size if flags & FLAG_TABLE else 0
     salt_len = SALT_SIZE if flags & FLAG_ENCRYPTED else 0
     log_len = _LOG.size + n_sum * _START.size if flags & FLAG_LOG else 0
-    end = pos + n_ext * _EXTENT.size + 8 * n_sum + table_len + salt_len + log_len + inline_len
+    salts_len = n_sum * SALT_SIZE if flags & FLAG_LOG and flags & FLAG_ENCRYPTED else 0
+    end = (pos + n_ext * _EXTENT.size + 8 * n_sum + table_len + salt_len + log_len + salts_len
+           + inline_len)
     if end > len(buf):
         raise CorruptionError(f"{r.what} declares more extents, chunks or bytes than it holds")
     extents = tuple(_EXTENT.iter_unpack(buf[pos : pos + n_ext * _EXTENT.size]))
@@ -199,10 +209,12 @@ def decode_version(r: Reader, doc: bytes = b"") -> Version:
     if flags & FLAG_LOG:
         framing, _, _, _, count = _LOG.unpack_from(buf, pos)
         starts = tuple(_START.iter_unpack(buf[pos + _LOG.size : pos + log_len]))
-        if framing not in FRAMINGS.values() or table_len:
+        if framing not in FRAMINGS.values() or codec:
             raise CorruptionError(f"{r.what}: a message log with framing {framing} or a codec")
-        log = LogTable(framing, count, starts)
         pos += log_len
+        salts = tuple(bytes(buf[i : i + SALT_SIZE]) for i in range(pos, pos + salts_len, SALT_SIZE))
+        log = LogTable(framing, count, starts, salts)
+        pos += salts_len
     inline = bytes(buf[pos : pos + inline_len]) if flags & FLAG_INLINE else None
     r.pos = end
     if (codec or salt) and not table:

@@ -1,6 +1,7 @@
 """Writer process for the message-log kill -9 test. Appends to the log LOG, alternately
 single messages, batches and transactions of two appends, and acknowledges on stdout only
-after each commit returned. Run as: kill_log_writer.py PATH LOG SEED.
+after each commit returned. Run as: kill_log_writer.py PATH LOG SEED [KEYHEX] (with a key,
+the database is encrypted: each append re-seals the log's last chunk to new pages).
 
 Protocol, one line per event (each one small write to the pipe, so never torn):
 - `S n` once: the log holds n messages at start (the parent checks it against its model);
@@ -48,9 +49,10 @@ def payload(i: int) -> bytes:
 
 def main() -> None:
     path, log, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    key = bytes.fromhex(sys.argv[4]) if len(sys.argv) > 4 else None
     rng = random.Random(seed)
     every = (23, 300, 0)[seed % 3]
-    db = streamdb.open(path)
+    db = streamdb.open(path, streamdb.Config(encryption_key=key))
     n = (db.info(log).messages or 0) if log in db else 0
     out = sys.stdout
     out.write(f"S {n}\nR\n")

@@ -22,7 +22,7 @@ import random
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import accumulate
 from pathlib import Path
 from typing import Literal
@@ -44,9 +44,10 @@ from streamdb.framing import (
     XxHash64,
 )
 from streamdb.reads import ReadMethods
-from streamdb.storage.docio import CHUNK
+from streamdb.storage.docio import CHUNK, DocReader
 from streamdb.storage.logio import LOG_INLINE
 from streamdb.storage.records import NO_FRAME, Version
+from streamdb.storage.transform import TAG
 from tests.streamdb.kill_log_writer import LOG
 from tests.streamdb.kill_log_writer import payload as kill_payload
 from tests.streamdb.killing import run_and_kill
@@ -55,6 +56,7 @@ from wal.faults import FaultyVFS
 from wal.memvfs import MemoryVFS
 
 STRESS = bool(os.environ.get("STREAMDB_STRESS"))
+KEY = bytes(range(32))
 PAGE = 4096
 WAIT = 30.0  # generous bound for threads that must finish
 Name = Literal["xxh3", "crc32", "crc16"] | None
@@ -126,14 +128,15 @@ def frame_offsets(name: Name, payloads: list[bytes]) -> list[int]:
     return list(accumulate((HEADER[name] + len(p) for p in payloads), initial=0))
 
 
-def expected_starts(name: Name, payloads: list[bytes]) -> list[tuple[int, int]]:
-    """Per 256 KiB chunk: (index, offset in the chunk) of the first frame starting in it."""
+def expected_starts(name: Name, payloads: list[bytes], chunk: int = CHUNK
+                    ) -> list[tuple[int, int]]:
+    """Per chunk: (index, offset in the chunk) of the first frame starting in it."""
     offsets = frame_offsets(name, payloads)
     size = offsets[-1]
-    starts = [(0, NO_FRAME)] * max(1, -(-size // CHUNK))
+    starts = [(0, NO_FRAME)] * max(1, -(-size // chunk))
     for i, off in enumerate(offsets[:-1]):
-        if starts[off // CHUNK][1] == NO_FRAME:
-            starts[off // CHUNK] = (i, off % CHUNK)
+        if starts[off // chunk][1] == NO_FRAME:
+            starts[off // chunk] = (i, off % chunk)
     return starts
 
 
@@ -156,7 +159,7 @@ def check_log(r: ReadMethods, path: str, name: Name, model: list[bytes], *,
 # ---- 1. appending and reading ----------------------------------------------------------
 
 
-def size_classes(name: Name) -> list[bytes]:
+def size_classes(name: Name, chunk: int = CHUNK) -> list[bytes]:
     """Payloads that put frames of a `name` log where it matters: empty and small ones,
     a log of exactly LOG_INLINE bytes then one byte past it, a frame header straddling a
     chunk boundary, a frame ending exactly at a chunk's end and the next starting there,
@@ -181,13 +184,13 @@ def size_classes(name: Name) -> list[bytes]:
     fill_to(LOG_INLINE)  # exactly at the inline limit
     add(1)  # past it: to pages
     add(4096)
-    fill_to(CHUNK - 2)  # the next frame's header straddles the boundary
+    fill_to(chunk - 2)  # the next frame's header straddles the boundary
     add(10)
-    fill_to(2 * CHUNK - h - 3)  # the next frame's payload straddles it by 3 bytes ...
+    fill_to(2 * chunk - h - 3)  # the next frame's payload straddles it by 3 bytes ...
     add(7)
-    fill_to(3 * CHUNK)  # ... this one ends exactly at a chunk's end
+    fill_to(3 * chunk)  # ... this one ends exactly at a chunk's end
     add(5)  # and this one starts exactly at the next
-    add(2 * CHUNK + 12_345)  # larger than a chunk: chunk 4 has no frame start
+    add(2 * chunk + 12_345)  # larger than a chunk: chunk 4 has no frame start
     for i in range(40):
         add(i * 37 % 500)
     add(0)
@@ -212,16 +215,21 @@ def append_in(db: streamdb.Database, path: str, name: Name, payloads: list[bytes
         i += k
 
 
+@pytest.mark.parametrize("key", [None, KEY], ids=["plain", "aes"])
 @pytest.mark.parametrize("how", ["single", "batch", "groups"])
 @pytest.mark.parametrize("name", NAMES)
 def test_every_size_class_reads_back_from_every_start(tmp_path: Path, name: Name,
-                                                      how: str) -> None:
+                                                      how: str, key: bytes | None) -> None:
+    """Encrypted logs have chunks of CHUNK - TAG bytes (a sealed chunk fills whole pages):
+    the size classes follow them."""
     page_size = {"single": 4096, "batch": 8192, "groups": 65536}[how]
-    payloads = size_classes(name)
+    chunk = CHUNK if key is None else CHUNK - TAG
+    payloads = size_classes(name, chunk)
     rng = random.Random(f"{name}{how}")
     model: list[bytes] = []
     path = tmp_path / "l.db"
-    with streamdb.open(path, Config(page_size=page_size)) as db:
+    cfg = Config(page_size=page_size, encryption_key=key)
+    with streamdb.open(path, cfg) as db:
         # bytes, bytearray and memoryview payloads are the same thing
         kinds: list[Callable[[bytes], bytes | bytearray | memoryview]] = [
             bytes, bytearray, memoryview]
@@ -234,15 +242,16 @@ def test_every_size_class_reads_back_from_every_start(tmp_path: Path, name: Name
         head = len(model)
         append_in(db, "/log", name, payloads[head:4], how, rng, model)
         v = latest(db, "/log")
-        assert v.size == LOG_INLINE and v.inline is not None  # exactly at the limit: inline
+        # exactly at the limit: inline (sealed, it is 16 bytes more: on pages)
+        assert v.size == LOG_INLINE and (v.inline is not None) == (key is None)
         append_in(db, "/log", name, payloads[4:], how, rng, model)
-        assert latest(db, "/log").inline is None
+        v = latest(db, "/log")
+        assert v.inline is None and v.chunk_size == chunk and v.encrypted == (key is not None)
         assert model == payloads
         check_log(db, "/log", name, model)
-        log = latest(db, "/log").log
-        assert log is not None and list(log.starts) == expected_starts(name, model)
-        assert log.starts[4][1] == NO_FRAME
-    with streamdb.open(path, Config(page_size=page_size)) as db:
+        assert v.log is not None and list(v.log.starts) == expected_starts(name, model, chunk)
+        assert v.log.starts[4][1] == NO_FRAME
+    with streamdb.open(path, cfg) as db:
         check_log(db, "/log", name, model, every_start=False)
         assert db.append_message("/log", b"after reopen", checksum=name) == len(model)
         model.append(b"after reopen")
@@ -600,11 +609,12 @@ def grow(db: streamdb.Database, logs: dict[str, tuple[Name, list[bytes]]], tag: 
         model += more
 
 
-@pytest.mark.parametrize("use_mmap", [True, False], ids=["mmap", "pread"])
-def test_logs_survive_reopen_checkpoint_compact_and_backup(tmp_path: Path,
-                                                           use_mmap: bool) -> None:
+@pytest.mark.parametrize(("use_mmap", "key"), [(True, None), (False, None), (True, KEY)],
+                         ids=["mmap", "pread", "aes"])
+def test_logs_survive_reopen_checkpoint_compact_and_backup(tmp_path: Path, use_mmap: bool,
+                                                           key: bytes | None) -> None:
     path = tmp_path / "l.db"
-    cfg = config(use_mmap=use_mmap)
+    cfg = config(use_mmap=use_mmap, encryption_key=key)
     with streamdb.open(path, cfg) as db:
         logs = build_logs(db)
         db.write_document("/plain", b"plain")
@@ -708,20 +718,113 @@ def test_a_read_only_follower_sees_appends_after_refresh(tmp_path: Path,
             assert [bytes(m) for m in pinned] == [b"one", rand(5000, "two")]
 
 
-def test_encrypted_databases_refuse_message_logs(tmp_path: Path) -> None:
+def sealed_history(db: streamdb.Database, path: str, appends: Iterable[list[bytes]]
+                   ) -> list[Version]:
+    """Append each batch to the log at `path`; the latest version after each."""
+    out = []
+    for batch in appends:
+        db.append_messages(path, batch)
+        out.append(latest(db, path))
+    return out
+
+
+def test_every_append_seals_what_it_writes_under_a_fresh_key(tmp_path: Path) -> None:
+    """AES-GCM must never see one key and nonce twice: the nonce is the chunk index, so
+    each append seals the chunks it rewrites (the old last one and the new ones) with a
+    salt never used before, and leaves the salts of the chunks before them alone."""
+    rng = random.Random(3)
+    batches = [[rng.randbytes(rng.choice((0, 30, 5000, 90_000))) for _ in range(
+        rng.choice((1, 1, 3, 12)))] for _ in range(60)]
+    with streamdb.open(tmp_path / "l.db", config(encryption_key=KEY)) as db:
+        history = sealed_history(db, "/log", batches)
+        seen: set[bytes] = set()
+        prev_n = 0
+        for before, v in zip([None, *history], history, strict=False):
+            assert v.log is not None and len(v.log.salts) == len(v.sums) == len(v.table)
+            first = max(0, prev_n - 1)
+            if before is not None:
+                assert before.log is not None
+                assert v.log.salts[:first] == before.log.salts[:first]
+                assert v.table[:first] == before.table[:first]
+            written = set(v.log.salts[first:])
+            assert len(written) == 1 and not written & seen
+            seen |= written
+            prev_n = len(v.sums)
+        assert read_all(db, "/log") == [p for batch in batches for p in batch]
+
+
+def test_an_encrypted_log_leaves_no_plaintext_on_disk(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
-    cfg = config(encryption_key=bytes(range(32)))
-    with streamdb.open(path, cfg) as db:
-        db.write_document("/doc", b"secret")
-        with pytest.raises(streamdb.UnsupportedError):
-            db.append_message("/log", b"x")
-        with pytest.raises(streamdb.UnsupportedError):
-            db.append_messages("/log", [b"x", b"y"], checksum="crc32")
-        assert "/log" not in db
-        db.write_document("/doc2", b"still writable")
-    with streamdb.open(path, cfg) as db:
-        assert "/log" not in db and db.get("/doc2") == b"still writable"
+    secret = [b"TOP-SECRET-%05d" % i * 20 for i in range(200)]
+    with streamdb.open(path, config(encryption_key=KEY, durability="full")) as db:
+        db.append_message("/log", secret[0])  # inline, in the log record
+        db.append_messages("/log", secret[1:])  # on pages
+        wal_bytes = b"".join(f.read_bytes() for f in tmp_path.iterdir() if "wal" in f.name)
+        db.checkpoint()
+        assert read_all(db, "/log") == secret
+    raw = path.read_bytes() + wal_bytes
+    assert b"TOP-SECRET" not in raw
+    with pytest.raises(streamdb.EncryptionError):
+        streamdb.open(path, config())
+    with pytest.raises(streamdb.WrongKeyError):
+        streamdb.open(path, config(encryption_key=bytes(32)))
+    with streamdb.open(path, config(encryption_key=KEY)) as db:
+        assert read_all(db, "/log") == secret
+
+
+def test_an_encrypted_log_frees_the_pages_of_its_rewritten_tails(tmp_path: Path) -> None:
+    """Each single append rewrites the last chunk (up to 256 KiB) to new pages; the old
+    ones are freed by the commit and reused after a checkpoint. Two rounds of 400 appends
+    of 2 KB, a checkpoint every 50: the second round reuses the first round's freed pages,
+    so the file grows by about the log's growth (0.8 MB), not by the ~50 MB of tails the
+    round rewrites."""
+    path = tmp_path / "l.db"
+    model: list[bytes] = []
+    sizes = []
+    with streamdb.open(path, config(encryption_key=KEY)) as db:
+        for _round in range(2):
+            for i in range(400):
+                model.append(rand(2000, len(model)))
+                db.append_message("/log", model[-1])
+                if i % 50 == 49:
+                    db.checkpoint()
+            sizes.append(os.path.getsize(path))
+        assert read_all(db, "/log") == model
         assert db.verify().ok
+        check_all(db)
+    assert sizes[1] - sizes[0] < 3 << 20, sizes
+
+
+def test_tampering_with_an_encrypted_log_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    model = [rand(n, n) for n in (100, 300_000, 5000, 200_000, 7)]
+    with streamdb.open(path, config(encryption_key=KEY)) as db:
+        db.append_messages("/log", model[:2])
+        db.append_messages("/log", model[2:])
+        db.checkpoint()
+        v = latest(db, "/log")
+        assert v.log is not None and len(set(v.log.salts)) == 2
+        # Chunk 0 keeps the first append's salt; swapping salts, or giving chunk 0 the
+        # other append's salt, fails authentication (the checksums still match).
+        assert bytes(DocReader(db._pager, v, "/log", verify=True, cipher=db._cipher).chunk(0)
+                     )[12:112] == model[0]
+        for salts in (v.log.salts[::-1], (v.log.salts[-1],) * len(v.log.salts)):
+            forged = replace(v, log=replace(v.log, salts=salts))
+            with pytest.raises(streamdb.AuthenticationError, match="/log"):
+                DocReader(db._pager, forged, "/log", verify=True, cipher=db._cipher).chunk(0)
+        where = physical(db, "/log", 1000)  # a stored byte of chunk 0
+    raw = bytearray(path.read_bytes())
+    raw[where] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with streamdb.open(path, config(encryption_key=KEY)) as db:
+        with pytest.raises(streamdb.CorruptionError, match="/log"):
+            read_all(db, "/log")
+        assert not db.verify().ok
+    with streamdb.open(path, config(encryption_key=KEY)) as db, \
+            pytest.warns(UserWarning, match="quick mode"):
+        db.set_quick_mode(True)  # no checksums first: the tag catches it, the checksum
+        with pytest.raises(streamdb.ChecksumMismatch, match="/log"):  # then names it damage
+            read_all(db, "/log")
 
 
 # ---- 5. damage ------------------------------------------------------------------------------
@@ -822,6 +925,7 @@ def test_an_append_after_damage_does_not_hide_it(tmp_path: Path) -> None:
 
 CRASH_DB = "/data/logs.db"
 CRASH_CONFIG = config()
+CONFIGS = {"plain": CRASH_CONFIG, "aes": config(encryption_key=KEY)}  # crash-test configs
 PLAIN = "/doc"  # the workload's one plain document
 AFTER = "/after"  # a plain document the checks write after recovery
 State = dict[str, tuple[bytes, ...]]  # log path -> messages; plain path -> (its bytes,)
@@ -882,11 +986,11 @@ def apply(state: State, step: Step) -> State:
     return after
 
 
-def crash_run(vfs: MemoryVFS | FaultyVFS) -> Outcome:
+def crash_run(vfs: MemoryVFS | FaultyVFS, cfg: Config = CRASH_CONFIG) -> Outcome:
     """Run the workload until the first error; the model before and after each step."""
     out = Outcome({})
     try:
-        db = streamdb.open(CRASH_DB, CRASH_CONFIG, vfs=vfs)
+        db = streamdb.open(CRASH_DB, cfg, vfs=vfs)
     except streamdb.StreamDbError as exc:
         out.error = exc
         return out
@@ -927,11 +1031,11 @@ def crash_state(db: streamdb.Database) -> State:
     return {p: (db.get(p),) if p in (PLAIN, AFTER) else tuple(read_all(db, p)) for p in db}
 
 
-def crash_check(disk: MemoryVFS, out: Outcome) -> None:
+def crash_check(disk: MemoryVFS, out: Outcome, cfg: Config = CRASH_CONFIG) -> None:
     """Recovery: the acknowledged messages, in order, or those plus the whole in-flight
     batch; no torn message (every log parses to its end); verify() clean; the log takes
     appends (inline and on new pages) that survive a power loss."""
-    with streamdb.open(CRASH_DB, CRASH_CONFIG, vfs=disk) as db:
+    with streamdb.open(CRASH_DB, cfg, vfs=disk) as db:
         got = crash_state(db)
         allowed = [out.acked] + ([out.pending] if out.pending is not None else [])
         assert got in allowed, ({p: len(m) for p, m in got.items()}, out.error)
@@ -948,14 +1052,14 @@ def crash_check(disk: MemoryVFS, out: Outcome) -> None:
         more = (rand(100_000, "after"), b"", b"after")
         assert tuple(read_all(db, "/log", len(before))) == more
         assert db.get(AFTER) == rand(50_000, "after")
-    with streamdb.open(CRASH_DB, CRASH_CONFIG, vfs=disk.crash(keep="none")) as again:
+    with streamdb.open(CRASH_DB, cfg, vfs=disk.crash(keep="none")) as again:
         assert crash_state(again) == {**got, "/log": before + more,
                                       AFTER: (rand(50_000, "after"),)}
 
 
-def total_calls(only: frozenset[str] | None = None) -> int:
+def total_calls(only: frozenset[str] | None = None, cfg: Config = CRASH_CONFIG) -> int:
     probe = FaultyVFS(MemoryVFS(), only=only)
-    out = crash_run(probe)
+    out = crash_run(probe, cfg)
     assert out.error is None, out.error
     return probe.calls
 
@@ -969,53 +1073,63 @@ def points(total: int, test: str, stride: int) -> list[int]:
     return list(range(start, total + 1, stride))
 
 
-def test_the_workload_runs_clean_and_survives_power_loss() -> None:
+@pytest.mark.parametrize("which", CONFIGS)
+def test_the_workload_runs_clean_and_survives_power_loss(which: str) -> None:
+    cfg = CONFIGS[which]
     mem = MemoryVFS()
-    out = crash_run(mem)
+    out = crash_run(mem, cfg)
     assert out.error is None and out.steps == len(crash_steps())
     assert len(out.acked["/log"]) == 52 and len(out.acked["/other"]) == 4
     for keep in ("none", "random", "all"):
-        crash_check(mem.crash(keep=keep, rng=random.Random(1)), out)
+        crash_check(mem.crash(keep=keep, rng=random.Random(1)), out, cfg)
 
 
 WRITES = frozenset({"pwritev", "allocate", "truncate"})
 SYNCS = frozenset({"sync", "sync_dir"})
 
 
+@pytest.mark.parametrize("which", CONFIGS)
 @pytest.mark.parametrize(("code", "only"), [(errno.EIO, None), (errno.ENOSPC, WRITES)],
                          ids=["EIO", "ENOSPC"])
-def test_fail_every_file_call_in_turn(code: int, only: frozenset[str] | None) -> None:
-    """EIO at every file call; ENOSPC at every call that can run out of space (every 5th
-    and every 3rd outside STREAMDB_STRESS)."""
-    total = total_calls(only)
+def test_fail_every_file_call_in_turn(code: int, only: frozenset[str] | None,
+                                      which: str) -> None:
+    """EIO at every file call; ENOSPC at every call that can run out of space (outside
+    STREAMDB_STRESS every 5th and every 3rd, and half as many for the encrypted run)."""
+    cfg = CONFIGS[which]
+    total = total_calls(only, cfg)
     assert total > 20
-    for n in points(total, f"fail-{code}", 5 if only is None else 3):
+    stride = (5 if only is None else 3) * (2 if which == "aes" else 1)
+    for n in points(total, f"fail-{code}-{which}", stride):
         mem = MemoryVFS()
-        out = crash_run(FaultyVFS(mem, fail_at=n, errno=code, only=only))
+        out = crash_run(FaultyVFS(mem, fail_at=n, errno=code, only=only), cfg)
         assert out.error is not None, n
-        crash_check(mem.crash(keep="none" if n % 2 else "all"), out)
+        crash_check(mem.crash(keep="none" if n % 2 else "all"), out, cfg)
         if code == errno.EIO:
-            crash_check(mem.crash(keep="all" if n % 2 else "none"), out)
+            crash_check(mem.crash(keep="all" if n % 2 else "none"), out, cfg)
 
 
-def test_power_loss_at_every_sync_keeping_random_sectors() -> None:
+@pytest.mark.parametrize("which", CONFIGS)
+def test_power_loss_at_every_sync_keeping_random_sectors(which: str) -> None:
     """A power loss at each sync (every other one outside STREAMDB_STRESS), the unsynced
     writes landing sector by sector at random."""
+    cfg = CONFIGS[which]
     syncs = FaultyVFS(MemoryVFS(), only=SYNCS)
-    crash_run(syncs)
+    crash_run(syncs, cfg)
     assert syncs.calls > 10
     rng = random.Random(5)
-    for n in points(syncs.calls, "sync", 2):
+    for n in points(syncs.calls, f"sync-{which}", 2):
         mem = MemoryVFS()
-        out = crash_run(FaultyVFS(mem, fail_at=n, only=SYNCS))
+        out = crash_run(FaultyVFS(mem, fail_at=n, only=SYNCS), cfg)
         for _ in range(8 if STRESS else 2):
-            crash_check(mem.crash(keep="random", rng=rng), out)
+            crash_check(mem.crash(keep="random", rng=rng), out, cfg)
 
 
-def test_a_failed_append_leaves_the_log_usable_without_reopening() -> None:
+@pytest.mark.parametrize("which", CONFIGS)
+def test_a_failed_append_leaves_the_log_usable_without_reopening(which: str) -> None:
+    cfg = CONFIGS[which]
     mem = MemoryVFS()
     faulty = FaultyVFS(mem, only=frozenset({"pwritev"}))
-    with streamdb.open(CRASH_DB, CRASH_CONFIG, vfs=faulty) as db:
+    with streamdb.open(CRASH_DB, cfg, vfs=faulty) as db:
         model = [b"kept", rand(10_000, "kept")]
         db.append_messages("/log", model)
         for size in (10, 200_000):  # inline, and pages in a new extent
@@ -1029,7 +1143,7 @@ def test_a_failed_append_leaves_the_log_usable_without_reopening() -> None:
         assert read_all(db, "/log") == model
         assert db.verify().ok
         check_all(db)
-    with streamdb.open(CRASH_DB, CRASH_CONFIG, vfs=mem.crash(keep="none")) as db:
+    with streamdb.open(CRASH_DB, cfg, vfs=mem.crash(keep="none")) as db:
         assert read_all(db, "/log") == model
 
 
@@ -1080,10 +1194,13 @@ KILL_ROUNDS = int(os.environ.get("KILL_ROUNDS", "6"))
 ROUNDS_PER_DB = 8  # then a new database: a log grows by ~10 MB a round
 
 
-def kill_round(path: Path, seed: int, rng: random.Random, start: int) -> int:
-    """Run and kill one writer appending to LOG, which held `start` messages; check the
-    log and return how many messages it holds now."""
-    lines = run_and_kill(WRITER, [str(path), LOG, str(seed)], rng, (0.05, 0.6))
+def kill_round(path: Path, seed: int, rng: random.Random, start: int,
+               key: bytes | None = None) -> int:
+    """Run and kill one writer appending to LOG, which held `start` messages (in a
+    database encrypted with `key`, if given); check the log and return how many messages
+    it holds now."""
+    args = [str(path), LOG, str(seed)] + ([key.hex()] if key is not None else [])
+    lines = run_and_kill(WRITER, args, rng, (0.05, 0.6))
     assert [line for line in lines if line.startswith("S ")] == [f"S {start}"], lines[:3]
     acked, pending = start, None
     for line in lines:
@@ -1094,7 +1211,7 @@ def kill_round(path: Path, seed: int, rng: random.Random, start: int) -> int:
         elif kind == "A":
             assert pending is not None and int(rest[0]) == sum(pending)
             acked, pending = int(rest[0]), None
-    with streamdb.open(path) as db:
+    with streamdb.open(path, Config(encryption_key=key)) as db:
         report = db.verify()
         assert report.ok, (seed, report.problems)
         got = read_all(db, LOG) if LOG in db else []  # parses cleanly to its end
@@ -1105,7 +1222,8 @@ def kill_round(path: Path, seed: int, rng: random.Random, start: int) -> int:
     return len(got)
 
 
-def kill_rounds(tmp_path: Path, count: int, rng: random.Random) -> None:
+def kill_rounds(tmp_path: Path, count: int, rng: random.Random,
+                key: bytes | None = None) -> None:
     """Kill writer after writer; each round appends to what the previous ones left."""
     total = 0
     n = 0
@@ -1115,7 +1233,7 @@ def kill_rounds(tmp_path: Path, count: int, rng: random.Random) -> None:
             n = 0
             for old in tmp_path.glob("k*.db*"):
                 old.unlink()
-        n = kill_round(path, seed, rng, n)
+        n = kill_round(path, seed, rng, n, key)
         total += n
     assert total > 0, "no writer acknowledged anything"
 
@@ -1124,6 +1242,11 @@ def test_sigkill_never_loses_an_acknowledged_message(tmp_path: Path) -> None:
     kill_rounds(tmp_path, KILL_ROUNDS, random.Random(11))
 
 
+def test_sigkill_never_loses_an_acknowledged_encrypted_message(tmp_path: Path) -> None:
+    kill_rounds(tmp_path, max(3, KILL_ROUNDS // 2), random.Random(12), KEY)
+
+
 @pytest.mark.slow
-def test_sigkill_stress(tmp_path: Path) -> None:
-    kill_rounds(tmp_path, 200, random.Random(99))
+@pytest.mark.parametrize("key", [None, KEY], ids=["plain", "aes"])
+def test_sigkill_stress(tmp_path: Path, key: bytes | None) -> None:
+    kill_rounds(tmp_path, 200, random.Random(99), key)
