@@ -46,6 +46,7 @@ from streamdb.storage import header as hdr
 from streamdb.storage.catalog import KIND_DOCS, KIND_FREE, KIND_PATHS, KIND_SUFFIX
 from streamdb.storage.records import (
     CHUNK_RAW,
+    FRAMINGS,
     OP_BIND,
     OP_CREATE,
     OP_EXTEND,
@@ -62,6 +63,7 @@ from wal.log import DEFAULT_MAX_RECORD_SIZE
 from wal.scan import Window, scan
 from wal.vfs import Buffer
 
+LOG_NAMES = {number: name or "no checksum" for name, number in FRAMINGS.items()}
 KINDS = {"paths": KIND_PATHS, "suffix": KIND_SUFFIX, "docs": KIND_DOCS, "free": KIND_FREE}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 PAGE_TYPES = {1: "leaf", 2: "internal", 3: "overflow"}
@@ -374,8 +376,14 @@ class Dump:
         codec = CODEC_NAMES.get(v.codec, f"codec {v.codec}") if v.codec else "no codec"
         raw = sum(1 for _, flags, _ in v.table if flags & CHUNK_RAW)
         sealed = ", encrypted" if v.salt else ""
+        if v.log is not None and v.log.salts:
+            sealed += f" under {len(set(v.log.salts))} append key(s)"
         table = f" ({raw} stored raw){sealed}" if v.table else ""
-        return (f"v{v.version}: lsn {v.lsn}, size {v.size}, stored {v.stored}, {codec}{table}, "
+        log = "" if v.log is None else (
+            f"message log ({LOG_NAMES.get(v.log.framing, v.log.framing)}, "
+            f"{v.log.count} messages), ")
+        return (f"v{v.version}: {log}lsn {v.lsn}, size {v.size}, stored {v.stored}, "
+                f"{codec}{table}, "
                 f"{CHECKSUMS.get(v.checksum, f'checksum {v.checksum}')} x {len(v.sums)} "
                 f"(chunk {v.chunk_size}), {where}"
                 + (f"  <- {len(past)} extent(s) past the end of the file" if past else ""))

@@ -150,3 +150,15 @@ def test_damage_is_reported_not_raised(example: tuple[Path, dict[str, uuid.UUID]
     code, out = run(capsys, str(path.parent / "missing.db"))
     assert code == 2
     assert {name for name in _fingerprint(path.parent)} == set(before)  # nothing created
+
+
+def test_message_logs_show_their_checksum_count_and_keys(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "logs.db"
+    with streamdb.open(path, Config(encryption_key=bytes(range(32)))) as db:
+        db.append_messages("/log", [b"a" * 3000] * 200, checksum="crc16")
+        db.append_message("/log", b"x", checksum="crc16")
+    code, out = run(capsys, str(path), "--records")
+    assert code == 0, out
+    assert "message log (crc16, 201 messages)" in out
+    assert "encrypted under 2 append key(s)" in out and "(chunk 262128)" in out
