@@ -373,44 +373,55 @@ def bench_streams(cfg: Config, workdir: str) -> dict[Key, Series]:
 # -- section 2: database appends -----------------------------------------------------------
 
 APPEND_KINDS = ("batched", "one commit each, durability full", "one commit each, normal",
-                "scan")
+                "scan", "batched, encrypted", "one commit each, encrypted", "scan, encrypted")
+KEY = bytes(range(32))  # the encrypted database's key (AES-256-GCM)
 
 
 def bench_appends(cfg: Config, workdir: str) -> dict[str, Series]:
     """`db.append_messages` of 64 B messages in batches of `batch`, one commit per message
-    (full and normal durability), and a full `db.messages()` scan; messages/s per run."""
+    (full and normal durability), and a full `db.messages()` scan after reopening; then
+    the batched, single (full durability) and scan passes in an encrypted database.
+    Messages/s per run."""
     rng = random.Random(cfg.seed)
     payloads = [rng.randbytes(64) for _ in range(DISTINCT)]
     total, batch, singles = cfg.appends
     results = {kind: Series(f"database appends: {kind}", "msg/s") for kind in APPEND_KINDS}
-    for run in range(cfg.runs):
-        path = os.path.join(workdir, f"appends-{run}.db")
-        for kind in rotate(APPEND_KINDS[:3], run):
-            config = streamdb.Config(durability="normal" if kind.endswith("normal") else "full")
-            with streamdb.open(path, config) as db:
-                log = f"/{kind.split(',')[0].replace(' ', '-')}/{run}"
-                if kind == "batched":
-                    started = time.perf_counter()
-                    for first in range(0, total, batch):
-                        db.append_messages(log, (payloads[i % DISTINCT]
-                                                 for i in range(first, first + batch)))
-                    count = total
-                else:
-                    started = time.perf_counter()
-                    for i in range(singles):
-                        db.append_message(log, payloads[i % DISTINCT])
-                    count = singles
-                results[kind].per_run.append(count / (time.perf_counter() - started))
-        with streamdb.open(path) as db:
-            log = f"/batched/{run}"
+
+    def append(db: streamdb.Database, kind: str, log: str) -> None:
+        started = time.perf_counter()
+        if kind.startswith("batched"):
+            for first in range(0, total, batch):
+                db.append_messages(log, (payloads[i % DISTINCT]
+                                         for i in range(first, first + batch)))
+            count = total
+        else:
+            for i in range(singles):
+                db.append_message(log, payloads[i % DISTINCT])
+            count = singles
+        results[kind].per_run.append(count / (time.perf_counter() - started))
+
+    def scan(path: str, key: bytes | None, kind: str) -> None:
+        with streamdb.open(path, streamdb.Config(encryption_key=key)) as db:
             started = time.perf_counter()
-            n = sum(1 for _ in db.messages(log))
-            results["scan"].per_run.append(n / (time.perf_counter() - started))
-            if n != total:
-                raise AssertionError(f"scan: {n} messages, not {total}")
-        os.remove(path)
+            n = sum(1 for _ in db.messages("/batched"))
+            results[kind].per_run.append(n / (time.perf_counter() - started))
+        if n != total:
+            raise AssertionError(f"{kind}: {n} messages, not {total}")
+
+    for run in range(cfg.runs):
+        for key in rotate((None, KEY), run):
+            path = os.path.join(workdir, f"appends-{run}-{'aes' if key else 'plain'}.db")
+            kinds = [k for k in APPEND_KINDS if not k.startswith("scan")
+                     and k.endswith("encrypted") == (key is not None)]
+            for kind in rotate(kinds, run):
+                config = streamdb.Config(durability="normal" if kind.endswith("normal")
+                                         else "full", encryption_key=key)
+                with streamdb.open(path, config) as db:
+                    append(db, kind, "/" + kind.split(",")[0].replace(" ", "-"))
+            scan(path, key, "scan, encrypted" if key else "scan")
+            os.remove(path)
         progress(f"appends run {run + 1}/{cfg.runs}: " + ", ".join(
-            f"{kind} {results[kind].per_run[-1] / 1e6:.2f} M/s" for kind in APPEND_KINDS))
+            f"{kind} {results[kind].per_run[-1] / 1e6:.3f} M/s" for kind in APPEND_KINDS))
     return results
 
 
@@ -421,7 +432,9 @@ def report_appends(cfg: Config, results: dict[str, Series], ratios: list[Ratio])
         f"database per run: {total:,} messages in batches of {batch:,} "
         f"(`append_messages`, one commit each), {singles:,} single appends "
         f"(`append_message`, one commit each), and a full `messages()` scan of the batched "
-        f"log after reopening. Messages per second, median over runs (range):", "",
+        f"log after reopening; then the same in an encrypted database (AES-256-GCM; its "
+        f"single appends at durability full). Messages per second, median over runs "
+        f"(range):", "",
         "| # | operation | messages/s |", "|---|---|---:|",
     ]
     for number, kind in enumerate(APPEND_KINDS, 1):
