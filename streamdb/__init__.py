@@ -12,6 +12,9 @@ See `streamdb.database.Database` for the whole API and `streamdb.errors` for the
 from streamdb.config import Config
 from streamdb.database import Database, Stats, open
 from streamdb.errors import (
+    ArrowError,
+    ArrowFormatError,
+    ArrowLimitError,
     AuthenticationError,
     ChecksumMismatch,
     ClosedError,
@@ -35,6 +38,9 @@ from streamdb.reads import DocumentInfo, Snapshot
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArrowError",
+    "ArrowFormatError",
+    "ArrowLimitError",
     "AuthenticationError",
     "ChecksumMismatch",
     "ClosedError",

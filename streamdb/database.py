@@ -41,7 +41,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wal
 from streamdb import errors as E
@@ -83,6 +83,9 @@ from streamdb.storage.records import (
 from streamdb.storage.transform import CODECS, Cipher, key_check, open_cipher
 from streamdb.txn import _SYNC, Transactions
 from wal.vfs import VFS, OsVFS
+
+if TYPE_CHECKING:
+    from streamdb import arrow
 
 __all__ = ["Database", "DocumentInfo", "Snapshot", "Stats", "open"]
 
@@ -518,6 +521,18 @@ class Database(ReadMethods, Transactions):
         StorageFullError; on any error nothing is visible and the previous version is intact.
         """
         return self.write_documents([(path, data)])[0]
+
+    def put_table(self, path: str, table: arrow.Table | arrow.RecordBatch
+                  | Iterable[arrow.RecordBatch], *, compression: str | None = None
+                  ) -> uuid.UUID:
+        """Store an Arrow table (or batches) at `path` as an Arrow IPC file (64-byte
+        aligned, buffers compressed with `compression` "lz4"/"zstd" if given), the new
+        version of the document. `get_table` reads it back. Raises as `write_document`."""
+        from streamdb.arrow.writer import write_ipc
+
+        sink = io.BytesIO()
+        write_ipc(sink, table, format="file", compression=compression)
+        return self.write_document(path, sink.getbuffer())
 
     def write_documents(self, items: Iterable[tuple[str, object]]) -> list[uuid.UUID]:
         """Write many documents atomically: all are visible after one fsync, or none."""

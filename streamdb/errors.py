@@ -17,9 +17,12 @@ StreamDbError
 ├── StorageFullError                  ENOSPC / max_db_size; the database stays usable
 ├── StorageIOError(OSError)           any other failed file call; errno kept
 ├── UnsupportedError                  unknown format version, unsupported type, ...
-└── FramingError                      framed streams and TLV (streamdb.framing)
-    ├── UnexpectedEof                 the input ends inside a frame (never EOFError)
-    └── FrameTooLarge                 a length above the configured maximum
+├── FramingError                      framed streams and TLV (streamdb.framing)
+│   ├── UnexpectedEof                 the input ends inside a frame (never EOFError)
+│   └── FrameTooLarge                 a length above the configured maximum
+└── ArrowError                        Arrow data and IPC (streamdb.arrow)
+    └── ArrowFormatError              malformed IPC input; also a CorruptionError
+        └── ArrowLimitError           input beyond a configured decoding limit
 ```
 
 Lower-level exceptions (OSError, the `wal` package's errors, struct errors while parsing stored
@@ -142,3 +145,18 @@ class FrameTooLarge(FramingError):
         self.length = length
         self.limit = limit
         self.offset = offset
+
+
+class ArrowError(StreamDbError):
+    """Arrow data cannot be built or written as asked (streamdb.arrow)."""
+
+
+class ArrowFormatError(ArrowError, CorruptionError):
+    """Arrow IPC input is malformed: a bad offset, length, type or structure. `offset`,
+    when set, is where in the input."""
+
+
+class ArrowLimitError(ArrowFormatError):
+    """Arrow IPC input declares more than a decoding limit allows (message size, rows,
+    fields, buffers, nesting, dictionary or decompressed size); nothing was allocated
+    for it."""

@@ -31,6 +31,7 @@ from streamdb.storage.records import DocRecord, Version
 from streamdb.storage.transform import CODEC_NAMES
 
 if TYPE_CHECKING:
+    from streamdb import arrow
     from streamdb.database import Database
 
 
@@ -137,6 +138,21 @@ class ReadMethods(ABC):
             return holder.data
         finally:
             self._leave(state)
+
+    def get_table(self, path: str, *, validate: bool = True) -> arrow.Table:
+        """The Arrow table stored at `path` (by `put_table`, or any Arrow IPC file or
+        stream). Zero-copy over the memory map when the document is stored uncompressed
+        and unencrypted in one extent (its chunks verified first, unless quick mode);
+        otherwise read into memory. Raises as `get_view`, and ArrowFormatError (naming the
+        path) for bytes that are not Arrow IPC."""
+        from streamdb import arrow
+
+        view = self.get_view(path)
+        try:
+            return arrow.read_ipc(view, validate=validate)
+        except E.ArrowFormatError as exc:
+            raise E.ArrowFormatError(f"{path!r} does not hold an Arrow table: {exc}",
+                                     path=path) from exc
 
     def get_stream(self, path: str, chunk_size: int | None = None) -> Iterator[bytes]:
         """The latest version as an iterator of `bytes` chunks (256 KiB by default), each
