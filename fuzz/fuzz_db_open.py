@@ -8,8 +8,11 @@ writes it into a fresh `wal.memvfs.MemoryVFS` (`/fuzz/t.db`, `/fuzz/t.db-wal`,
 1. opens it (`streamdb.open`; page size 4096 and durability "normal" for new files,
    max_document_size 32 MiB; with the compression and the fixed test key `TEST_KEY` the
    input selects, and in quick mode, checksums not verified on read, if it asks);
-2. lists every path (`list(db)`, `db.search("/")`, `db.search_suffix("")`) and gets every
-   document found; calls `db.verify()` if the database has one;
+2. lists every path (`list(db)`, `db.search("/")`, `db.search_suffix("")`); calls
+   `db.info` on every path found and reads each message log (`info().messages` not None)
+   with `db.messages`: from its middle and its last message (seeks by the chunk entries),
+   then whole (before the gets, so that a damaged log reaches the message reader rather
+   than `get`); gets every document found; calls `db.verify()` if the database has one;
 3. writes one new document (100 bytes, or 100 KB when the input asks: under a codec, its
    first 70,000 bytes do not compress, so it goes to pages) and closes;
 4. reopens (same config), reads the new document back, lists the paths again and closes.
@@ -38,12 +41,13 @@ Modes:
     python fuzz/fuzz_db_open.py FILE_OR_DIR...              replay inputs, print outcomes
 
 The built-in fuzzer starts from `fuzz/corpus/db/` and from databases it builds (documents of
-0..300 KB, overwrites, deletes, aliases, checkpoints; closed, or cut by a simulated power
-loss; plain, or compressed and/or encrypted, some with an incompressible document on
-pages), mutates them (bit flips, byte sets, truncation, zeroed ranges, page swaps and
-copies, interesting integers in the header, key check and tree page fields, with checksums
-repaired or not, log payloads with their CRCs repaired, now and then another compression,
-key or quick mode), keeps inputs with new outcomes, and saves one input per bug signature
+0..300 KB, overwrites, deletes, aliases, checkpoints, some with message logs of each
+checksum kind grown by appends; closed, or cut by a simulated power loss; plain, or
+compressed and/or encrypted, some with an incompressible document on pages), mutates them
+(bit flips, byte sets, truncation, zeroed ranges, page swaps and copies, interesting
+integers in the header, key check and tree page fields, with checksums repaired or not,
+log payloads with their CRCs repaired, now and then another compression, key or quick
+mode), keeps inputs with new outcomes, and saves one input per bug signature
 not saved yet under `fuzz/crashes/` (`db-<signature>-<sha1>.bin[.gz]` and a `.txt` with
 the traceback).
 """
@@ -83,6 +87,7 @@ from fuzzkit import watchdog as hang_watchdog  # noqa: E402
 
 import streamdb  # noqa: E402
 import streamdb.database  # noqa: E402
+import streamdb.logs  # noqa: E402
 import wal  # noqa: E402
 import wal.log  # noqa: E402
 import wal.segments  # noqa: E402
@@ -234,7 +239,7 @@ def deterministic(seed: int) -> Iterator[None]:
     patches: list[tuple[dict[str, Any], str, object]] = [
         (vars(btree), "secrets", fake), (vars(wal.log), "secrets", fake),
         (vars(wal.segments), "secrets", fake), (vars(uuid), "uuid4", fake.uuid4),
-        (vars(streamdb.database), "time", clock),
+        (vars(streamdb.database), "time", clock), (vars(streamdb.logs), "time", clock),
         (vars(transform), "os", types.SimpleNamespace(urandom=fake.urandom)),
     ]
     saved = [(ns, name, ns[name]) for ns, name, _ in patches]
@@ -284,6 +289,7 @@ class Outcome:
     exception: StreamDbError | None = None
     paths: int = 0
     mode: Mode = PLAIN
+    messages: int = 0  # messages read from message logs (all three reads of each)
 
     @property
     def error(self) -> str | None:
@@ -293,12 +299,14 @@ class Outcome:
         message = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+", "N", str(self.exception or ""))
         # Plain and transformed inputs are told apart, not the 16 modes: the pool would
         # fill with the same outcome under every mode.
-        return self.stage, self.error, message[:70], min(self.paths, 4), self.mode.transformed
+        return (self.stage, self.error, message[:70], min(self.paths, 4), self.mode.transformed,
+                self.messages > 0)
 
     def __str__(self) -> str:
+        read = f", {self.messages} messages read" if self.messages else ""
         if self.exception is None:
-            return f"ok ({self.paths} paths)"
-        return f"{self.error} at {self.stage}: {self.exception}"
+            return f"ok ({self.paths} paths{read})"
+        return f"{self.error} at {self.stage}{read}: {self.exception}"
 
 
 def _snapshot(vfs: MemoryVFS, paths: Sequence[str]) -> dict[str, bytes]:
@@ -335,6 +343,18 @@ def _open(vfs: MemoryVFS, mode: Mode) -> streamdb.Database:
     return db
 
 
+def _read_log(db: streamdb.Database, path: str, count: int) -> int:
+    """Read the message log at `path` (of `count` messages, by its record): from its
+    middle and its last message (seeks by the chunk entries), then whole. Returns the
+    messages read."""
+    read, touched = 0, hashlib.sha1()
+    for start in (count // 2, max(count - 1, 0), 0):
+        for message in db.messages(path, start):
+            touched.update(message)  # every payload byte is there to read
+            read += 1
+    return read
+
+
 def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, mode: Mode = PLAIN, *,
              strict: bool) -> Outcome:
     before = _snapshot(vfs, inputs)
@@ -347,13 +367,19 @@ def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, mode: Mode = PLA
             raise HarnessBug(f"open-failed-but-modified-{'+'.join(changed)}",
                              f"open raised {exc!r} and changed {changed}") from exc
         return Outcome("open", exc, mode=mode)
-    stage, paths = "list", []
+    stage, paths, messages = "list", [], 0
     try:
         paths = list(db)
         stage = "search"
         found = {*paths, *db.search("/")}
         stage = "search_suffix"
         found.update(db.search_suffix(""))
+        for path in sorted(found):
+            stage = "info"
+            count = db.info(path).messages
+            if count is not None:  # a message log
+                stage = "messages"
+                messages += _read_log(db, path, count)
         stage = "get"
         for path in sorted(found):
             db.get(path)
@@ -368,7 +394,7 @@ def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, mode: Mode = PLA
         db.close()
     except StreamDbError as exc:
         _close_quietly(db)
-        return Outcome(stage, exc, len(paths), mode)
+        return Outcome(stage, exc, len(paths), mode, messages)
     try:
         stage = "reopen"
         db = _open(vfs, mode)
@@ -383,12 +409,12 @@ def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, mode: Mode = PLA
         if strict:
             raise HarnessBug(f"{stage}-failed:{type(exc).__name__}",
                              f"a session ran without error, then {stage} raised {exc!r}") from exc
-        return Outcome(stage, exc, len(paths), mode)
+        return Outcome(stage, exc, len(paths), mode, messages)
     if strict and got != payload:
         raise HarnessBug("new-document-differs", f"wrote {len(payload)} bytes, read {len(got)}")
     if strict and again != sorted({*paths, NEW_PATH}):
         raise HarnessBug("paths-differ", f"listed {len(paths)} paths + 1 new, then {len(again)}")
-    return Outcome("done", None, len(paths), mode)
+    return Outcome("done", None, len(paths), mode, messages)
 
 
 def run_one(data: bytes, *, strict: bool = True, memory: bool = True,
@@ -435,6 +461,9 @@ def signature(exc: BaseException) -> str:
 
 PATHS = ("/a", "/a/b", "/docs/readme.txt", "/docs/x.bin", "/z/ünïcödé", "/logs/2026/01/02")
 ALIASES = ("/alias/one", "/alias/two", "/a/b")
+LogChecksum = Literal["xxh3", "crc32", "crc16"] | None
+LOGS: dict[str, LogChecksum] = {
+    "/msg/xxh3": "xxh3", "/msg/crc32": "crc32", "/msg/crc16": "crc16", "/msg/none": None}
 
 
 def content(tag: str, size: int) -> bytes:
@@ -454,6 +483,16 @@ def _size(rng: random.Random) -> int:
     return rng.randint(65537, 300_000)
 
 
+def log_batch(rng: random.Random, tag: str) -> list[bytes]:
+    """A batch of 1..20 messages for a log: empty, small, a few KB, or (now and then) one
+    long enough to span a 256 KiB chunk."""
+    sizes = [rng.choice((0, rng.randint(1, 200), rng.randint(1, 200), rng.randint(200, 4000)))
+             for _ in range(rng.randint(1, 20))]
+    if rng.random() < 0.1:
+        sizes[rng.randrange(len(sizes))] = rng.randint(100_000, 600_000)
+    return [content(f"{tag}:{i}", size) for i, size in enumerate(sizes)]
+
+
 def noise(tag: str, size: int) -> bytes:
     """Deterministic bytes that do not compress."""
     return hashlib.shake_256(tag.encode()).digest(size)
@@ -461,12 +500,14 @@ def noise(tag: str, size: int) -> bytes:
 
 def build_database(rng: random.Random, *, many: bool = False, crash: str | None = None,
                    with_log: bool = True, mode: Mode = PLAIN, paged: bool = False,
-                   max_doc: int | None = None) -> bytes:
+                   max_doc: int | None = None, logs: bool = False) -> bytes:
     """An encoded input: a database after a few random operations, closed (crash None), or
     as a power loss with `MemoryVFS.crash(keep=crash)` leaves it ("none", "all", "random").
     Written with `mode`'s config, and opened with it. The documents are compressible: with
     a codec they are stored inline; `paged` first writes a 70 KB document that is not.
-    `max_doc` caps the document sizes (without drawing differently from `rng`)."""
+    `max_doc` caps the document sizes (without drawing differently from `rng`). With
+    `logs`, some steps append messages to the message logs of LOGS instead (without it,
+    nothing is drawn for them)."""
     vfs = MemoryVFS()
     with deterministic(rng.getrandbits(64)):
         db = streamdb.open(DB_PATH, mode.config(), vfs=vfs)
@@ -477,6 +518,14 @@ def build_database(rng: random.Random, *, many: bool = False, crash: str | None 
             db.write_documents((f"/many/{i:04d}/{'x' * (i % 40)}", content(str(i), i % 200))
                                for i in range(rng.randint(120, 220)))
         for step in range(rng.randint(3, 10)):
+            if logs and rng.random() < 0.4:
+                path = rng.choice(sorted(LOGS))
+                # An alias may have made the log's path a plain document: no more appends.
+                with contextlib.suppress(streamdb.InvalidArgumentError):
+                    db.append_messages(path, log_batch(rng, f"{path}:{step}"),
+                                       checksum=LOGS[path])
+                live = {p: db.get_id_by_path(p) for p in db}
+                continue
             roll = rng.random()
             if roll < 0.5 or not live:
                 path = rng.choice(PATHS)
@@ -520,9 +569,10 @@ def random_mode(rng: random.Random) -> Mode:
 def random_seed(rng: random.Random) -> bytes:
     crash = rng.choice([None, None, None, "none", "all", "random"])
     mode = random_mode(rng)
+    logs = rng.random() < 0.4
     return build_database(rng, many=rng.random() < 0.15, crash=crash,
                           with_log=crash is not None or rng.random() < 0.5, mode=mode,
-                          paged=mode.codec != 0 and rng.random() < 0.5)
+                          paged=mode.codec != 0 and rng.random() < 0.5, logs=logs)
 
 
 # -- mutations ----------------------------------------------------------------------------------

@@ -21,6 +21,24 @@ compressed chunk (checksummed and sealed as usual, so they reach the decoder): a
 claiming 1 GiB, one without a content size, ones producing more or less than they claim, a
 snappy block claiming 4 GiB or producing more, an lz4 block producing more; and a 40 MiB
 zstd document, more than the harness's max_document_size.
+
+Message logs (`closed-log-*`, `power-loss-log-*`, `log-*`): closed plain databases with an
+inline log and a paged one of two 256 KiB chunks, one image per framing checksum (XXH3,
+CRC-32, CRC-16, none; the last one's log also has a chunk that no frame starts in); a
+power loss whose log holds CREATE and EXTEND records of logs of each kind; encrypted, an
+image with inline and paged (one chunk) logs of each kind, and a compressed and encrypted
+power loss with a log of two chunks sealed under different salts. Damaged: a LOG table
+with an unknown framing, a message count past the frames or of 2**64-1, a chunk entry
+past its chunk, behind its index, or none at all; a size past the extents; an inline
+log's frames damaged under a repaired chunk checksum (a huge length, a wrong checksum, a
+torn frame); the LOG flag on a document, or cleared on a log; encrypted: per-chunk salts
+zeroed or missing; in the log, an EXTEND record with a count past the frames or a moved
+extent. Records are edited where they are stored (tree leaf or log record, checksums
+repaired). Left out: an EXTEND of a version that is not there (open fails after the log's
+recovery has written: the tolerated signature of tests/streamdb/test_fuzz_db.py).
+
+Inputs added by hand (KEPT: a fuzzer finding's reproducer that this script cannot build)
+are copied over from fuzz/corpus/db/ as they are.
 """
 
 from __future__ import annotations
@@ -43,7 +61,8 @@ import lz4.block
 import zstandard
 
 import streamdb
-from streamdb.storage import docio, transform
+from streamdb.storage import docio, records, transform
+from streamdb.storage.records import FLAG_LOG, NO_FRAME, LogTable, Version
 from wal.memvfs import MemoryVFS
 
 PAGE = h.PAGE
@@ -293,16 +312,309 @@ def _transformed_damaged(valid: dict[str, bytes]) -> dict[str, bytes]:
     }
 
 
+# -- message logs ---------------------------------------------------------------------------
+
+LOG_CHUNK = docio.CHUNK  # a plain log's chunk; an encrypted one's is CHUNK - 16
+CHECKSUMS: tuple[h.LogChecksum, ...] = ("xxh3", "crc32", "crc16", None)
+SALT = records.SALT_SIZE
+_FLAGS_AT = 6  # a version record's flags (records._VERSION)
+
+
+def _msgs(tag: str, *sizes: int) -> list[bytes]:
+    return [h.content(f"{tag}:{i}", n) for i, n in enumerate(sizes)]
+
+
+def _inline_log(db: streamdb.Database, path: str, kind: h.LogChecksum) -> None:
+    """Three appends, five messages (an empty one among them), 405 bytes of payload: the
+    log stays in its record after a checkpoint too (up to page_size / 4 bytes)."""
+    db.append_messages(path, _msgs(path, 0, 1, 100), checksum=kind)
+    db.append_messages(path, _msgs(path + "+", 300), checksum=kind)
+    db.append_message(path, b"last", checksum=kind)
+
+
+def _paged_log(db: streamdb.Database, path: str, kind: h.LogChecksum, *,
+               spanning: bool = False) -> None:
+    """Three appends, 280 KB: two 256 KiB chunks, the second one's first message 8 KB into
+    it (message 21: the 170 KB one before it crosses the boundary). `spanning`: then a
+    520 KB message, so that a chunk has no frame start (NO_FRAME), and small ones."""
+    db.append_messages(path, _msgs(path, *[5000] * 20), checksum=kind)
+    db.append_messages(path, _msgs(path + "+", 170_000), checksum=kind)
+    db.append_messages(path, _msgs(path + "++", *[500] * 20), checksum=kind)
+    if spanning:
+        db.append_messages(path, _msgs(path + "+++", 520_000, 0, 7), checksum=kind)
+
+
+def _log_image(mode: h.Mode, build: Callable[[streamdb.Database], None], *, seed: int,
+               crash: bool = False, with_log: bool = True) -> bytes:
+    """The files after `build(db)` under `mode`: closed, or with `crash` as a killed process
+    leaves them (every write kept: the log's CREATE and EXTEND records are replayed).
+    Without `with_log`, the database file only (after a close, the log holds nothing that
+    is not in it; an encrypted log's is mostly sealed bytes that do not compress)."""
+    vfs = MemoryVFS()
+    with h.deterministic(seed):
+        db = streamdb.open(h.DB_PATH, mode.config(), vfs=vfs)
+        build(db)
+        image = vfs.crash(keep="all") if crash else vfs
+        if not crash:
+            db.close()
+        files = [image.read_file(f) if image.exists(f) else None for f in h.FILES]
+        if crash:
+            db.close()
+    if not with_log:
+        files[1:] = [None, None]
+    return h.FuzzCase(files[0] or b"", files[1], files[2], mode=mode).encode()
+
+
+def _closed_plain(kind: h.LogChecksum) -> Callable[[streamdb.Database], None]:
+    def build(db: streamdb.Database) -> None:
+        db.write_document("/doc", h.content("/doc", 3000))
+        _inline_log(db, "/log/inline", kind)
+        _paged_log(db, "/log/paged", kind, spanning=kind is None)
+        db.append_message("/log/inline", b"after the paged log", checksum=kind)
+    return build
+
+
+def _power_loss_plain(db: streamdb.Database) -> None:
+    """Logs of each kind in the trees (checkpointed), then grown in the log (EXTEND, an
+    inline log's bytes in its record), and one created there (CREATE)."""
+    db.write_document("/doc", h.content("/doc", 3000))
+    for kind in CHECKSUMS:
+        _inline_log(db, f"/log/inline-{kind}", kind)
+    db.append_messages("/log/paged", _msgs("/log/paged", *[5000] * 40), checksum="crc32")
+    db.checkpoint()
+    db.append_messages("/log/paged", _msgs("/log/paged+", 100_000, 10), checksum="crc32")
+    for kind in CHECKSUMS:
+        db.append_message(f"/log/inline-{kind}", b"after the checkpoint", checksum=kind)
+    db.append_messages("/log/new", _msgs("/log/new", 5, 50, 500), checksum="xxh3")
+    db.write_document("/doc", h.content("/doc2", 2000))
+
+
+def _closed_aes(db: streamdb.Database, kinds: tuple[h.LogChecksum, ...] = CHECKSUMS) -> None:
+    """Encrypted logs of each kind: inline, and on pages (one chunk of 4.3 KB, sealed
+    inline by a first append, then re-sealed to pages by a second: stored bytes do not
+    compress, and each copy of a chunk stays in the file)."""
+    db.write_document("/doc", h.content("/doc", 3000))
+    for kind in kinds:
+        _inline_log(db, f"/log/inline-{kind}", kind)
+        db.append_messages(f"/log/paged-{kind}", _msgs(f"/log/paged-{kind}", *[520] * 7),
+                           checksum=kind)
+        db.append_message(f"/log/paged-{kind}", h.content("re-sealed", 600), checksum=kind)
+
+
+def _small_aes(db: streamdb.Database) -> None:
+    """The base of the damaged encrypted logs: `_closed_aes` for XXH3 only."""
+    _closed_aes(db, ("xxh3",))
+
+
+def _power_loss_aes(db: streamdb.Database) -> None:
+    """An encrypted log of two chunks (262,128 bytes, then 3 KB) in the trees, written by
+    one append; then grown in the log (each EXTEND re-seals the last chunk under a salt of
+    its own); an inline log grown there too. The one large encrypted image (265 KB that
+    do not compress)."""
+    db.write_document("/doc", h.content("/doc", 3000))
+    _inline_log(db, "/log/inline", "crc16")
+    db.append_messages("/log/paged", _msgs("/log/paged", *[5000] * 20, 165_000),
+                       checksum="crc16")
+    db.checkpoint()
+    db.append_messages("/log/paged", _msgs("/log/paged++", 300, 0, 300), checksum="crc16")
+    db.append_message("/log/paged", b"last", checksum="crc16")
+    db.append_message("/log/inline", b"after the checkpoint", checksum="crc16")
+
+
+AES_ZSTD = h.Mode(True, ZSTD)
+
+
+def _logs_valid() -> dict[str, bytes]:
+    out = {f"closed-log-{kind or 'none'}": _log_image(h.PLAIN, _closed_plain(kind),
+                                                      seed=500 + i)
+           for i, kind in enumerate(CHECKSUMS)}
+    out["power-loss-log-all"] = _log_image(h.PLAIN, _power_loss_plain, seed=510, crash=True)
+    out["closed-log-aes"] = _log_image(AES, _closed_aes, seed=511, with_log=False)
+    out["power-loss-log-zstd+aes-all"] = _log_image(AES_ZSTD, _power_loss_aes, seed=512,
+                                                    crash=True)
+    return out
+
+
+def _latest(case: h.FuzzCase, path: str) -> Version:
+    """The latest version of `path` in the image (opened in a copy)."""
+    vfs = MemoryVFS()
+    for name, data in case.files().items():
+        vfs.write_file(name, data)
+    with h.deterministic(0), streamdb.open(h.DB_PATH, case.mode.config(), vfs=vfs) as db:
+        doc = db._catalog.doc(db.get_id_by_path(path).bytes)
+        assert doc is not None
+        return doc.latest
+
+
+def _edit(case_bytes: bytes, path: str, change: Callable[[Version], Version | bytes], *,
+          in_log: bool = False) -> bytes:
+    """`path`'s latest version record changed (a Version re-encoded, or raw bytes of the
+    same length) where it is stored: in its tree leaf (the page checksum repaired) or, with
+    `in_log`, in the last log record holding it (the segment's CRCs repaired)."""
+    case = h.FuzzCase.decode(case_bytes)
+    v = _latest(case, path)
+    old = records.encode_version(v)
+    new = change(v)
+    raw = new if isinstance(new, bytes) else records.encode_version(new)
+    assert len(raw) == len(old) and raw != old
+    if in_log:  # the -wal or -wal.1 segment, whichever holds it
+        first = case.wal1 is None or old not in case.wal1
+        log = bytearray((case.wal if first else case.wal1) or b"")
+        at = bytes(log).rfind(old)
+        assert at > 0
+        log[at : at + len(old)] = raw
+        h.repair_log(log)
+        if first:
+            return dataclasses.replace(case, wal=bytes(log)).encode()
+        return dataclasses.replace(case, wal1=bytes(log)).encode()
+    db = bytearray(case.db)
+    at = bytes(db).find(old)
+    assert at > 0 and bytes(db).find(old, at + 1) < 0, path
+    db[at : at + len(old)] = raw
+    h.repair_page(db, at - at % PAGE)
+    return dataclasses.replace(case, db=bytes(db)).encode()
+
+
+def _table(change: Callable[[LogTable], LogTable]) -> Callable[[Version], Version]:
+    """The version with its LOG table changed."""
+    def edit(v: Version) -> Version:
+        assert v.log is not None
+        return dataclasses.replace(v, log=change(v.log))
+    return edit
+
+
+def _starts(change: Callable[[list[tuple[int, int]]], None]) -> Callable[[Version], Version]:
+    def edit(v: Version) -> Version:
+        assert v.log is not None
+        starts = list(v.log.starts)
+        change(starts)
+        return _table(lambda t: dataclasses.replace(t, starts=tuple(starts)))(v)
+    return edit
+
+
+def _flags(set_: int = 0, clear: int = 0) -> Callable[[Version], bytes]:
+    def change(v: Version) -> bytes:
+        raw = bytearray(records.encode_version(v))
+        flags = int.from_bytes(raw[_FLAGS_AT : _FLAGS_AT + 2], "little") | set_
+        raw[_FLAGS_AT : _FLAGS_AT + 2] = (flags & ~clear).to_bytes(2, "little")
+        return bytes(raw)
+    return change
+
+
+def _inline_frames(change: Callable[[bytearray], None]) -> Callable[[Version], Version]:
+    """An inline log's frames changed, its chunk checksum recomputed: damage that only the
+    framing can see."""
+    def edit(v: Version) -> Version:
+        assert v.inline is not None and len(v.sums) == 1
+        frames = bytearray(v.inline)
+        change(frames)
+        return dataclasses.replace(v, inline=bytes(frames),
+                                   sums=(docio.checksum(v.checksum, bytes(frames)),))
+    return edit
+
+
+def _put(at: int, value: bytes) -> Callable[[bytearray], None]:
+    def change(buf: bytearray) -> None:
+        buf[at : at + len(value)] = value
+    return change
+
+
+def _without_salts(build: Callable[[streamdb.Database], None]) -> Callable[[streamdb.Database],
+                                                                         None]:
+    """`build`, then the close's checkpoint writes LOG records without their per-chunk
+    salts (the record is 16 bytes a chunk short)."""
+    real = records.encode_version
+
+    def encode(v: Version) -> bytes:
+        if v.log is None or not v.salt:
+            return real(v)
+        raw = real(v)
+        end = len(raw) - len(v.inline or b"")  # the salts end where the inline bytes start
+        return raw[: end - SALT * len(v.sums)] + raw[end:]
+
+    def run(db: streamdb.Database) -> None:
+        build(db)
+        with _patched(records, "encode_version", encode):
+            db.checkpoint()
+    return run
+
+
+def _count(value: Callable[[int], int]) -> Callable[[Version], Version]:
+    return _table(lambda t: dataclasses.replace(t, count=value(t.count)))
+
+
+def _logs_damaged(valid: dict[str, bytes]) -> dict[str, bytes]:
+    crc32, none = valid["closed-log-crc32"], valid["closed-log-none"]
+    aes, wal = _log_image(AES, _small_aes, seed=513, with_log=False), valid["power-loss-log-all"]
+    paged, inline = "/log/paged", "/log/inline"
+
+    def framing_9(table: LogTable) -> LogTable:
+        return dataclasses.replace(table, framing=9)
+
+    def past_chunk(starts: list[tuple[int, int]]) -> None:  # the last chunk's entry
+        starts[-1] = (starts[-1][0], LOG_CHUNK + 100)
+
+    def index_behind(starts: list[tuple[int, int]]) -> None:
+        starts[1] = (1, starts[1][1])
+
+    def no_starts(starts: list[tuple[int, int]]) -> None:
+        starts[:] = [(0, NO_FRAME)] * len(starts)
+
+    def huge_size(v: Version) -> Version:
+        return dataclasses.replace(v, size=v.size + (1 << 40))
+
+    def salt_zeroed(v: Version) -> Version:
+        assert v.log is not None
+        return _table(lambda t: dataclasses.replace(t, salts=(bytes(SALT),) * len(t.salts)))(v)
+
+    def first_page_1(v: Version) -> Version:
+        return dataclasses.replace(v, extents=((1, v.extents[0][1]), *v.extents[1:]))
+
+    return {
+        # the LOG table of a plain two-chunk log (in its tree leaf)
+        "log-framing-unknown": _edit(crc32, paged, _table(framing_9)),
+        "log-count-past-frames": _edit(crc32, paged, _count(lambda n: n + 3)),
+        "log-count-max": _edit(crc32, inline, _count(lambda n: (1 << 64) - 1)),
+        "log-start-past-chunk": _edit(crc32, paged, _starts(past_chunk)),
+        "log-start-index-behind": _edit(none, paged, _starts(index_behind)),
+        "log-starts-all-none": _edit(crc32, paged, _starts(no_starts)),
+        "log-size-past-extents": _edit(none, paged, huge_size),
+        # the frames of an inline log, its chunk checksum recomputed
+        "log-frame-length-huge": _edit(crc32, inline, _inline_frames(_put(0, b"\xf0\xff\xff\xff"))),
+        "log-frame-checksum-wrong": _edit(crc32, inline, _inline_frames(_put(60, b"\xa5"))),
+        "log-frame-torn": _edit(none, inline, _inline_frames(_put(0, b"\x05"))),
+        # the LOG flag where it does not belong, or missing
+        "log-flag-on-document": _edit(crc32, "/doc", _flags(set_=FLAG_LOG)),
+        "log-flag-cleared": _edit(crc32, paged, _flags(clear=FLAG_LOG)),
+        # encrypted logs
+        "log-aes-salts-zeroed": _edit(aes, "/log/paged-xxh3", salt_zeroed),
+        "log-aes-salts-missing": _log_image(AES, _without_salts(_small_aes), seed=513,
+                                            with_log=False),
+        # EXTEND records in the log, replayed at open
+        "log-wal-extend-count-past-frames": _edit(wal, paged, _count(lambda n: n + 5),
+                                                  in_log=True),
+        "log-wal-extend-extent-moved": _edit(wal, paged, first_page_1, in_log=True),
+    }
+
+
+# Inputs added to fuzz/corpus/db/ by hand (a fuzzer finding's reproducer, which this script
+# cannot build): copied over as they are.
+KEPT = ("stale-header-at-another-page-size.bin.gz",)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=h.CORPUS_DIR)
     args = parser.parse_args()
-    valid = _valid() | _transformed_valid()
-    inputs = valid | _damaged(valid) | _transformed_damaged(valid)
+    valid = _valid() | _transformed_valid() | _logs_valid()
+    inputs = valid | _damaged(valid) | _transformed_damaged(valid) | _logs_damaged(valid)
+    kept = {name: (h.CORPUS_DIR / name).read_bytes() for name in KEPT}
     if args.out.exists():
         shutil.rmtree(args.out)
     for name, data in sorted(inputs.items()):
         h.save_input(args.out, name, data)
+    for name, raw in kept.items():
+        (args.out / name).write_bytes(raw)
     files = fuzzkit.input_files(args.out)
     total = sum(p.stat().st_size for p in files)
     print(f"{len(files)} inputs, {total} bytes in {args.out}")

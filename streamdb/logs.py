@@ -20,6 +20,7 @@ from streamdb import errors as E
 from streamdb.errmap import io_error
 from streamdb.framing.checksums import Checksum, Crc16, Crc32, XxHash64
 from streamdb.framing.frames import (
+    LENGTH_MAX,
     ChecksumDeframer,
     ChecksumFramer,
     DefaultDeframer,
@@ -139,7 +140,8 @@ def read_messages(db: Database, state: State, path: str, v: Version,
                                 path=path)
     index, chunk, offset = found[at]
     cs = _CHECKSUMS[log.framing]
-    deframer = ChecksumDeframer(cs, v.size) if cs is not None else DefaultDeframer(v.size)
+    longest = min(v.size, LENGTH_MAX)  # no frame is longer than the log (nor than 4 GiB)
+    deframer = ChecksumDeframer(cs, longest) if cs is not None else DefaultDeframer(longest)
     source = _LogSource(db, state, path, v, chunk * v.chunk_size + offset)
     base = source.pos
     try:

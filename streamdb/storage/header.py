@@ -118,7 +118,8 @@ def parse(data: bytes | memoryview) -> Header | None:
     sane_size = 4096 <= page_size <= 65536 and not page_size & (page_size - 1)
     counters_ok = max(gen, lsn, pages) < MAX_COUNTER and pages >= HEADER_PAGES
     trees_ok = all(t.count <= pages * page_size and t.root < pages for t in trees.values())
-    if not (sane_size and counters_ok and trees_ok and algo in (CHECKSUM_XXH3, CHECKSUM_CRC32C)):
+    if not (sane_size and counters_ok and trees_ok and db_id != bytes(16)
+            and algo in (CHECKSUM_XXH3, CHECKSUM_CRC32C)):
         return None
     return Header(page_size, uuid.UUID(bytes=db_id), gen, lsn, pages, algo, flags, trees,
                   raw[KEY_CHECK])

@@ -1,10 +1,12 @@
 """Replays the database-open fuzzer (fuzz/fuzz_db_open.py) in the test suite.
 
-Every file of fuzz/corpus/db/ and a fixed, seeded run of 250 inputs (the corpus, a few
-generated images, then mutations) go through the harness target: open, list, get every
-document, verify, write, close, reopen, read back. Inputs are plain or compressed and/or
-encrypted databases, opened with the codec and test key their control byte names (some
-with the wrong one, some in quick mode). Accepted: success or a
+Every file of fuzz/corpus/db/ and a fixed, seeded run of 300 inputs (the corpus, a few
+generated images, then mutations) go through the harness target: open, list, read every
+message log (from its middle, its last message, then whole), get every document, verify,
+write, close, reopen, read back. Inputs are plain or compressed and/or encrypted
+databases, some with message logs (inline and on pages, of each framing checksum; damaged
+ones too), opened with the codec and test key their control byte names (some with the
+wrong one, some in quick mode). Accepted: success or a
 `streamdb.errors.StreamDbError`; the harness raises anything else (another exception, more
 than 2 s or 128 MiB traced, a file growing past 64 MiB, input files changed by an open that
 failed with UnsupportedError or CorruptionError, a generated valid image that does not open,
@@ -40,7 +42,7 @@ import fuzzkit  # noqa: E402
 
 CORPUS = fuzzkit.input_files(harness.CORPUS_DIR)
 MUTATION_SEED = 20261121
-MUTATION_INPUTS = 250
+MUTATION_INPUTS = 300
 GENERATED_SEEDS = 4
 
 
@@ -50,8 +52,9 @@ def _mode(path: Path) -> harness.Mode:
 
 def test_corpus_is_there() -> None:
     hint = f"regenerate it: python {FUZZ_DIR / 'make_db_corpus.py'}"
-    assert 45 <= len(CORPUS) <= 65, hint
-    assert sum(p.stat().st_size for p in CORPUS) < 400_000
+    assert 70 <= len(CORPUS) <= 95, hint
+    # ~275 KB of it is one encrypted message log of two 256 KiB chunks (does not compress)
+    assert sum(p.stat().st_size for p in CORPUS) < 800_000
     modes = {str(_mode(p)) for p in CORPUS}
     assert {"plain", "zstd+aes", "snappy+aes", "aes", "lz4", "zstd", "snappy"} <= modes, hint
 
@@ -68,6 +71,24 @@ def test_valid_corpus_images_open_cleanly() -> None:
     assert sum(_mode(p).transformed for p in valid) >= 6  # compressed and/or encrypted
     for path in valid:
         assert harness.run_one(fuzzkit.read_input(path), memory=False).error is None, path
+
+
+def test_corpus_message_logs_are_read() -> None:
+    """The images with message logs have them read; the damaged ones (a LOG record's
+    table, salts or flags, a frame, an EXTEND record) fail where the harness reads logs:
+    decoding the record (`info`) or reading the messages, not before."""
+    valid = [p for p in CORPUS if p.name.startswith(("closed-log-", "power-loss-log-"))]
+    assert len(valid) >= 7
+    assert {str(_mode(p)) for p in valid} >= {"plain", "aes", "zstd+aes"}
+    for path in valid:
+        outcome = harness.run_one(fuzzkit.read_input(path), memory=False)
+        assert outcome.error is None and outcome.messages > 0, (path, str(outcome))
+    damaged = [p for p in CORPUS if p.name.startswith("log-") and "payload" not in p.name
+               and p.name != "log-foreign.bin.gz"]
+    assert len(damaged) >= 12
+    stages = [harness.run_one(fuzzkit.read_input(p), memory=False).stage for p in damaged]
+    assert set(stages) == {"info", "messages"}, dict(zip(damaged, stages, strict=True))
+    assert stages.count("messages") >= len(damaged) // 2, stages
 
 
 # -- known bugs: minimal inputs ---------------------------------------------------------------
@@ -275,3 +296,16 @@ def test_logged_extent_past_the_file_does_not_grow_it() -> None:
     (get() says so), and it once moved the file's end so that the next checkpoint wrote
     ~80 GiB into the file. Found by the fuzzer ("huge-file")."""
     harness.run_one(_logged_extent_past_eof())
+
+
+def test_damage_is_never_blamed_on_the_caller() -> None:
+    """Two fuzzer findings: a header with an all-zero database id (checksum valid) was
+    passed on to the reader table, which refused it as InvalidArgumentError; a log whose
+    size field claims more than 4 GiB made messages() build a deframer with an invalid
+    limit (InvalidArgumentError). Both are damage: the header copy is not taken, and the
+    log reads as CorruptionError."""
+    outcome = harness.run_one(_header_field(16, 16, 0))
+    assert not isinstance(outcome.exception, streamdb.InvalidArgumentError), str(outcome)
+    log = harness.run_one(fuzzkit.read_input(harness.CORPUS_DIR / "log-size-past-extents.bin.gz"),
+                          memory=False)
+    assert isinstance(log.exception, CorruptionError), str(log)
