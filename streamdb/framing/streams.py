@@ -245,24 +245,29 @@ class StreamReader:
             while True:
                 view, pos = b.view, b.pos
                 end = len(view)
-                if header is None:  # a custom checksum size: the general path
+                # Headers are unpacked from the bytes object itself when the view is all
+                # of it (cheaper than through the view). A buffer no longer than the limit
+                # holds no frame over it: one bound check per frame then suffices.
+                raw = view.obj if type(view.obj) is bytes and len(view.obj) == end else view
+                if header is None or limit < end:  # the general path
                     pass
                 elif compute is None:
-                    while end - pos >= 4:
-                        n = unpack(view, pos)[0]
+                    last = end - 4
+                    while pos <= last:
                         start = pos + 4
-                        stop = start + n
-                        if n > limit or stop > end:
+                        stop = start + unpack(raw, pos)[0]
+                        if stop > end:
                             break
                         pos = stop
                         yield view[start:stop]
                 else:
                     hunpack = header.unpack_from
-                    while end - pos >= hs:
-                        n, expected = hunpack(view, pos)
+                    last = end - hs
+                    while pos <= last:
+                        n, expected = hunpack(raw, pos)
                         start = pos + hs
                         stop = start + n
-                        if n > limit or stop > end:
+                        if stop > end:
                             break
                         payload = view[start:stop]
                         if compute(payload) != expected:
