@@ -71,6 +71,7 @@ from streamdb.storage.pager import Pager
 from streamdb.storage.pagestore import PageStore
 from streamdb.storage.readers import ReaderSlot, ReaderTable, open_table, remove_table
 from streamdb.storage.records import (
+    ARROW_STREAM,
     OP_BIND,
     OP_CREATE,
     OP_PRUNE,
@@ -533,6 +534,40 @@ class Database(ReadMethods, Transactions):
         sink = io.BytesIO()
         write_ipc(sink, table, format="file", compression=compression)
         return self.write_document(path, sink.getbuffer())
+
+    def append_batch(self, path: str, batch: arrow.RecordBatch | arrow.Table) -> None:
+        """Append a record batch (or a table's batches) to the Arrow IPC stream document at
+        `path`, creating it (with the schema) if needed. In place, as a message log grows:
+        one atomic, durable commit that rewrites nothing. Dictionaries are sent again with
+        each append (a replacement, as the stream format allows). `get_table` reads the
+        stream. Raises ArrowError if the schema differs from the stored one,
+        InvalidArgumentError if `path` holds something else."""
+        from streamdb.arrow.reader import read_stream_schema
+        from streamdb.arrow.table import Table as ArrowTable
+        from streamdb.arrow.writer import StreamWriter as IpcWriter
+
+        batches = list(batch.batches) if isinstance(batch, ArrowTable) else [batch]
+        if not batches:
+            return
+        with self._writing():
+            doc_key = self._catalog.lookup(path_key(path))
+            doc = self._catalog.doc(doc_key) if doc_key is not None else None
+            if doc is not None:
+                log = doc.latest.log
+                if log is None or log.framing != ARROW_STREAM:
+                    raise E.InvalidArgumentError(f"{path!r} is not an Arrow stream document")
+                stored = read_stream_schema(lambda off, n: self.get(path, offset=off, length=n))
+                if stored.fields != batches[0].schema.fields:
+                    raise E.ArrowError(f"the batch's schema differs from the stream at {path!r}")
+            sink = io.BytesIO()
+            writer = IpcWriter(sink, batches[0].schema, alignment=8)
+            if doc is not None:  # the schema is there already
+                sink.seek(0)
+                sink.truncate()
+            for b in batches:
+                writer.write_batch(b)
+                writer.forget_dictionaries()  # each append carries the dictionaries it uses
+            logs.append_messages(self, path, [sink.getbuffer()], "arrow", arrow=True)
 
     def write_documents(self, items: Iterable[tuple[str, object]]) -> list[uuid.UUID]:
         """Write many documents atomically: all are visible after one fsync, or none."""

@@ -32,6 +32,7 @@ from streamdb.pins import State
 from streamdb.storage.docio import CHUNK, checksum
 from streamdb.storage.logio import LogAppend
 from streamdb.storage.records import (
+    ARROW_STREAM,
     FRAMINGS,
     NO_FRAME,
     OP_CREATE,
@@ -45,7 +46,8 @@ from streamdb.storage.transform import TAG
 if TYPE_CHECKING:
     from streamdb.database import Database
 
-_CHECKSUMS: dict[int, Checksum | None] = {0: None, 1: XxHash64(), 2: Crc32(), 3: Crc16()}
+_CHECKSUMS: dict[int, Checksum | None] = {0: None, 1: XxHash64(), 2: Crc32(), 3: Crc16(),
+                                          ARROW_STREAM: None}
 _NAMES = {v: k for k, v in FRAMINGS.items()}
 
 
@@ -54,11 +56,12 @@ def framing_name(framing: int) -> str | None:
 
 
 def append_messages(db: Database, path: str, payloads: Iterable[bytes | bytearray | memoryview],
-                    framing: str | None) -> int:
-    """`Database.append_messages`: the index of the first message appended."""
-    if framing not in FRAMINGS:
+                    framing: str | None, *, arrow: bool = False) -> int:
+    """`Database.append_messages`: the index of the first message appended. With `arrow`
+    (and framing "arrow"), the payloads are Arrow IPC messages, stored unframed."""
+    if framing not in FRAMINGS or (framing == "arrow") != arrow:
         raise E.InvalidArgumentError(f"unknown message checksum {framing!r}: one of "
-                                     f"{', '.join(map(repr, FRAMINGS))}")
+                                     f"{', '.join(repr(f) for f in FRAMINGS if f != 'arrow')}")
     key = path_key(path)
     with db._writing() as tx:
         doc_id_bytes = db._catalog.lookup(key)
@@ -84,7 +87,8 @@ def append_messages(db: Database, path: str, payloads: Iterable[bytes | bytearra
                     f"not {framing!r}")
         assert v.log is not None
         cs = _CHECKSUMS[v.log.framing]
-        header = (ChecksumFramer(cs) if cs is not None else DefaultFramer()).header
+        header = (_unframed if arrow else
+                  (ChecksumFramer(cs) if cs is not None else DefaultFramer()).header)
         frames = bytearray()
         per_chunk = v.chunk_size
         first_chunk = v.size // per_chunk
@@ -130,6 +134,8 @@ def read_messages(db: Database, state: State, path: str, v: Version,
     CorruptionError naming the path."""
     log = v.log
     assert log is not None
+    if log.framing == ARROW_STREAM:
+        raise E.InvalidArgumentError(f"{path!r} holds an Arrow stream: read it with get_table")
     if start >= log.count:
         return
     found = [(index, i, offset) for i, (index, offset) in enumerate(log.starts)
@@ -161,6 +167,10 @@ def read_messages(db: Database, state: State, path: str, v: Version,
     if index != log.count:
         raise E.CorruptionError(f"the message log holds {index} messages, its record says "
                                 f"{log.count}", path=path)
+
+
+def _unframed(payload: bytes | bytearray | memoryview) -> bytes:
+    return b""
 
 
 class _LogSource:

@@ -27,7 +27,7 @@ from streamdb.paths import path_key, search_key
 from streamdb.pins import State
 from streamdb.storage.docio import CHUNK
 from streamdb.storage.header import CHECKSUM_XXH3
-from streamdb.storage.records import DocRecord, Version
+from streamdb.storage.records import ARROW_STREAM, DocRecord, Version
 from streamdb.storage.transform import CODEC_NAMES
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ class ReadMethods(ABC):
                 tuple(text(p) for p in doc.paths),
                 v.stored,
                 v.encrypted,
-                v.log.count if v.log is not None else None,
+                v.log.count if v.log is not None and v.log.framing != ARROW_STREAM else None,
             )
         finally:
             self._leave(state)

@@ -23,7 +23,7 @@ def _pyarrow() -> Any:
         import pyarrow
         import pyarrow.ipc
     except ImportError as exc:
-        raise UnsupportedError("pyarrow is not installed (pip install 'streamdb[arrow]')"
+        raise UnsupportedError("pyarrow is not installed (pip install 'streamdb[interop]')"
                                ) from exc
     return pyarrow
 

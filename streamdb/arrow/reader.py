@@ -19,7 +19,7 @@ from __future__ import annotations
 import mmap as _mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -474,6 +474,25 @@ class FileReader:
 
     def read_all(self) -> Table:
         return Table(self.schema, list(self))
+
+
+def read_stream_schema(read_at: Callable[[int, int], bytes],
+                       limits: md.Limits = md.DEFAULT_LIMITS) -> t.Schema:
+    """The schema of an IPC stream from its first message, read with `read_at(offset,
+    length)` (two small reads)."""
+    head = read_at(0, 8)
+    if len(head) < 8 or head[:4] != b"\xff\xff\xff\xff":
+        raise ArrowFormatError("not an Arrow IPC stream (no continuation marker)", offset=0)
+    n = _I32.unpack_from(head, 4)[0]
+    if not 0 < n <= limits.max_metadata:
+        raise ArrowLimitError(f"message metadata of {n} bytes", offset=0)
+    meta = read_at(8, n)
+    if len(meta) != n:
+        raise ArrowFormatError("the input ends inside the schema message", offset=0)
+    kind, header, _ = _parse_metadata(meta, 0, limits)
+    if kind != md.SCHEMA:
+        raise ArrowFormatError("the first message is not a schema", offset=0)
+    return md.read_schema(header, limits)[0]
 
 
 def read_ipc(source: Any, *, mmap: bool | None = None, validate: bool = True,

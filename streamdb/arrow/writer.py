@@ -210,6 +210,11 @@ class _Writer:
 
     replaces = True
 
+    def forget_dictionaries(self) -> None:
+        """Send every dictionary again with the next batch that uses it (for streams
+        continued by another writer, which cannot know what readers hold)."""
+        self._sent.clear()
+
     def write_table(self, table: Table | RecordBatch) -> None:
         for batch in (table.batches if isinstance(table, Table) else [table]):
             self.write_batch(batch)

@@ -56,7 +56,10 @@ FLAG_ENCRYPTED = 0x2
 FLAG_TABLE = 0x4
 FLAG_LOG = 0x8
 NO_FRAME = 0xFFFFFFFF  # log chunk entry: no frame starts in this chunk
-FRAMINGS = {None: 0, "xxh3": 1, "crc32": 2, "crc16": 3}  # a log's framing checksum
+# A log's framing checksum; "arrow": the frames are Arrow IPC messages, unframed (an Arrow
+# IPC stream document grown by `append_batch`).
+FRAMINGS = {None: 0, "xxh3": 1, "crc32": 2, "crc16": 3, "arrow": 4}
+ARROW_STREAM = 4
 CHUNK_RAW = 0x1  # chunk flag: stored without the version's codec
 SALT_SIZE = 16
 MAX_CHUNK = 16 << 20  # larger chunk sizes are damage: decoding one allocates that much
