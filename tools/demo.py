@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 import streamdb
+from streamdb import arrow
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(os.path.dirname(HERE), "demo-data")
@@ -120,6 +121,17 @@ def main() -> None:
         tail = [bytes(m) for m in db.messages(log, start=9_999)]
         print(f"message log {log}: {db.info(log).messages:,} messages, "
               f"still version {db.versions(log)}; from #9999: {tail}")
+        readings = arrow.Table.from_pydict({
+            "device": arrow.array([f"dev{i % 12:02d}" for i in range(100_000)],
+                                  arrow.dictionary(arrow.int8(), arrow.utf8())),
+            "temp": np.linspace(15.0, 30.0, 100_000)})
+        db.put_table("/tables/readings", readings, compression="zstd")
+        table = db.get_table("/tables/readings")
+        temps = table.column("temp").to_numpy()
+        print(f"arrow table: {table.num_rows:,} rows x {table.num_columns} columns "
+              f"({db.info('/tables/readings').size:,} bytes of IPC file, zstd), mean temp "
+              f"{temps.mean():.2f}, devices {sorted(set(table.column('device').to_pylist()))[:3]}"
+              " ...")
         report = db.verify()
         print(f"verify: ok={report.ok}, {report.documents} documents checked")
         db.delete("/frames/latest")
