@@ -25,13 +25,15 @@ from streamdb.errors import ArrowFormatError
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
+_VT = struct.Struct("<HH")
+_SCALARS = {c: struct.Struct("<" + c) for c in "bBhHiIqQ?"}
 MAX_DEPTH = 64  # nesting of tables this reader follows
 
 
 class Table:
-    """A table in `buf` at `pos`, its vtable checked. O(1) per field access."""
+    """A table in `buf` at `pos`, its vtable checked and read once. O(1) per field."""
 
-    __slots__ = ("_vt", "_vt_len", "buf", "pos", "size")
+    __slots__ = ("_offs", "buf", "pos", "size")
 
     def __init__(self, buf: bytes, pos: int) -> None:
         n = len(buf)
@@ -40,19 +42,18 @@ class Table:
         vt: int = pos - _I32.unpack_from(buf, pos)[0]
         if not 0 <= vt <= n - 4 or vt % 2:
             raise ArrowFormatError(f"flatbuffer vtable at {vt} lies outside the buffer")
-        vt_len, size = struct.unpack_from("<HH", buf, vt)
+        vt_len, size = _VT.unpack_from(buf, vt)
         if vt_len < 4 or vt_len % 2 or vt + vt_len > n or size < 4 or pos + size > n:
             raise ArrowFormatError(f"flatbuffer vtable at {vt} is malformed")
-        self.buf, self.pos, self.size, self._vt, self._vt_len = buf, pos, size, vt, vt_len
+        self.buf, self.pos, self.size = buf, pos, size
+        self._offs: tuple[int, ...] = struct.unpack_from(f"<{(vt_len - 4) // 2}H", buf, vt + 4)
 
     def _at(self, i: int, width: int) -> int:
         """The absolute position of field `i` (`width` bytes), or 0 when absent."""
-        o = 4 + 2 * i
-        if o + 2 > self._vt_len:
+        offs = self._offs
+        if i >= len(offs) or not offs[i]:
             return 0
-        off: int = _U16.unpack_from(self.buf, self._vt + o)[0]
-        if off == 0:
-            return 0
+        off = offs[i]
         if off + width > self.size:
             raise ArrowFormatError(f"flatbuffer field {i} lies outside its table")
         return self.pos + off
@@ -62,8 +63,9 @@ class Table:
 
     def scalar(self, i: int, fmt: str, default: int = 0) -> int:
         """Field `i`, a little-endian integer (or bool) of struct format `fmt`."""
-        p = self._at(i, struct.calcsize(fmt))
-        return int(struct.unpack_from("<" + fmt, self.buf, p)[0]) if p else default
+        f = _SCALARS[fmt]
+        p = self._at(i, f.size)
+        return int(f.unpack_from(self.buf, p)[0]) if p else default
 
     def _target(self, i: int) -> int:
         p = self._at(i, 4)

@@ -9,6 +9,7 @@ UnsupportedError, an unknown one ArrowFormatError.
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from streamdb.arrow import types as t
@@ -21,6 +22,9 @@ LZ4_FRAME, ZSTD = 0, 1  # CompressionType
 FIELD_NODE = struct.Struct("<qq")  # length, null_count
 BUFFER = struct.Struct("<qq")  # offset, length
 BLOCK = struct.Struct("<qi4xq")  # offset, metaDataLength, (padding), bodyLength
+_SIMPLE: dict[int, type[t.DataType]] = {
+    1: t.NullType, 4: t.BinaryType, 5: t.Utf8Type, 6: t.BoolType, 19: t.LargeBinaryType,
+    20: t.LargeUtf8Type}
 _UNSUPPORTED = {14: "union", 22: "run-end encoded", 23: "binary view", 24: "utf8 view",
                 25: "list view", 26: "large list view"}
 
@@ -145,12 +149,9 @@ def _read_type(type_id: int, tt: Table | None, children: tuple[t.Field, ...]) ->
 
     if type_id in _UNSUPPORTED:
         raise UnsupportedError(f"Arrow {_UNSUPPORTED[type_id]} arrays are not supported")
-    simple: dict[int, type[t.DataType]] = {
-        1: t.NullType, 4: t.BinaryType, 5: t.Utf8Type, 6: t.BoolType,
-        19: t.LargeBinaryType, 20: t.LargeUtf8Type}
-    if type_id in simple:
+    if type_id in _SIMPLE:
         need(0)
-        return simple[type_id]()
+        return _SIMPLE[type_id]()
     if type_id == 2:
         need(0)
         bits = get(0, "i", 0)
@@ -250,9 +251,27 @@ def read_field(ft: Table, budget: _Budget, depth: int, dict_ids: dict[int, t.Fie
     return t.Field(name, ty, nullable, _read_kv(ft, 6))
 
 
+_CACHE: OrderedDict[tuple[bytes, Limits], tuple[t.Schema, dict[int, t.Field]]] = OrderedDict()
+_CACHED = 64  # schemas kept, by the bytes of the metadata they were read from
+
+
 def read_schema(st: Table, limits: Limits = DEFAULT_LIMITS
                 ) -> tuple[t.Schema, dict[int, t.Field]]:
-    """A Schema table: the schema and its dictionary fields by id."""
+    """A Schema table: the schema and its dictionary fields by id. The last schemas read
+    are kept by the bytes of the flatbuffer holding them (reopening a file or a stream
+    costs no parsing); a result is never changed, so sharing it is safe."""
+    key = (st.buf, limits)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    found = _read_schema(st, limits)
+    _CACHE[key] = found
+    if len(_CACHE) > _CACHED:
+        _CACHE.popitem(last=False)
+    return found
+
+
+def _read_schema(st: Table, limits: Limits) -> tuple[t.Schema, dict[int, t.Field]]:
     if st.scalar(0, "h", 0) != 0:
         raise UnsupportedError("big-endian Arrow data is not supported")
     budget = _Budget(limits)
