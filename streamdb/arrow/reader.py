@@ -383,7 +383,7 @@ class _State:
                 raise ArrowFormatError(f"column {f.name!r} has {len(c)} rows of {dec.length}",
                                        offset=msg.offset)
         columns = [c if len(c) == dec.length else c.slice(0, dec.length) for c in columns]
-        return RecordBatch(self.schema, columns, dec.length)
+        return RecordBatch._trusted(self.schema, columns, dec.length)
 
 
 class StreamReader:
