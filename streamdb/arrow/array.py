@@ -205,7 +205,8 @@ def _pyvalues(a: Array) -> list[Any]:
         offsets = a.value_offsets().tolist()
         child = _pylist_all(a.children[0])
         if isinstance(ty, t.MapType):
-            return [[(e["key"], e["value"]) for e in child[offsets[i] : offsets[i + 1]]]
+            key, item = (f.name for f in ty.value.type.children)
+            return [[(e[key], e[item]) for e in child[offsets[i] : offsets[i + 1]]]
                     for i in range(n)]
         return [child[offsets[i] : offsets[i + 1]] for i in range(n)]
     if isinstance(ty, t.FixedSizeListType):
@@ -218,11 +219,11 @@ def _pyvalues(a: Array) -> list[Any]:
                 for i in range(n)]
     vals = a.values()
     if isinstance(ty, t.DecimalType):
-        scale = decimal.Decimal(10) ** -ty.scale
         width = ty.bits // 8
         raw = vals.tobytes()
         return [decimal.Decimal(int.from_bytes(raw[i * width : (i + 1) * width], "little",
-                                               signed=True)) * scale for i in range(n)]
+                                               signed=True)).scaleb(-ty.scale, _EXACT)
+                for i in range(n)]
     if isinstance(ty, t.FixedSizeBinaryType):
         raw = vals.tobytes()
         return [raw[i * ty.width : (i + 1) * ty.width] for i in range(n)]
@@ -274,6 +275,61 @@ def _zone(name: str) -> dt.tzinfo:
 
 def _pylist_all(a: Array) -> list[Any]:
     return a.to_pylist()
+
+
+def concat(a: Array, b: Array) -> Array:
+    """`a` then `b` (of one type) as one array, from their buffers: O(len(a) + len(b)).
+    Nested types go through Python values."""
+    ty, n = a.type, a.length + b.length
+    if ty.layout == "null":
+        return Array(ty, n, [])
+    if a.null_count or b.null_count:
+        validity = pack_validity(np.concatenate([a.valid_mask(), b.valid_mask()]))
+    else:
+        validity = None
+    if ty.layout == "fixed" and not isinstance(ty, t.DictionaryType):
+        values = np.concatenate([a.values().view(np.uint8).reshape(-1),
+                                 b.values().view(np.uint8).reshape(-1)])
+        return Array(ty, n, [validity, as_bytes(values)])
+    if ty.layout == "bool":
+        bits = [unpack_bits(x.buffers[1], x.offset, x.length) for x in (a, b)
+                if x.buffers[1] is not None]
+        return Array(ty, n, [validity, pack_validity(np.concatenate(bits))])
+    if ty.layout in ("var", "large_var"):
+        parts, offsets, at = [], [np.zeros(1, np.int64)], 0
+        for x in (a, b):
+            o = x.value_offsets().astype(np.int64)
+            data = x.buffers[2]
+            parts.append(data[int(o[0]) : int(o[-1])] if data is not None else _EMPTY)
+            offsets.append(o[1:] - o[0] + at)
+            at += int(o[-1] - o[0])
+        wide = ty.layout == "large_var"
+        joined = np.concatenate(offsets).astype("<i8" if wide else "<i4")
+        return Array(ty, n, [validity, as_bytes(joined), as_bytes(np.concatenate(parts))])
+    return array(a.to_pylist() + b.to_pylist(), ty)
+
+
+def same_values(a: Array, b: Array) -> bool:
+    """Whether two arrays hold the same values, bit for bit (NaN equals the same NaN).
+    O(length)."""
+    if a.type != b.type or a.length != b.length:
+        return False
+    valid = a.valid_mask()
+    if not np.array_equal(valid, b.valid_mask()):
+        return False
+    ty = a.type
+    if ty.layout == "null":
+        return True
+    if ty.layout == "fixed" and not isinstance(ty, t.DictionaryType):
+        w = ty.dtype.itemsize
+        x = a.values().view(np.uint8).reshape(-1, w) if w else np.zeros((a.length, 0))
+        y = b.values().view(np.uint8).reshape(-1, w) if w else np.zeros((b.length, 0))
+        return bool(np.array_equal(x[valid], y[valid]))
+    if ty.layout == "bool":
+        assert a.buffers[1] is not None and b.buffers[1] is not None
+        return bool(np.array_equal(unpack_bits(a.buffers[1], a.offset, a.length)[valid],
+                                   unpack_bits(b.buffers[1], b.offset, b.length)[valid]))
+    return a.to_pylist() == b.to_pylist()
 
 
 # -- building -----------------------------------------------------------------------------
@@ -382,7 +438,8 @@ def _build(ty: t.DataType, items: list[Any]) -> Array:
         for v in items:
             seq = [] if v is None else (list(v.items()) if isinstance(v, dict) else list(v))
             if isinstance(ty, t.MapType):
-                seq = [{"key": k, "value": x} for k, x in seq]
+                key, item = (f.name for f in ty.value.type.children)
+                seq = [{key: k, item: x} for k, x in seq]
             flat += seq
             lengths.append(len(seq))
         offsets = np.zeros(n + 1, "<i8" if ty.layout == "large_list" else "<i4")
@@ -408,9 +465,11 @@ def _fixed_values(ty: t.DataType, items: list[Any], valid: np.ndarray[Any, Any]
     dtype = ty.dtype
     if isinstance(ty, t.DecimalType):
         width = ty.bits // 8
-        scale = decimal.Decimal(10) ** ty.scale
-        raw = b"".join(int(decimal.Decimal(v) * scale).to_bytes(width, "little", signed=True)
-                       if v is not None else bytes(width) for v in items)
+        try:
+            raw = b"".join(_unscaled(v, ty.scale).to_bytes(width, "little", signed=True)
+                           if v is not None else bytes(width) for v in items)
+        except (OverflowError, decimal.InvalidOperation) as exc:
+            raise ArrowError(f"a value does not fit {ty}: {exc}") from exc
         return np.frombuffer(raw, np.uint8)
     if isinstance(ty, t.FixedSizeBinaryType):
         raw = b"".join(bytes(v) if v is not None else bytes(ty.width) for v in items)
@@ -424,6 +483,11 @@ def _fixed_values(ty: t.DataType, items: list[Any], valid: np.ndarray[Any, Any]
     if isinstance(ty, t.TimestampType) and any(isinstance(v, dt.datetime) for v in items):
         per_second = 10 ** (3 * ty.unit)
         return np.array([_ticks(v, per_second) if v is not None else 0 for v in items], dtype)
+    if isinstance(ty, t.TimeType) and any(isinstance(v, dt.time) for v in items):
+        per_second = 10 ** (3 * ty.unit)
+        return np.array([((v.hour * 60 + v.minute) * 60 + v.second) * per_second
+                         + v.microsecond * per_second // 1_000_000 if isinstance(v, dt.time)
+                         else (v if v is not None else 0) for v in items], dtype)
     if isinstance(ty, t.DurationType) and any(isinstance(v, dt.timedelta) for v in items):
         micro = 10 ** (3 * ty.unit) // 1_000_000 if ty.unit >= t.MICRO else 0
         return np.array([_duration(v, ty.unit, micro) if v is not None else 0 for v in items],
@@ -434,6 +498,19 @@ def _fixed_values(ty: t.DataType, items: list[Any], valid: np.ndarray[Any, Any]
     fill = 0
     return np.array([v if ok else fill for v, ok in zip(items, valid.tolist(), strict=True)],
                     dtype)
+
+
+_EXACT = decimal.Context(prec=100, Emin=-10**6, Emax=10**6)  # decimal256 needs 77 digits
+
+
+def _unscaled(v: object, scale: int) -> int:
+    """The integer a decimal of `scale` stores for `v`; refuses a value with more digits
+    after the point than the scale keeps."""
+    d = decimal.Decimal(v if isinstance(v, decimal.Decimal | int | str) else str(v))
+    shifted = d.scaleb(scale, _EXACT)
+    if shifted != shifted.to_integral_value(context=_EXACT):
+        raise decimal.InvalidOperation(f"{v} has more than {scale} digits after the point")
+    return int(shifted)
 
 
 def _ticks(v: dt.datetime, per_second: int) -> int:

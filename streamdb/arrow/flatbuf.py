@@ -90,12 +90,14 @@ class Table:
             raise ArrowFormatError(f"flatbuffer vector of field {i} runs past the buffer")
         return v + 4, count
 
-    def string(self, i: int) -> str | None:
+    def string(self, i: int, errors: str = "strict") -> str | None:
+        """String field `i`; with errors="surrogateescape", bytes that are not UTF-8 come
+        back as surrogates (and the builder writes them back as they were)."""
         start, n = self._vector(i, 1)
         if not start:
             return None
         try:
-            return self.buf[start : start + n].decode()
+            return self.buf[start : start + n].decode("utf-8", errors)
         except UnicodeDecodeError as exc:
             raise ArrowFormatError(f"flatbuffer string of field {i} is not UTF-8") from exc
 
@@ -195,7 +197,7 @@ class Builder:
         if isinstance(obj, T):
             return self._table(obj)
         if isinstance(obj, str | bytes):
-            data = obj.encode() if isinstance(obj, str) else obj
+            data = obj.encode("utf-8", "surrogateescape") if isinstance(obj, str) else obj
             self._align(4)
             pos = len(self.out)
             self.out += _U32.pack(len(data)) + data + b"\x00"

@@ -136,7 +136,9 @@ class _Budget:
 
 
 def _read_kv(table: Table, i: int) -> tuple[tuple[str, str], ...]:
-    return tuple((kv.string(0) or "", kv.string(1) or "") for kv in table.tables(i))
+    # Custom metadata is bytes to pyarrow: what is not UTF-8 is kept as surrogates.
+    return tuple((kv.string(0, "surrogateescape") or "", kv.string(1, "surrogateescape") or "")
+                 for kv in table.tables(i))
 
 
 def _read_type(type_id: int, tt: Table | None, children: tuple[t.Field, ...]) -> t.DataType:
@@ -171,7 +173,10 @@ def _read_type(type_id: int, tt: Table | None, children: tuple[t.Field, ...]) ->
             raise UnsupportedError(f"decimal{bits} arrays are not supported")
         if bits not in (128, 256):
             raise ArrowFormatError(f"a decimal type of {bits} bits")
-        return t.DecimalType(get(0, "i", 0), get(1, "i", 0), bits)
+        precision = get(0, "i", 0)
+        if not 1 <= precision <= (38 if bits == 128 else 76):
+            raise ArrowFormatError(f"decimal{bits} precision {precision}")
+        return t.DecimalType(precision, get(1, "i", 0), bits)
     if type_id == 8:
         need(0)
         unit = get(0, "h", t.MILLI)

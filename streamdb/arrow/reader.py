@@ -26,7 +26,7 @@ import numpy as np
 
 from streamdb.arrow import metadata as md
 from streamdb.arrow import types as t
-from streamdb.arrow.array import Array
+from streamdb.arrow.array import Array, concat
 from streamdb.arrow.flatbuf import Table as FbTable
 from streamdb.arrow.flatbuf import root
 from streamdb.arrow.table import RecordBatch, Table
@@ -154,6 +154,42 @@ class _FileSource:
         return _Message(kind, header, memoryview(body), at)
 
 
+_STEP = 1 << 20  # decompressed bytes produced per call: memory follows the output
+
+
+def _decompress(codec: int | None, data: memoryview, size: int) -> bytes | None:
+    """The frame `data` decompressed, or None if it yields more than `size` bytes. Output
+    is produced a MiB at a time, so memory follows what the frame really holds, not the
+    size its buffer claims."""
+    parts: list[bytes] = []
+    total = 0
+    if codec == md.LZ4_FRAME:
+        import lz4.frame
+
+        d = lz4.frame.LZ4FrameDecompressor()
+        chunk = d.decompress(data, max_length=_STEP)
+        while True:
+            parts.append(chunk)
+            total += len(chunk)
+            if total > size:
+                return None
+            if d.eof or (not chunk and d.needs_input):
+                break
+            chunk = d.decompress(b"", max_length=_STEP)
+        if not d.eof:
+            raise ArrowFormatError("a truncated LZ4 frame")
+    else:
+        import zstandard
+
+        with zstandard.ZstdDecompressor().stream_reader(bytes(data)) as r:
+            while chunk := r.read(min(_STEP, size + 1 - total)):
+                parts.append(chunk)
+                total += len(chunk)
+                if total > size:
+                    return None
+    return b"".join(parts)
+
+
 # -- arrays from a batch's nodes and buffers ------------------------------------------------
 
 
@@ -220,24 +256,13 @@ class _Decoder:
             raise ArrowLimitError(f"a buffer that decompresses to {size} bytes",
                                   offset=self.offset)
         try:
-            if self.codec == md.LZ4_FRAME:
-                import lz4.frame
-
-                info = lz4.frame.get_frame_info(data)
-                if info.get("content_size") not in (0, size):
-                    raise self.fail("an LZ4 frame declares another size than its buffer")
-                out = lz4.frame.LZ4FrameDecompressor().decompress(data, max_length=size)
-            else:
-                import zstandard
-
-                declared = zstandard.get_frame_parameters(data).content_size
-                if declared not in (zstandard.CONTENTSIZE_UNKNOWN, size):
-                    raise self.fail("a zstd frame declares another size than its buffer")
-                out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+            out = _decompress(self.codec, data, size)
         except StreamDbError:
             raise
         except Exception as exc:  # the codecs' own errors: RuntimeError, ZstdError, ...
             raise self.fail(f"a compressed buffer does not decompress: {exc}") from exc
+        if out is None:
+            raise self.fail(f"a buffer decompresses to more than its {size} bytes")
         if len(out) != size:
             raise self.fail(f"a buffer decompressed to {len(out)} bytes, not {size}")
         return np.frombuffer(out, np.uint8)
@@ -370,9 +395,10 @@ class _State:
                 if old is None:
                     raise ArrowFormatError(f"a delta for dictionary {ident}, never sent",
                                            offset=msg.offset)
-                from streamdb.arrow.array import array
-
-                values = array(old.to_pylist() + values.to_pylist(), f.type.value)
+                values = concat(old, values)
+                if len(values) > self.limits.max_dictionary:
+                    raise ArrowLimitError(f"a dictionary of {len(values)} values",
+                                          offset=msg.offset)
             self.dictionaries[ident] = values
             return None
         dec = _Decoder(msg, msg.header, self.dictionaries, self.dict_ids, self.limits,
@@ -426,8 +452,10 @@ class FileReader:
         if n < 18 or bytes(view[:6]) != MAGIC or bytes(view[n - 6 :]) != MAGIC:
             raise ArrowFormatError("not an Arrow IPC file (no ARROW1 magic at both ends)")
         foot_len = _I32.unpack_from(view, n - 10)[0]
-        if not 0 < foot_len <= min(n - 18, limits.max_metadata):
+        if not 0 < foot_len <= n - 18:
             raise ArrowFormatError(f"an IPC footer of {foot_len} bytes", offset=n - 10)
+        if foot_len > limits.max_metadata:
+            raise ArrowLimitError(f"an IPC footer of {foot_len} bytes", offset=n - 10)
         start = n - 10 - foot_len
         try:
             foot = root(bytes(view[start : n - 10]))

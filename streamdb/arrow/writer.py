@@ -16,6 +16,8 @@ are written from their arrays without being joined.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 from collections.abc import Iterable
 from typing import Any
@@ -24,7 +26,7 @@ import numpy as np
 
 from streamdb.arrow import metadata as md
 from streamdb.arrow import types as t
-from streamdb.arrow.array import Array, unpack_bits
+from streamdb.arrow.array import Array, same_values, unpack_bits
 from streamdb.arrow.table import RecordBatch, Table
 from streamdb.errors import ArrowError, InvalidArgumentError
 
@@ -50,6 +52,18 @@ def _bitmap(bits: np.ndarray[Any, Any], offset: int, length: int) -> np.ndarray[
     if offset % 8 == 0:
         return bits[offset // 8 : offset // 8 + (length + 7) // 8]
     return np.packbits(unpack_bits(bits, offset, length), bitorder="little")
+
+
+def _check(schema: t.Schema, compression: str | None, alignment: int) -> None:
+    if alignment not in (8, 64):
+        raise InvalidArgumentError("alignment must be 8 or 64")
+    if compression not in CODECS:
+        raise InvalidArgumentError(f"compression must be None, 'lz4' or 'zstd': "
+                                   f"{compression!r}")
+    for f in md.dictionary_fields(schema):
+        assert isinstance(f.type, t.DictionaryType)
+        if md.dictionary_fields(t.Schema((t.Field("", f.type.value),))):
+            raise ArrowError(f"field {f.name!r}: a dictionary of dictionaries")
 
 
 class _Body:
@@ -101,15 +115,7 @@ class _Writer:
 
     def __init__(self, sink: Any, schema: t.Schema, *, compression: str | None = None,
                  alignment: int = 64, start: int = 0) -> None:
-        if alignment not in (8, 64):
-            raise InvalidArgumentError("alignment must be 8 or 64")
-        if compression not in CODECS:
-            raise InvalidArgumentError(f"compression must be None, 'lz4' or 'zstd': "
-                                       f"{compression!r}")
-        for f in md.dictionary_fields(schema):
-            assert isinstance(f.type, t.DictionaryType)
-            if md.dictionary_fields(t.Schema((t.Field("", f.type.value),))):
-                raise ArrowError(f"field {f.name!r}: a dictionary of dictionaries")
+        _check(schema, compression, alignment)
         self.sink = sink
         self.schema = schema
         self.alignment = alignment
@@ -191,13 +197,12 @@ class _Writer:
             return
         delta = False
         if sent is not None:
-            old, new = sent.to_pylist(), values.to_pylist()
-            if new == old:
+            if same_values(sent, values):
                 self._sent[ident] = values
                 return
-            if new[: len(old)] == old:
+            if len(values) > len(sent) and same_values(sent, values.slice(0, len(sent))):
                 delta = True
-                part = values.slice(len(old))
+                part = values.slice(len(sent))
             elif not self.replaces:
                 raise ArrowError(f"dictionary {ident} changed: the file format cannot replace "
                                  "a dictionary (write the stream format, or one dictionary)")
@@ -222,8 +227,11 @@ class _Writer:
     def __enter__(self) -> _Writer:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:  # a failed write: no end marker or footer that would make it look complete
+            self.closed = True
 
     def close(self) -> None:
         raise NotImplementedError
@@ -247,6 +255,7 @@ class FileWriter(_Writer):
 
     def __init__(self, sink: Any, schema: t.Schema, *, compression: str | None = None,
                  alignment: int = 64) -> None:
+        _check(schema, compression, alignment)
         sink.write(MAGIC + b"\x00\x00")
         super().__init__(sink, schema, compression=compression, alignment=alignment, start=8)
 
@@ -266,9 +275,14 @@ def write_ipc(sink: Any, table: Table | RecordBatch | Iterable[RecordBatch], *,
     if format not in ("file", "stream"):
         raise InvalidArgumentError(f"format must be 'file' or 'stream': {format!r}")
     if isinstance(sink, str) or hasattr(sink, "__fspath__"):
-        with open(sink, "wb") as f:
-            write_ipc(f, table, format=format, compression=compression, alignment=alignment,
-                      schema=schema)
+        try:
+            with open(sink, "wb") as f:
+                write_ipc(f, table, format=format, compression=compression,
+                          alignment=alignment, schema=schema)
+        except BaseException:
+            with contextlib.suppress(OSError):  # no partial file left behind
+                os.remove(sink)
+            raise
         return
     if isinstance(table, Table):
         batches, schema = list(table.batches), table.schema
