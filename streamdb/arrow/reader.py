@@ -297,7 +297,9 @@ class _Decoder:
                 idx = out.values()
                 if nulls:
                     idx = idx[out.valid_mask()]
-                if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(dictionary)):
+                # As unsigned, a negative index is huge: one pass checks both ends.
+                unsigned = idx.view(idx.dtype.str.replace("i", "u"))
+                if len(idx) and int(unsigned.max()) >= len(dictionary):
                     raise self.fail(f"field {f.name!r}: a dictionary index outside its "
                                     f"{len(dictionary)} values")
             return out
