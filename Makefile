@@ -39,12 +39,13 @@ fuzz: $(TEST_STAMP)
 	$(PY) fuzz/fuzz_framing.py --seconds $${FUZZ_SECONDS:-60}
 
 bench: $(STAMP)
-	$(PIP) install --quiet -e '.[bench]'
+	$(PIP) install --quiet -e '.[bench,interop]'
 	$(PY) tools/bench_wal.py
 	$(PY) tools/bench_store.py
 	$(PY) tools/bench_concurrency.py
 	$(PY) tools/bench_transforms.py
 	$(PY) tools/bench_framing.py
+	$(PY) tools/bench_arrow.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
