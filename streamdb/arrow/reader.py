@@ -199,6 +199,7 @@ class _Decoder:
     def __init__(self, msg: _Message, rb: FbTable, dictionaries: dict[int, Array],
                  dict_ids: dict[int, t.Field], limits: md.Limits, validate: bool) -> None:
         self.body = msg.body
+        self.body_bytes = np.frombuffer(msg.body, np.uint8)  # sliced per buffer: no copy
         self.offset = msg.offset
         self.limits = limits
         self.validate = validate
@@ -233,17 +234,24 @@ class _Decoder:
             raise self.fail(f"a field node of length {length} with {nulls} nulls")
         return length, nulls
 
-    def buffer(self) -> np.ndarray[Any, Any]:
+    def buffer(self, wanted: bool = True) -> np.ndarray[Any, Any] | None:
+        """The next buffer (checked against the body; None when not `wanted`)."""
         if self.next_buffer >= len(self.buffers):
             raise self.fail("a batch has fewer buffers than its schema needs")
         off, n = self.buffers[self.next_buffer]
         self.next_buffer += 1
         if off < 0 or n < 0 or off + n > len(self.body):
             raise self.fail(f"a buffer at {off} of {n} bytes lies outside the body")
-        view = self.body[off : off + n]
+        if not wanted:
+            return None
         if self.codec is not None and n:
-            return self._decompress(view)
-        return np.frombuffer(view, np.uint8)
+            return self._decompress(self.body[off : off + n])
+        return self.body_bytes[off : off + n]
+
+    def data(self) -> np.ndarray[Any, Any]:
+        out = self.buffer()
+        assert out is not None
+        return out
 
     def _decompress(self, view: memoryview) -> np.ndarray[Any, Any]:
         if len(view) < 8:
@@ -278,15 +286,12 @@ class _Decoder:
         length, nulls = self.node()
         if ty.layout == "null":
             return Array(ty, length, [])
-        validity: np.ndarray[Any, Any] | None = self.buffer()
-        if nulls:
-            assert validity is not None
+        validity = self.buffer(wanted=nulls > 0)
+        if validity is not None:
             self._need(validity, (length + 7) // 8, "validity")
-        else:
-            validity = None
         layout = ty.layout
         if isinstance(ty, t.DictionaryType):
-            values = self.buffer()
+            values = self.data()
             self._need(values, length * ty.index.dtype.itemsize, "dictionary index")
             ident = self.dict_of_field.get(id(f))
             dictionary = self.dictionaries.get(ident) if ident is not None else None
@@ -304,16 +309,16 @@ class _Decoder:
                                     f"{len(dictionary)} values")
             return out
         if layout == "fixed":
-            values = self.buffer()
+            values = self.data()
             self._need(values, length * ty.dtype.itemsize, str(ty))
             return Array(ty, length, [validity, values], null_count=nulls)
         if layout == "bool":
-            values = self.buffer()
+            values = self.data()
             self._need(values, (length + 7) // 8, "boolean")
             return Array(ty, length, [validity, values], null_count=nulls)
         if layout in ("var", "large_var", "list", "large_list"):
             wide = layout.startswith("large")
-            offsets = self.buffer()
+            offsets = self.data()
             width = 8 if wide else 4
             if length == 0 and len(offsets) == 0:  # an empty array may omit its offsets
                 offsets = np.zeros(width, np.uint8)
@@ -321,7 +326,7 @@ class _Decoder:
             view = offsets[: (length + 1) * width].view("<i8" if wide else "<i4")
             first, last = int(view[0]), int(view[-1])
             if layout in ("var", "large_var"):
-                data = self.buffer()
+                data = self.data()
                 end = len(data)
                 children: list[Array] = []
             else:
