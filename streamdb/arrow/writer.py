@@ -27,6 +27,7 @@ import numpy as np
 from streamdb.arrow import metadata as md
 from streamdb.arrow import types as t
 from streamdb.arrow.array import Array, same_values, unpack_bits
+from streamdb.arrow.flatbuf import T
 from streamdb.arrow.table import RecordBatch, Table
 from streamdb.errors import ArrowError, InvalidArgumentError
 
@@ -113,6 +114,8 @@ class _Body:
 class _Writer:
     """What the stream and file writers share: framing, bodies, dictionaries."""
 
+    replaces = True  # whether a changed dictionary may be sent again whole
+
     def __init__(self, sink: Any, schema: t.Schema, *, compression: str | None = None,
                  alignment: int = 64, start: int = 0) -> None:
         _check(schema, compression, alignment)
@@ -173,8 +176,6 @@ class _Writer:
         entries, parts, body_len = self._body(body.buffers)
         rb = md.record_batch_table(length, body.nodes, entries, self.codec)
         if header == md.DICTIONARY_BATCH:
-            from streamdb.arrow.flatbuf import T
-
             rb = T([("q", dict_id), rb, ("?", delta)])
         return self._message(md.message(header, rb, body_len), parts, body_len)
 
@@ -212,8 +213,6 @@ class _Writer:
                              delta)
         self.dictionary_blocks.append(block)
         self._sent[ident] = values
-
-    replaces = True
 
     def forget_dictionaries(self) -> None:
         """Send every dictionary again with the next batch that uses it (for streams
