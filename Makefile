@@ -37,6 +37,7 @@ fuzz: $(TEST_STAMP)
 	$(PY) fuzz/fuzz_db_open.py --seconds $${FUZZ_SECONDS:-60}
 	$(PY) fuzz/fuzz_readers.py --seconds $${FUZZ_SECONDS:-60}
 	$(PY) fuzz/fuzz_framing.py --seconds $${FUZZ_SECONDS:-60}
+	$(PY) fuzz/fuzz_arrow.py --seconds $${FUZZ_SECONDS:-60}
 
 bench: $(STAMP)
 	$(PIP) install --quiet -e '.[bench,interop]'

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -166,8 +167,13 @@ class Array:
         return out
 
     def to_pylist(self) -> list[Any]:
-        """The values as Python objects (None for nulls). O(length)."""
-        values = _pyvalues(self)
+        """The values as Python objects (None for nulls). O(length). Raises ArrowError for
+        a value Python's types cannot hold (a date past year 9999, a decimal scale out of
+        range)."""
+        try:
+            values = _pyvalues(self)
+        except (OverflowError, ValueError, decimal.DecimalException) as exc:
+            raise ArrowError(f"a {self.type} value has no Python equivalent: {exc}") from exc
         if self.null_count == 0 or self.type.layout == "null":
             return values
         valid = self.valid_mask()
@@ -247,7 +253,8 @@ def _temporal(ty: t.TimestampType | t.DurationType | t.TimeType, vals: np.ndarra
         kind = "M8" if isinstance(ty, t.TimestampType) else "m8"
         out: list[Any] = list(vals.astype("<i8").view(f"{kind}[ns]"))
         return out
-    micros = (vals.astype("<i8") * 10 ** (6 - 3 * ty.unit)).tolist()
+    factor = 10 ** (6 - 3 * ty.unit)  # in Python ints: no int64 wrap-around
+    micros = [v * factor for v in vals.tolist()]
     if isinstance(ty, t.DurationType):
         return [dt.timedelta(microseconds=us) for us in micros]
     if isinstance(ty, t.TimeType):
@@ -262,9 +269,12 @@ def _temporal(ty: t.TimestampType | t.DurationType | t.TimeType, vals: np.ndarra
 
 
 def _zone(name: str) -> dt.tzinfo:
-    if name[:1] in "+-" and len(name) == 6 and name[3] == ":":
-        sign = 1 if name[0] == "+" else -1
-        return dt.timezone(sign * dt.timedelta(hours=int(name[1:3]), minutes=int(name[4:6])))
+    offset = re.fullmatch(r"([+-])([01]\d|2[0-3]):([0-5]\d)", name)
+    if offset:
+        sign = 1 if offset[1] == "+" else -1
+        return dt.timezone(sign * dt.timedelta(hours=int(offset[2]), minutes=int(offset[3])))
+    if name[:1] in "+-":
+        raise ArrowError(f"malformed time zone offset {name!r}")
     try:
         import zoneinfo
 
@@ -278,8 +288,8 @@ def _pylist_all(a: Array) -> list[Any]:
 
 
 def concat(a: Array, b: Array) -> Array:
-    """`a` then `b` (of one type) as one array, from their buffers: O(len(a) + len(b)).
-    Nested types go through Python values."""
+    """`a` then `b` (of one type) as one array, from their buffers: O(len(a) + len(b))
+    for types with buffers, O(1) for those without (nothing is built per value)."""
     ty, n = a.type, a.length + b.length
     if ty.layout == "null":
         return Array(ty, n, [])
@@ -306,7 +316,30 @@ def concat(a: Array, b: Array) -> Array:
         wide = ty.layout == "large_var"
         joined = np.concatenate(offsets).astype("<i8" if wide else "<i4")
         return Array(ty, n, [validity, as_bytes(joined), as_bytes(np.concatenate(parts))])
-    return array(a.to_pylist() + b.to_pylist(), ty)
+    if ty.layout == "struct":
+        return Array(ty, n, [validity], [concat(x, y) for x, y in
+                                         zip(_children(a), _children(b), strict=True)])
+    if isinstance(ty, t.FixedSizeListType):
+        k = ty.size
+        return Array(ty, n, [validity], [concat(
+            a.children[0].slice(a.offset * k, a.length * k),
+            b.children[0].slice(b.offset * k, b.length * k))])
+    if ty.layout in ("list", "large_list"):
+        offsets, children, at = [np.zeros(1, np.int64)], [], 0
+        for x in (a, b):
+            o = x.value_offsets().astype(np.int64)
+            children.append(x.children[0].slice(int(o[0]), int(o[-1] - o[0])))
+            offsets.append(o[1:] - o[0] + at)
+            at += int(o[-1] - o[0])
+        wide = ty.layout == "large_list"
+        joined = np.concatenate(offsets).astype("<i8" if wide else "<i4")
+        return Array(ty, n, [validity, as_bytes(joined)], [concat(*children)])
+    raise ArrowError(f"cannot concatenate arrays of {ty}")
+
+
+def _children(a: Array) -> list[Array]:
+    """A struct array's children, cut to its slice."""
+    return [c.slice(a.offset, a.length) for c in a.children]
 
 
 def same_values(a: Array, b: Array) -> bool:

@@ -256,7 +256,8 @@ def read_field(ft: Table, budget: _Budget, depth: int, dict_ids: dict[int, t.Fie
     return t.Field(name, ty, nullable, _read_kv(ft, 6))
 
 
-_CACHE: OrderedDict[tuple[bytes, Limits], tuple[t.Schema, dict[int, t.Field]]] = OrderedDict()
+_CACHE: OrderedDict[tuple[bytes, int, Limits], tuple[t.Schema, dict[int, t.Field]]] = (
+    OrderedDict())
 _CACHED = 64  # schemas kept, by the bytes of the metadata they were read from
 
 
@@ -265,7 +266,7 @@ def read_schema(st: Table, limits: Limits = DEFAULT_LIMITS
     """A Schema table: the schema and its dictionary fields by id. The last schemas read
     are kept by the bytes of the flatbuffer holding them (reopening a file or a stream
     costs no parsing); a result is never changed, so sharing it is safe."""
-    key = (st.buf, limits)
+    key = (st.buf, st.pos, limits)
     hit = _CACHE.get(key)
     if hit is not None:
         return hit

@@ -550,7 +550,7 @@ def read_ipc(source: Any, *, mmap: bool | None = None, validate: bool = True,
                             validate, limits)
     peek = getattr(source, "peek", None)
     head = peek(6)[:6] if callable(peek) else b""
-    if head == MAGIC or not callable(peek):  # a file needs its footer: read it all
+    if head == MAGIC or len(head) < 6:  # a file (or unknown yet) needs its footer: read all
         parts = []
         while chunk := source.read(READ_STEP):
             parts.append(chunk)
