@@ -224,6 +224,8 @@ def _read_type(type_id: int, tt: Table | None, children: tuple[t.Field, ...]) ->
         entries = children[0].type
         if not isinstance(entries, t.StructType) or len(entries.fields) != 2:
             raise ArrowFormatError("a map's child is not a struct of a key and a value")
+        if children[0].nullable or entries.fields[0].nullable:
+            raise ArrowFormatError("a map's entries or keys are nullable (the format forbids)")
         return t.MapType(children[0], bool(get(0, "?", 0)))
     raise ArrowFormatError(f"unknown Arrow type id {type_id}")
 

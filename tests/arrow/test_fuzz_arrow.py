@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamdb import StreamDbError, arrow
+from streamdb import ArrowFormatError, StreamDbError, arrow
 from streamdb.arrow import types as t
 from streamdb.arrow.array import Array, as_bytes
 
@@ -192,3 +192,18 @@ def test_a_delta_dictionary_of_claimed_empty_structs_stays_bounded() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 4 << 20, f"traced peak {peak:,} bytes for a {len(data)}-byte input"
+
+
+@pytest.mark.parametrize("nullable", ["entries", "key"])
+def test_a_map_with_nullable_entries_or_keys_is_refused(nullable: str) -> None:
+    """A fuzzer finding: such a map read fine, then pyarrow refused what we wrote back. The
+    format forbids it ("Neither the entries field nor the key field may be nullable")."""
+    key = t.Field("key", t.Utf8Type(), nullable == "key")
+    entries = t.Field("entries", t.StructType((key, t.Field("value", t.IntType(64)))),
+                      nullable == "entries")
+    ty = t.MapType(entries)
+    table = arrow.Table.from_pydict({"m": arrow.array([[("a", 1)], []], ty)})
+    sink = io.BytesIO()
+    arrow.write_ipc(sink, table, format="stream")
+    with pytest.raises(ArrowFormatError, match="nullable"):
+        arrow.read_ipc(sink.getvalue())
