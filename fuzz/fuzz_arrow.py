@@ -1076,18 +1076,7 @@ def minimize(data: bytes, sig: str, seconds: float = 10.0) -> bytes:
             if _signature_of(candidate) == sig:
                 best, shrunk = candidate, True
                 break
-    chunk = max(1, len(best) // 2)
-    while chunk >= 1 and time.monotonic() < deadline:
-        pos, changed = 0, False
-        while pos < len(best) and time.monotonic() < deadline:
-            candidate = best[:pos] + best[pos + chunk :]
-            if _signature_of(candidate) == sig:
-                best, changed = candidate, True
-            else:
-                pos += chunk
-        if not changed:
-            chunk //= 2
-    return best
+    return fuzzkit.remove_chunks(best, lambda c: _signature_of(c) == sig, deadline)
 
 
 def save_bug(bug: fuzzkit.Bug, crash_dir: Path) -> Path:

@@ -835,20 +835,8 @@ def _traceback_of(data: bytes) -> str:
 
 def minimize(data: bytes, sig: str, seconds: float = 5.0) -> bytes:
     """Shrink an input while it fails with the same signature (chunk removal)."""
-    deadline = time.monotonic() + seconds
-    best = data
-    chunk = max(1, (len(best) - 1) // 2)
-    while chunk >= 1 and time.monotonic() < deadline:
-        pos, changed = 1, False  # keep the control byte
-        while pos < len(best) and time.monotonic() < deadline:
-            candidate = best[:pos] + best[pos + chunk :]
-            if _signature_of(candidate) == sig:
-                best, changed = candidate, True
-            else:
-                pos += chunk
-        if not changed:
-            chunk //= 2
-    return best
+    return fuzzkit.remove_chunks(data, lambda c: _signature_of(c) == sig,
+                                 time.monotonic() + seconds, keep=1)  # the control byte
 
 
 def save_bug(bug: fuzzkit.Bug, crash_dir: Path) -> Path:

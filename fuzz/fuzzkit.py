@@ -8,6 +8,7 @@ import dataclasses
 import gzip
 import re
 import signal
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
@@ -96,3 +97,22 @@ def write_corpus(out: Path, corpus: Mapping[str, Encodable], *, check: bool,
             print(f"{name:{width}s} {len(data):7d}  {outcome}")
     print(f"{len(corpus)} files, {total} bytes in {out}")
     return 0
+
+
+def remove_chunks(data: bytes, fails: Callable[[bytes], bool], deadline: float, *,
+                  keep: int = 0) -> bytes:
+    """Shrink `data` while `fails(candidate)` holds, by removing chunks of halving sizes
+    (the first `keep` bytes stay), until `deadline` (a `time.monotonic()` value)."""
+    best = data
+    chunk = max(1, (len(best) - keep) // 2)
+    while chunk >= 1 and time.monotonic() < deadline:
+        pos, changed = keep, False
+        while pos < len(best) and time.monotonic() < deadline:
+            candidate = best[:pos] + best[pos + chunk :]
+            if fails(candidate):
+                best, changed = candidate, True
+            else:
+                pos += chunk
+        if not changed:
+            chunk //= 2
+    return best
