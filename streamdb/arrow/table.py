@@ -133,13 +133,15 @@ class Table:
 
     @classmethod
     def from_pyarrow(cls, table: pa.Table | pa.RecordBatch) -> Table:
-        """A table of a pyarrow Table or RecordBatch (zero-copy through the IPC format's
-        buffers when pyarrow hands them out aligned; see streamdb.arrow.interop)."""
+        """A table of a pyarrow Table or RecordBatch (one copy: pyarrow writes an IPC stream
+        in memory, read in place). Needs pyarrow (UnsupportedError otherwise)."""
         from streamdb.arrow.interop import from_pyarrow
 
         return from_pyarrow(table)
 
     def to_pyarrow(self) -> pa.Table:
+        """The table as a pyarrow Table over the same buffers (no copy; extension types and
+        intervals pyarrow cannot construct go through an IPC stream in memory)."""
         from streamdb.arrow.interop import to_pyarrow
 
         return to_pyarrow(self)

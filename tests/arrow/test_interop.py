@@ -706,3 +706,17 @@ def test_a_failed_file_write_leaves_no_file_and_checks_arguments_first(tmp_path:
         for b in batches:
             w.write_batch(b)
     assert not sink.getvalue().endswith(b"ARROW1")  # no footer: nothing looks complete
+
+
+def test_to_pyarrow_shares_our_buffers() -> None:
+    """Fixed-width columns, strings and nested children reach pyarrow without a copy."""
+    table = arrow.Table.from_pydict({"x": np.arange(1000, dtype=np.int64),
+                                     "s": [f"w{i}" for i in range(1000)]})
+    got = table.to_pyarrow()
+    ours = table.column("x").to_numpy()
+    theirs = got.column("x").chunk(0).to_numpy(zero_copy_only=True)
+    assert np.shares_memory(ours, theirs)
+    data = table.batches[0].columns[1].buffers[2]
+    assert data is not None
+    assert got.column("s").chunk(0).buffers()[2].address == data.ctypes.data
+    assert got.to_pydict() == table.to_pydict()
