@@ -1,4 +1,5 @@
-"""`StreamWriter` and `StreamReader`: framed messages over binary files and sockets.
+"""`StreamWriter` and `StreamReader`: framed messages over binary files, sockets and
+streams already in memory.
 
 The writer batches small frames in a buffer (one `write`/`sendall` per `buffer_size`
 bytes) and sends a large payload as it is, after its header, without copying it. The reader
