@@ -51,7 +51,6 @@ import functools
 import importlib.util
 import io
 import math
-import os
 import random
 import re
 import struct
@@ -62,7 +61,6 @@ import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 FUZZ_DIR = Path(__file__).resolve().parent
@@ -103,40 +101,15 @@ R = TypeVar("R")
 # -- bugs the harness detects besides exceptions --------------------------------------------
 
 
-class HarnessBug(Exception):
-    """A violated harness invariant. `kind` is short and stable (it names the bug)."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-
-
-class InputTimeout(HarnessBug):
-    pass
-
-
-def _timeout(message: str) -> BaseException:
-    return InputTimeout("timeout", message)
+HarnessBug, InputTimeout = fuzzkit.HarnessBug, fuzzkit.InputTimeout
 
 
 def where(exc: BaseException) -> str:
-    """The innermost function inside streamdb (or anywhere) that `exc` went through."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    inside = [f for f in frames if Path(f.filename).resolve().is_relative_to(LIB_DIR)]
-    if not (inside or frames):
-        return "?"
-    chain = inside or frames
-    at = chain[-1]
-    name = at.name
-    if name.startswith("<") and len(chain) > 1:  # a comprehension: in which function
-        name = f"{chain[-2].name}.{name}"
-    return f"{Path(at.filename).stem}.{name}"
+    return fuzzkit.where(exc, LIB_DIR)
 
 
 def signature(exc: BaseException) -> str:
-    if isinstance(exc, HarnessBug):
-        return exc.kind
-    return f"{type(exc).__name__} in {where(exc)}"
+    return fuzzkit.signature(exc, LIB_DIR)
 
 
 @contextlib.contextmanager
@@ -406,7 +379,7 @@ def run_one(data: bytes, *, memory: bool = True) -> str:
     if started:
         tracemalloc.start()
     try:
-        with fuzzkit.watchdog(TIME_LIMIT, _timeout):
+        with fuzzkit.watchdog(TIME_LIMIT, fuzzkit.input_timeout):
             return _run(bytes(data))
     finally:
         if started:
@@ -999,45 +972,6 @@ class Mutator:
 # -- line coverage feedback -------------------------------------------------------------------
 
 
-class LineCoverage:
-    """AFL-style line-to-line edges executed inside streamdb/arrow (sys.settrace, those
-    frames only). Several times slower than an untraced run."""
-
-    def __init__(self) -> None:
-        self.edges: set[int] = set()
-        self._hits: set[int] = set()
-        self._prefix = str(ARROW_DIR) + os.sep
-        self._prev = 0
-
-    def _global(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
-        if frame.f_code.co_filename.startswith(self._prefix):
-            return self._local
-        return None
-
-    def _local(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
-        if event == "line":
-            here = (id(frame.f_code) << 14) + frame.f_lineno
-            self._hits.add(here ^ self._prev)
-            self._prev = here >> 1
-        return self._local
-
-    @contextlib.contextmanager
-    def tracing(self) -> Iterator[None]:
-        self._hits, self._prev = set(), 0
-        previous = sys.gettrace()
-        sys.settrace(self._global)
-        try:
-            yield
-        finally:
-            sys.settrace(previous)
-
-    def commit(self) -> int:
-        new = self._hits - self.edges
-        self.edges |= new
-        self._hits = set()
-        return len(new)
-
-
 # -- the built-in fuzzer ----------------------------------------------------------------------
 
 
@@ -1108,7 +1042,7 @@ def fuzz(seed: int, seconds: float | None = None, max_inputs: int | None = None,
     seeds = (load_corpus() if corpus else []) + [generated(rng) for _ in range(generated_seeds)]
     pool = list(seeds) or [b""]
     seen: set[str] = set()
-    cov = LineCoverage() if coverage else None
+    cov = fuzzkit.LineCoverage(ARROW_DIR) if coverage else None
     mutator = Mutator(rng, lambda: rng.choice(pool))
     queue = list(seeds)
     start = last = time.monotonic()

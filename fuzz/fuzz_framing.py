@@ -106,36 +106,15 @@ class Adler24:
 # -- bugs the harness detects besides exceptions --------------------------------------------
 
 
-class HarnessBug(Exception):
-    """A violated harness invariant. `kind` is short and stable (it names the bug)."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-
-
-class InputTimeout(HarnessBug):
-    pass
-
-
-def _timeout(message: str) -> BaseException:
-    return InputTimeout("timeout", message)
+HarnessBug, InputTimeout = fuzzkit.HarnessBug, fuzzkit.InputTimeout
 
 
 def where(exc: BaseException) -> str:
-    """The innermost function inside streamdb (or anywhere) that `exc` went through."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    inside = [f for f in frames if Path(f.filename).resolve().is_relative_to(LIB_DIR)]
-    if not (inside or frames):
-        return "?"
-    at = (inside or frames)[-1]
-    return f"{Path(at.filename).stem}.{at.name}"
+    return fuzzkit.where(exc, LIB_DIR)
 
 
 def signature(exc: BaseException) -> str:
-    if isinstance(exc, HarnessBug):
-        return exc.kind
-    return f"{type(exc).__name__} in {where(exc)}"
+    return fuzzkit.signature(exc, LIB_DIR)
 
 
 # -- the input --------------------------------------------------------------------------------
@@ -541,7 +520,7 @@ def run_one(data: bytes) -> str:
     if started:
         tracemalloc.start()
     try:
-        with fuzzkit.watchdog(TIME_LIMIT, _timeout):
+        with fuzzkit.watchdog(TIME_LIMIT, fuzzkit.input_timeout):
             return _run(data)
     finally:
         if started:

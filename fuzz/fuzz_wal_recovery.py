@@ -68,7 +68,6 @@ import traceback
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal
 
 FUZZ_DIR = Path(__file__).resolve().parent
@@ -76,7 +75,7 @@ REPO_DIR = FUZZ_DIR.parent
 if str(REPO_DIR) not in sys.path:  # run as a script from a checkout without installing
     sys.path.insert(0, str(REPO_DIR))
 
-from fuzzkit import Bug, FuzzStats, input_files, read_input, slug  # noqa: E402
+from fuzzkit import Bug, FuzzStats, LineCoverage, input_files, read_input, slug  # noqa: E402
 from fuzzkit import watchdog as hang_watchdog  # noqa: E402
 
 import wal  # noqa: E402
@@ -829,47 +828,6 @@ class Mutator:
 # -- line coverage feedback -----------------------------------------------------------------------
 
 
-class LineCoverage:
-    """AFL-style line-to-line edges executed inside the `wal` package (sys.settrace, wal
-    frames only). About 5x slower than an untraced run."""
-
-    def __init__(self) -> None:
-        self.edges: set[int] = set()
-        self._hits: set[int] = set()
-        self._prefix = str(WAL_DIR) + os.sep
-        self._prev = 0
-
-    def _global(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
-        if frame.f_code.co_filename.startswith(self._prefix):
-            return self._local
-        return None
-
-    def _local(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
-        if event == "line":
-            here = (id(frame.f_code) << 14) + frame.f_lineno
-            self._hits.add(here ^ self._prev)
-            self._prev = here >> 1
-        return self._local
-
-    @contextlib.contextmanager
-    def tracing(self) -> Iterator[None]:
-        self._hits = set()
-        self._prev = 0
-        previous = sys.gettrace()
-        sys.settrace(self._global)
-        try:
-            yield
-        finally:
-            sys.settrace(previous)
-
-    def commit(self) -> int:
-        """Merge what the last traced run found; returns how many edges were new."""
-        new = self._hits - self.edges
-        self.edges |= new
-        self._hits = set()
-        return len(new)
-
-
 # -- the built-in fuzzer --------------------------------------------------------------------------
 
 
@@ -990,7 +948,7 @@ def fuzz(
     seeds = seeds or [b""]
     pool: list[bytes] = list(seeds)
     seen_features: set[tuple[object, ...]] = set()
-    cov = LineCoverage() if coverage else None
+    cov = LineCoverage(WAL_DIR) if coverage else None
     known = known_signatures(crash_dir, strict=strict) if crash_dir is not None else set()
     mutator = Mutator(rng, lambda: rng.choice(pool))
     started = time.monotonic()

@@ -6,13 +6,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
+import os
 import re
 import signal
+import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclasses.dataclass
@@ -116,3 +119,84 @@ def remove_chunks(data: bytes, fails: Callable[[bytes], bool], deadline: float, 
         if not changed:
             chunk //= 2
     return best
+
+
+# -- what the byte-level harnesses (framing, Arrow) share ------------------------------------
+
+
+class HarnessBug(Exception):
+    """A violated harness invariant. `kind` is short and stable (it names the bug)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+class InputTimeout(HarnessBug):
+    pass
+
+
+def input_timeout(message: str) -> BaseException:
+    return InputTimeout("timeout", message)
+
+
+def where(exc: BaseException, lib_dir: Path) -> str:
+    """The innermost function under `lib_dir` (or anywhere) that `exc` went through; a
+    comprehension is named with the function it runs in."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [f for f in frames if Path(f.filename).resolve().is_relative_to(lib_dir)]
+    chain = inside or frames
+    if not chain:
+        return "?"
+    at = chain[-1]
+    name = at.name
+    if name.startswith("<") and len(chain) > 1:
+        name = f"{chain[-2].name}.{name}"
+    return f"{Path(at.filename).stem}.{name}"
+
+
+def signature(exc: BaseException, lib_dir: Path) -> str:
+    """A bug's stable name: its kind, or the exception type and where it was raised."""
+    if isinstance(exc, HarnessBug):
+        return exc.kind
+    return f"{type(exc).__name__} in {where(exc, lib_dir)}"
+
+
+class LineCoverage:
+    """AFL-style line-to-line edges executed in the files under `directory` (sys.settrace,
+    those frames only). Several times slower than an untraced run."""
+
+    def __init__(self, directory: Path) -> None:
+        self.edges: set[int] = set()
+        self._hits: set[int] = set()
+        self._prefix = str(directory) + os.sep
+        self._prev = 0
+
+    def _global(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
+        if frame.f_code.co_filename.startswith(self._prefix):
+            return self._local
+        return None
+
+    def _local(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
+        if event == "line":
+            here = (id(frame.f_code) << 14) + frame.f_lineno
+            self._hits.add(here ^ self._prev)
+            self._prev = here >> 1
+        return self._local
+
+    @contextlib.contextmanager
+    def tracing(self) -> Iterator[None]:
+        self._hits, self._prev = set(), 0
+        previous = sys.gettrace()
+        sys.settrace(self._global)
+        try:
+            yield
+        finally:
+            sys.settrace(previous)
+
+    def commit(self) -> int:
+        """Merge what the last traced run found; returns how many edges were new."""
+        new = self._hits - self.edges
+        self.edges |= new
+        self._hits = set()
+        return len(new)

@@ -233,17 +233,19 @@ class _Writer:
             self.closed = True
 
     def close(self) -> None:
-        raise NotImplementedError
+        """End the stream (EOS), then whatever follows it (`_tail`). Idempotent."""
+        if not self.closed:
+            self._write(EOS)
+            self._tail()
+            self.closed = True
+
+    def _tail(self) -> None:
+        """What follows the end of the stream: nothing, in the stream format."""
 
 
 class StreamWriter(_Writer):
     """Writes the Arrow IPC stream format: schema, dictionaries and batches, then EOS on
     close()."""
-
-    def close(self) -> None:
-        if not self.closed:
-            self._write(EOS)
-            self.closed = True
 
 
 class FileWriter(_Writer):
@@ -258,12 +260,9 @@ class FileWriter(_Writer):
         sink.write(MAGIC + b"\x00\x00")
         super().__init__(sink, schema, compression=compression, alignment=alignment, start=8)
 
-    def close(self) -> None:
-        if not self.closed:
-            self._write(EOS)
-            foot = md.footer(self.schema, self.dictionary_blocks, self.batch_blocks)
-            self._write(foot + struct.pack("<i", len(foot)) + MAGIC)
-            self.closed = True
+    def _tail(self) -> None:
+        foot = md.footer(self.schema, self.dictionary_blocks, self.batch_blocks)
+        self._write(foot + struct.pack("<i", len(foot)) + MAGIC)
 
 
 def write_ipc(sink: Any, table: Table | RecordBatch | Iterable[RecordBatch], *,
