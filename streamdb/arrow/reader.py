@@ -19,14 +19,14 @@ from __future__ import annotations
 import mmap as _mmap
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from streamdb.arrow import metadata as md
 from streamdb.arrow import types as t
-from streamdb.arrow.array import Array, concat
+from streamdb.arrow.array import Array, concat, unpack_bits
 from streamdb.arrow.flatbuf import Table as FbTable
 from streamdb.arrow.flatbuf import root
 from streamdb.arrow.table import RecordBatch, Table
@@ -45,15 +45,27 @@ _I64 = struct.Struct("<q")
 READ_STEP = 16 << 20  # a claimed length is read in steps, never allocated at once
 
 
-class _Message:
-    __slots__ = ("body", "header", "kind", "offset")
+class _Meta:
+    """A message's metadata, parsed: (header type, header table, body length), and the
+    batch plan `_State` makes of it. Cached by the metadata's bytes, so the batches of a
+    stream that share a layout (the usual case) are parsed and planned once."""
 
-    def __init__(self, kind: int, header: FbTable, body: memoryview, offset: int) -> None:
-        self.kind, self.header, self.body, self.offset = kind, header, body, offset
+    __slots__ = ("body_len", "header", "kind", "plan")
+
+    def __init__(self, kind: int, header: FbTable, body_len: int) -> None:
+        self.kind, self.header, self.body_len = kind, header, body_len
+        self.plan: Any = None
 
 
-def _parse_metadata(meta: bytes, offset: int, limits: md.Limits) -> tuple[int, FbTable, int]:
-    """(header type, header table, body length) of a Message flatbuffer."""
+_CACHE_ENTRIES = 256  # distinct metadata layouts kept per reader
+
+
+def _parse_metadata(meta: bytes, offset: int, limits: md.Limits,
+                    cache: dict[bytes, _Meta]) -> _Meta:
+    """The parsed Message flatbuffer `meta` (from `cache` when seen before). O(len(meta))."""
+    hit = cache.get(meta)
+    if hit is not None:
+        return hit
     try:
         msg = root(meta)
         version = msg.scalar(0, "h", 0)
@@ -69,25 +81,37 @@ def _parse_metadata(meta: bytes, offset: int, limits: md.Limits) -> tuple[int, F
         raise ArrowFormatError(f"a message of unknown type {kind}", offset=offset)
     if not 0 <= body_len <= limits.max_body:
         raise ArrowLimitError(f"a message body of {body_len} bytes", offset=offset)
-    return kind, header, body_len
+    if len(cache) >= _CACHE_ENTRIES:
+        cache.clear()
+    out = cache[meta] = _Meta(kind, header, body_len)
+    return out
+
+
+class _Message:
+    __slots__ = ("body", "meta", "offset")
+
+    def __init__(self, meta: _Meta, body: memoryview, offset: int) -> None:
+        self.meta, self.body, self.offset = meta, body, offset
 
 
 class _Source:
-    """Messages from a buffer (bytes or a map): zero-copy."""
+    """Messages from a buffer (bytes or a map), from `pos` on: zero-copy."""
 
     def __init__(self, data: memoryview, pos: int, limits: md.Limits) -> None:
         self.data, self.pos, self.limits = data, pos, limits
+        self.cache: dict[bytes, _Meta] = {}
 
     def next(self) -> _Message | None:
         data, pos = self.data, self.pos
-        if pos == len(data):
+        size = len(data)
+        if pos == size:
             return None  # a stream may end without EOS
-        if pos + 4 > len(data):
+        if pos + 4 > size:
             raise ArrowFormatError("the input ends inside a message length", offset=pos)
         n = _I32.unpack_from(data, pos)[0]
         start = pos + 4
         if n == -1:  # the continuation marker, then the length
-            if start + 4 > len(data):
+            if start + 4 > size:
                 raise ArrowFormatError("the input ends inside a message length", offset=pos)
             n = _I32.unpack_from(data, start)[0]
             start += 4
@@ -96,15 +120,15 @@ class _Source:
             return None  # end of stream
         if n < 0 or n > self.limits.max_metadata:
             raise ArrowLimitError(f"message metadata of {n} bytes", offset=pos)
-        if start + n > len(data):
-            raise ArrowFormatError("the input ends inside a message's metadata", offset=pos)
-        kind, header, body_len = _parse_metadata(bytes(data[start : start + n]), pos,
-                                                 self.limits)
         body_start = start + n
-        if body_len > len(data) - body_start:
+        if body_start > size:
+            raise ArrowFormatError("the input ends inside a message's metadata", offset=pos)
+        meta = _parse_metadata(bytes(data[start:body_start]), pos, self.limits, self.cache)
+        end = body_start + meta.body_len
+        if end > size:
             raise ArrowFormatError("the input ends inside a message body", offset=pos)
-        self.pos = body_start + body_len
-        return _Message(kind, header, data[body_start : self.pos], pos)
+        self.pos = end
+        return _Message(meta, data[body_start:end], pos)
 
 
 class _FileSource:
@@ -115,6 +139,7 @@ class _FileSource:
         if not callable(read):
             raise InvalidArgumentError(f"cannot read from {type(f).__name__}")
         self._read, self.limits, self.pos = read, limits, 0
+        self.cache: dict[bytes, _Meta] = {}
 
     def _exact(self, n: int, what: str) -> bytes:
         parts = []
@@ -148,10 +173,10 @@ class _FileSource:
             return None
         if n < 0 or n > self.limits.max_metadata:
             raise ArrowLimitError(f"message metadata of {n} bytes", offset=at)
-        kind, header, body_len = _parse_metadata(self._exact(n, "a message's metadata"), at,
-                                                 self.limits)
-        body = self._exact(body_len, "a message body")
-        return _Message(kind, header, memoryview(body), at)
+        meta = _parse_metadata(self._exact(n, "a message's metadata"), at, self.limits,
+                               self.cache)
+        body = self._exact(meta.body_len, "a message body")
+        return _Message(meta, memoryview(body), at)
 
 
 _STEP = 1 << 20  # decompressed bytes produced per call: memory follows the output
@@ -190,40 +215,76 @@ def _decompress(codec: int | None, data: memoryview, size: int) -> bytes | None:
     return b"".join(parts)
 
 
+
 # -- arrays from a batch's nodes and buffers ------------------------------------------------
+#
+# A batch is decoded in two passes. Planning reads the metadata alone: the field nodes and
+# buffers, each checked against the limits, the body length and (uncompressed) what its
+# array needs. The plan is cached with the metadata, so a stream whose batches share a
+# layout plans once. Building slices the body by the plan and runs the checks that need
+# the data: offsets inside their data, ascending (validate), dictionary indices inside
+# their dictionary (validate), and decompression.
+
+_NULL, _FIXED, _DICT, _VAR, _LIST, _NESTED = range(6)
+_KINDS = {"null": _NULL, "fixed": _FIXED, "bool": _FIXED, "var": _VAR, "large_var": _VAR,
+          "list": _LIST, "large_list": _LIST, "fixed_list": _NESTED, "struct": _NESTED}
+_Spec = tuple[int, int, int, str]  # a buffer: body start, body end, bytes needed, what
 
 
-class _Decoder:
-    """Builds the arrays of one record batch from its flattened nodes and buffers."""
+class _Plan:
+    """One array of a batch as its metadata lays it out."""
 
-    def __init__(self, msg: _Message, rb: FbTable, dictionaries: dict[int, Array],
-                 dict_ids: dict[int, t.Field], limits: md.Limits, validate: bool) -> None:
-        self.body = msg.body
-        self.body_bytes = np.frombuffer(msg.body, np.uint8)  # sliced per buffer: no copy
-        self.offset = msg.offset
-        self.limits = limits
-        self.validate = validate
-        self.dictionaries = dictionaries
-        self.dict_of_field = {id(f): i for i, f in dict_ids.items()}
+    __slots__ = ("bufs", "children", "dict_id", "dtype", "kind", "length", "name", "nulls",
+                 "type", "width")
+
+    def __init__(self, f: t.Field, kind: int, length: int, nulls: int,
+                 bufs: list[_Spec | None], children: list[_Plan]) -> None:
+        self.type, self.name, self.kind = f.type, f.name, kind
+        self.length, self.nulls, self.bufs, self.children = length, nulls, bufs, children
+        self.dict_id: int | None = None
+        self.dtype: Any = None  # offsets' dtype (_VAR, _LIST); unsigned indices (_DICT)
+        self.width = 0  # its item size
+
+
+class _BatchPlan:
+    __slots__ = ("arrays", "codec", "length")
+
+    def __init__(self, length: int, codec: int | None, arrays: list[_Plan]) -> None:
+        self.length, self.codec, self.arrays = length, codec, arrays
+
+
+class _Planner:
+    """Plans the arrays of one RecordBatch table (a record batch or a dictionary's data)."""
+
+    def __init__(self, rb: FbTable, body_len: int, dict_of_field: dict[int, int],
+                 limits: md.Limits, offset: int) -> None:
+        self.body_len, self.dict_of_field, self.limits = body_len, dict_of_field, limits
+        self.offset = offset
         self.length = rb.scalar(0, "q", 0)
+        if not 0 <= self.length <= limits.max_rows:
+            raise ArrowLimitError(f"a batch of {self.length} rows", offset=offset)
         self.nodes = rb.structs(1, md.FIELD_NODE)
         self.buffers = rb.structs(2, md.BUFFER)
         if len(self.buffers) > limits.max_buffers:
-            raise ArrowLimitError(f"a batch of {len(self.buffers)} buffers", offset=self.offset)
+            raise ArrowLimitError(f"a batch of {len(self.buffers)} buffers", offset=offset)
         compression = rb.table(3)
         self.codec: int | None = None
         if compression is not None:
             self.codec = compression.scalar(0, "b", 0)
             if self.codec not in (md.LZ4_FRAME, md.ZSTD) or compression.scalar(1, "b", 0):
-                raise ArrowFormatError(f"unknown body compression {self.codec}",
-                                       offset=self.offset)
+                raise ArrowFormatError(f"unknown body compression {self.codec}", offset=offset)
         self.next_node = 0
         self.next_buffer = 0
-        if not 0 <= self.length <= limits.max_rows:
-            raise ArrowLimitError(f"a batch of {self.length} rows", offset=self.offset)
 
     def fail(self, what: str) -> ArrowFormatError:
         return ArrowFormatError(what, offset=self.offset)
+
+    def plan(self, fields: Sequence[t.Field]) -> _BatchPlan:
+        arrays = [self.array(f) for f in fields]
+        for p in arrays:
+            if p.length < self.length:
+                raise self.fail(f"column {p.name!r} has {p.length} rows of {self.length}")
+        return _BatchPlan(self.length, self.codec, arrays)
 
     def node(self) -> tuple[int, int]:
         if self.next_node >= len(self.nodes):
@@ -234,23 +295,98 @@ class _Decoder:
             raise self.fail(f"a field node of length {length} with {nulls} nulls")
         return length, nulls
 
-    def buffer(self, wanted: bool = True) -> np.ndarray[Any, Any] | None:
-        """The next buffer (checked against the body; None when not `wanted`)."""
+    def buffer(self, need: int, what: str, wanted: bool = True) -> _Spec | None:
+        """The next buffer, inside the body and (uncompressed) of at least `need` bytes;
+        None when not `wanted`."""
         if self.next_buffer >= len(self.buffers):
             raise self.fail("a batch has fewer buffers than its schema needs")
         off, n = self.buffers[self.next_buffer]
         self.next_buffer += 1
-        if off < 0 or n < 0 or off + n > len(self.body):
+        if off < 0 or n < 0 or off + n > self.body_len:
             raise self.fail(f"a buffer at {off} of {n} bytes lies outside the body")
         if not wanted:
             return None
-        if self.codec is not None and n:
-            return self._decompress(self.body[off : off + n])
-        return self.body_bytes[off : off + n]
+        if self.codec is None and n < need:
+            raise self.fail(f"a {what} buffer of {n} bytes, {need} needed")
+        return off, off + n, need, what
 
-    def data(self) -> np.ndarray[Any, Any]:
-        out = self.buffer()
-        assert out is not None
+    def array(self, f: t.Field, depth: int = 0) -> _Plan:
+        if depth > self.limits.max_depth:
+            raise ArrowLimitError("arrays nested too deep", offset=self.offset)
+        ty = f.type
+        length, nulls = self.node()
+        kind = _KINDS.get(ty.layout)
+        if isinstance(ty, t.DictionaryType):
+            kind = _DICT
+        if kind is None:
+            raise UnsupportedError(f"arrays of {ty}")
+        if kind == _NULL:
+            return _Plan(f, kind, length, length, [], [])
+        bufs = [self.buffer((length + 7) // 8, "validity", wanted=nulls > 0)]
+        children: list[_Plan] = []
+        dtype: Any = None
+        width = 0
+        if kind == _DICT:
+            assert isinstance(ty, t.DictionaryType)
+            width = ty.index.bits // 8
+            bufs.append(self.buffer(length * width, "dictionary index"))
+            dtype = f"<u{width}"  # see _Builder.build
+        elif ty.layout == "bool":
+            bufs.append(self.buffer((length + 7) // 8, "boolean"))
+        elif kind == _FIXED:
+            bufs.append(self.buffer(length * ty.dtype.itemsize, str(ty)))
+        elif kind in (_VAR, _LIST):
+            width = 8 if ty.layout.startswith("large") else 4
+            dtype = f"<i{width}"
+            # An empty array may omit its offsets (the builder supplies a zero).
+            bufs.append(self.buffer((length + 1) * width if length else 0, "offsets"))
+            if kind == _VAR:
+                bufs.append(self.buffer(0, "data"))
+            else:
+                children.append(self.array(ty.children[0], depth + 1))
+        elif isinstance(ty, t.FixedSizeListType):
+            child = self.array(ty.value, depth + 1)
+            if child.length < length * ty.size:
+                raise self.fail(f"{f.name!r}: a child of {child.length} values for {length} "
+                                f"lists of {ty.size}")
+            children.append(child)
+        else:  # struct
+            children = [self.array(c, depth + 1) for c in ty.children]
+            for c in children:
+                if c.length < length:
+                    raise self.fail(f"{f.name!r}: a child of {c.length} values for {length} "
+                                    "rows")
+        p = _Plan(f, kind, length, nulls, bufs, children)
+        p.dtype, p.width = dtype, width
+        if kind == _DICT:
+            p.dict_id = self.dict_of_field.get(id(f))
+        return p
+
+
+_ZERO_OFFSETS = np.zeros(8, np.uint8)
+
+
+class _Builder:
+    """Arrays from a batch plan and a message body."""
+
+    def __init__(self, body: memoryview, codec: int | None, dictionaries: dict[int, Array],
+                 limits: md.Limits, validate: bool, offset: int) -> None:
+        self.body, self.codec, self.dictionaries = body, codec, dictionaries
+        self.bytes = np.frombuffer(body, np.uint8)  # sliced per buffer: no copy
+        self.limits, self.validate, self.offset = limits, validate, offset
+
+    def fail(self, what: str) -> ArrowFormatError:
+        return ArrowFormatError(what, offset=self.offset)
+
+    def buffer(self, spec: _Spec | None) -> np.ndarray[Any, Any] | None:
+        if spec is None:
+            return None
+        start, end, need, what = spec
+        if self.codec is None:
+            return self.bytes[start:end]  # its size was checked when planned
+        out = self._decompress(self.body[start:end]) if end > start else self.bytes[:0]
+        if len(out) < need:
+            raise self.fail(f"a {what} buffer of {len(out)} bytes, {need} needed")
         return out
 
     def _decompress(self, view: memoryview) -> np.ndarray[Any, Any]:
@@ -275,85 +411,50 @@ class _Decoder:
             raise self.fail(f"a buffer decompressed to {len(out)} bytes, not {size}")
         return np.frombuffer(out, np.uint8)
 
-    def _need(self, buf: np.ndarray[Any, Any], nbytes: int, what: str) -> None:
-        if len(buf) < nbytes:
-            raise self.fail(f"a {what} buffer of {len(buf)} bytes, {nbytes} needed")
-
-    def array(self, f: t.Field, depth: int = 0) -> Array:
-        if depth > self.limits.max_depth:
-            raise ArrowLimitError("arrays nested too deep", offset=self.offset)
-        ty = f.type
-        length, nulls = self.node()
-        if ty.layout == "null":
-            return Array(ty, length, [])
-        validity = self.buffer(wanted=nulls > 0)
-        if validity is not None:
-            self._need(validity, (length + 7) // 8, "validity")
-        layout = ty.layout
-        if isinstance(ty, t.DictionaryType):
-            values = self.data()
-            self._need(values, length * ty.index.dtype.itemsize, "dictionary index")
-            ident = self.dict_of_field.get(id(f))
-            dictionary = self.dictionaries.get(ident) if ident is not None else None
+    def build(self, p: _Plan) -> Array:
+        kind, length = p.kind, p.length
+        if kind == _NULL:
+            return _trusted(p.type, length, (), (), length, None)
+        if self.codec is None:
+            body = self.bytes
+            bufs: list[Any] = [None if s is None else body[s[0] : s[1]] for s in p.bufs]
+        else:
+            bufs = [self.buffer(s) for s in p.bufs]
+        if kind == _FIXED:
+            return _trusted(p.type, length, tuple(bufs), (), p.nulls, None)
+        kids = tuple([self.build(c) for c in p.children])
+        dictionary = None
+        if kind == _DICT:
+            dictionary = self.dictionaries.get(p.dict_id)  # type: ignore[arg-type]
             if dictionary is None:
-                raise self.fail(f"field {f.name!r} needs dictionary {ident}, not sent before")
-            out = Array(ty, length, [validity, values], null_count=nulls, dictionary=dictionary)
+                raise self.fail(f"field {p.name!r} needs dictionary {p.dict_id}, not sent "
+                                "before")
             if self.validate and length:
-                idx = out.values()
-                if nulls:
-                    idx = idx[out.valid_mask()]
                 # As unsigned, a negative index is huge: one pass checks both ends.
-                unsigned = idx.view(idx.dtype.str.replace("i", "u"))
-                if len(idx) and int(unsigned.max()) >= len(dictionary):
-                    raise self.fail(f"field {f.name!r}: a dictionary index outside its "
+                idx = bufs[1][: length * p.width].view(p.dtype)
+                if p.nulls:
+                    idx = idx[unpack_bits(bufs[0], 0, length)]
+                if len(idx) and int(idx.max()) >= len(dictionary):
+                    raise self.fail(f"field {p.name!r}: a dictionary index outside its "
                                     f"{len(dictionary)} values")
-            return out
-        if layout == "fixed":
-            values = self.data()
-            self._need(values, length * ty.dtype.itemsize, str(ty))
-            return Array(ty, length, [validity, values], null_count=nulls)
-        if layout == "bool":
-            values = self.data()
-            self._need(values, (length + 7) // 8, "boolean")
-            return Array(ty, length, [validity, values], null_count=nulls)
-        if layout in ("var", "large_var", "list", "large_list"):
-            wide = layout.startswith("large")
-            offsets = self.data()
-            width = 8 if wide else 4
-            if length == 0 and len(offsets) == 0:  # an empty array may omit its offsets
-                offsets = np.zeros(width, np.uint8)
-            self._need(offsets, (length + 1) * width, "offsets")
-            view = offsets[: (length + 1) * width].view("<i8" if wide else "<i4")
+        elif kind in (_VAR, _LIST):
+            offsets = bufs[1]
+            if len(offsets) < p.width:  # only an empty array's, which may omit them
+                if len(offsets):
+                    raise self.fail(f"an offsets buffer of {len(offsets)} bytes, {p.width} "
+                                    "needed")
+                offsets = bufs[1] = _ZERO_OFFSETS
+            view = offsets[: (length + 1) * p.width].view(p.dtype)
+            end = len(bufs[2]) if kind == _VAR else kids[0].length
             first, last = int(view[0]), int(view[-1])
-            if layout in ("var", "large_var"):
-                data = self.data()
-                end = len(data)
-                children: list[Array] = []
-            else:
-                child = self.array(ty.children[0], depth + 1)
-                end = len(child)
-                children = [child]
-                data = None
             if not 0 <= first <= last <= end:
-                raise self.fail(f"{f.name!r}: offsets {first}..{last} outside 0..{end}")
+                raise self.fail(f"{p.name!r}: offsets {first}..{last} outside 0..{end}")
             if self.validate and length and np.any(view[1:] < view[:-1]):
-                raise self.fail(f"{f.name!r}: offsets decrease")
-            bufs = [validity, offsets] + ([data] if data is not None else [])
-            return Array(ty, length, bufs, children, null_count=nulls)
-        if layout == "fixed_list":
-            assert isinstance(ty, t.FixedSizeListType)
-            child = self.array(ty.value, depth + 1)
-            if len(child) < length * ty.size:
-                raise self.fail(f"{f.name!r}: a child of {len(child)} values for {length} "
-                                f"lists of {ty.size}")
-            return Array(ty, length, [validity], [child], null_count=nulls)
-        if layout == "struct":
-            kids = [self.array(c, depth + 1) for c in ty.children]
-            for c in kids:
-                if len(c) < length:
-                    raise self.fail(f"{f.name!r}: a child of {len(c)} values for {length} rows")
-            return Array(ty, length, [validity], kids, null_count=nulls)
-        raise UnsupportedError(f"arrays of {ty}")
+                raise self.fail(f"{p.name!r}: offsets decrease")
+        return _trusted(p.type, length, tuple(bufs), kids, p.nulls, dictionary)
+
+
+_trusted = Array._trusted
 
 
 # -- the readers ----------------------------------------------------------------------------
@@ -366,57 +467,79 @@ class _State:
         self.limits, self.validate = limits, validate
         self.schema: t.Schema | None = None
         self.dict_ids: dict[int, t.Field] = {}
+        self.dict_of_field: dict[int, int] = {}
         self.dictionaries: dict[int, Array] = {}
+
+    def set_schema(self, header: FbTable) -> t.Schema:
+        self.schema, self.dict_ids = md.read_schema(header, self.limits)
+        self.dict_of_field = {id(f): i for i, f in self.dict_ids.items()}
+        return self.schema
 
     def schema_message(self, msg: _Message | None) -> t.Schema:
         if msg is None:
             raise ArrowFormatError("the input holds no schema message")
-        if msg.kind != md.SCHEMA:
+        if msg.meta.kind != md.SCHEMA:
             raise ArrowFormatError("the first message is not a schema", offset=msg.offset)
-        self.schema, self.dict_ids = md.read_schema(msg.header, self.limits)
-        return self.schema
+        return self.set_schema(msg.meta.header)
+
+    def _plan(self, msg: _Message) -> Any:
+        """The message's batch plan, made once per distinct metadata: a _BatchPlan, or for
+        a dictionary batch (id, is delta, _BatchPlan)."""
+        meta = msg.meta
+        if meta.plan is not None:
+            return meta.plan
+        assert self.schema is not None
+        if meta.kind == md.SCHEMA:
+            raise ArrowFormatError("a second schema message", offset=msg.offset)
+        if meta.kind == md.RECORD_BATCH:
+            meta.plan = self._planner(meta.header, msg).plan(self.schema.fields)
+            return meta.plan
+        ident = meta.header.scalar(0, "q", 0)
+        f = self.dict_ids.get(ident)
+        if f is None:
+            raise ArrowFormatError(f"a dictionary batch for unknown id {ident}",
+                                   offset=msg.offset)
+        assert isinstance(f.type, t.DictionaryType)
+        data = meta.header.table(1)
+        if data is None:
+            raise ArrowFormatError("a dictionary batch without data", offset=msg.offset)
+        plan = self._planner(data, msg).plan([t.Field("", f.type.value)])
+        meta.plan = (ident, bool(meta.header.scalar(2, "?", 0)), plan)
+        return meta.plan
+
+    def _planner(self, rb: FbTable, msg: _Message) -> _Planner:
+        return _Planner(rb, msg.meta.body_len, self.dict_of_field, self.limits, msg.offset)
+
+    def _build(self, plan: _BatchPlan, msg: _Message) -> list[Array]:
+        b = _Builder(msg.body, plan.codec, self.dictionaries, self.limits, self.validate,
+                     msg.offset)
+        return [b.build(p) for p in plan.arrays]
 
     def batch(self, msg: _Message) -> RecordBatch | None:
         """The batch of a RecordBatch message; a DictionaryBatch updates the dictionaries
-        (None)."""
-        assert self.schema is not None
-        if msg.kind == md.SCHEMA:
-            raise ArrowFormatError("a second schema message", offset=msg.offset)
-        if msg.kind == md.DICTIONARY_BATCH:
-            ident = msg.header.scalar(0, "q", 0)
-            f = self.dict_ids.get(ident)
-            if f is None:
-                raise ArrowFormatError(f"a dictionary batch for unknown id {ident}",
+        (None). O(buffers), plus O(rows) for the checks of `validate`."""
+        plan = self._plan(msg)
+        if isinstance(plan, _BatchPlan):
+            columns = self._build(plan, msg)
+            n = plan.length
+            columns = [c if c.length == n else c.slice(0, n) for c in columns]
+            assert self.schema is not None
+            return RecordBatch._trusted(self.schema, columns, n)
+        ident, delta, data = plan
+        values = self._build(data, msg)[0]
+        if len(values) > self.limits.max_dictionary:
+            raise ArrowLimitError(f"a dictionary of {len(values)} values", offset=msg.offset)
+        if delta:  # appended to what is there
+            old = self.dictionaries.get(ident)
+            if old is None:
+                raise ArrowFormatError(f"a delta for dictionary {ident}, never sent",
                                        offset=msg.offset)
-            assert isinstance(f.type, t.DictionaryType)
-            data = msg.header.table(1)
-            if data is None:
-                raise ArrowFormatError("a dictionary batch without data", offset=msg.offset)
-            dec = _Decoder(msg, data, self.dictionaries, self.dict_ids, self.limits,
-                           self.validate)
-            values = dec.array(t.Field("", f.type.value))
+            values = concat(old, values)
             if len(values) > self.limits.max_dictionary:
-                raise ArrowLimitError(f"a dictionary of {len(values)} values", offset=msg.offset)
-            if msg.header.scalar(2, "?", 0):  # a delta: appended to what is there
-                old = self.dictionaries.get(ident)
-                if old is None:
-                    raise ArrowFormatError(f"a delta for dictionary {ident}, never sent",
-                                           offset=msg.offset)
-                values = concat(old, values)
-                if len(values) > self.limits.max_dictionary:
-                    raise ArrowLimitError(f"a dictionary of {len(values)} values",
-                                          offset=msg.offset)
-            self.dictionaries[ident] = values
-            return None
-        dec = _Decoder(msg, msg.header, self.dictionaries, self.dict_ids, self.limits,
-                       self.validate)
-        columns = [dec.array(f) for f in self.schema.fields]
-        for f, c in zip(self.schema.fields, columns, strict=True):
-            if len(c) < dec.length:
-                raise ArrowFormatError(f"column {f.name!r} has {len(c)} rows of {dec.length}",
-                                       offset=msg.offset)
-        columns = [c if len(c) == dec.length else c.slice(0, dec.length) for c in columns]
-        return RecordBatch._trusted(self.schema, columns, dec.length)
+                raise ArrowLimitError(f"a dictionary of {len(values)} values",
+                                      offset=msg.offset)
+        self.dictionaries[ident] = values
+        return None
 
 
 class StreamReader:
@@ -473,18 +596,18 @@ class FileReader:
             self.blocks = foot.structs(3, md.BLOCK)
         except ArrowFormatError as exc:
             raise ArrowFormatError(f"a damaged IPC footer: {exc}", offset=start) from exc
-        self._view, self._limits = view, limits
+        self._source = _Source(view, 0, limits)
         self._state = _State(limits, validate)
-        self.schema, self._state.dict_ids = md.read_schema(schema_table, limits)
-        self._state.schema = self.schema
+        self.schema = self._state.set_schema(schema_table)
         for block in dictionaries:
             self._state.batch(self._message(block))
 
     def _message(self, block: tuple[int, ...]) -> _Message:
         offset, meta_len, body_len = block
-        if not 8 <= offset <= len(self._view) or meta_len < 0 or body_len < 0:
+        src = self._source
+        if not 8 <= offset <= len(src.data) or meta_len < 0 or body_len < 0:
             raise ArrowFormatError(f"a block at {offset} outside the file")
-        src = _Source(self._view, offset, self._limits)
+        src.pos = offset
         msg = src.next()
         if msg is None or src.pos - offset != meta_len + body_len:
             raise ArrowFormatError("a block does not match its message", offset=offset)
@@ -496,7 +619,7 @@ class FileReader:
 
     def get_batch(self, i: int) -> RecordBatch:
         msg = self._message(self.blocks[i])
-        if msg.kind != md.RECORD_BATCH:
+        if msg.meta.kind != md.RECORD_BATCH:
             raise ArrowFormatError("a record batch block holds another message",
                                    offset=msg.offset)
         batch = self._state.batch(msg)
@@ -524,10 +647,10 @@ def read_stream_schema(read_at: Callable[[int, int], bytes],
     meta = read_at(8, n)
     if len(meta) != n:
         raise ArrowFormatError("the input ends inside the schema message", offset=0)
-    kind, header, _ = _parse_metadata(meta, 0, limits)
-    if kind != md.SCHEMA:
+    parsed = _parse_metadata(meta, 0, limits, {})
+    if parsed.kind != md.SCHEMA:
         raise ArrowFormatError("the first message is not a schema", offset=0)
-    return md.read_schema(header, limits)[0]
+    return md.read_schema(parsed.header, limits)[0]
 
 
 def read_ipc(source: Any, *, mmap: bool | None = None, validate: bool = True,

@@ -326,6 +326,26 @@ def test_offsets_outside_the_data(ty: arrow.DataType, offsets: list[int]) -> Non
                 arrow.read_ipc(data, validate=validate)
 
 
+def test_a_layout_seen_before_is_still_checked() -> None:
+    """Batches with the same metadata are planned once; the checks on their data run for
+    each: a bad batch after good ones of the same layout is refused, and decoding goes on
+    using each batch's own bytes."""
+    ty = arrow.utf8()
+    cases = {
+        "dictionary": [_dictionary_batch([0, 1, 1, 0], arrow.int8()),
+                       _dictionary_batch([1, 0, 0, 1], arrow.int8()),
+                       _dictionary_batch([0, 1, 2, 0], arrow.int8())],
+        "offsets": [_var_batch(ty, [0, 2, 4, 6]), _var_batch(ty, [0, 1, 5, 6]),
+                    _var_batch(ty, [0, 4, 2, 6])]}
+    for what, batches in cases.items():
+        for fmt in ("file", "stream"):
+            good = arrow.read_ipc(our_write(batches[:2], fmt))
+            assert [b.columns[0].to_pylist() for b in good.batches] == [
+                b.columns[0].to_pylist() for b in batches[:2]], what
+            with pytest.raises(ArrowFormatError):
+                arrow.read_ipc(our_write(batches, fmt))
+
+
 # -- hostile lengths --------------------------------------------------------------------------
 
 
@@ -538,6 +558,8 @@ def test_hand_built_compressed_batches(codec: str) -> None:
         "truncated frame": (prefix(16) + compress(VALUES)[:12], ArrowFormatError),
         "empty frame": (prefix(16), ArrowFormatError),
         "shorter than the prefix": (b"\x10\x00\x00", ArrowFormatError),
+        "no buffer at all": (b"", ArrowFormatError),  # a fuzzer finding
+        "stored raw, too short": (prefix(-1) + VALUES[:8], ArrowFormatError),
         "other codec's frame": (prefix(16) + (_zstd if codec == "lz4" else _lz4)(VALUES),
                                 ArrowFormatError),
     }
