@@ -144,6 +144,9 @@ class Database(ReadMethods, Transactions):
         self._vfs: VFS = vfs if vfs is not None else OsVFS()
         self._write_lock = threading.RLock()
         self._tx = None
+        # path -> (document, LSN, size) of this handle's last append_batch there, and its
+        # IPC writer (which knows the dictionaries the stream holds)
+        self._ipc_appends: dict[str, tuple[tuple[bytes | None, int, int], Any]] = {}
         self._tx_owner: int | None = None
         self._failed: str | None = None
         self._quick = False
@@ -538,10 +541,12 @@ class Database(ReadMethods, Transactions):
     def append_batch(self, path: str, batch: arrow.RecordBatch | arrow.Table) -> None:
         """Append a record batch (or a table's batches) to the Arrow IPC stream document at
         `path`, creating it (with the schema) if needed. In place, as a message log grows:
-        one atomic, durable commit that rewrites nothing. Dictionaries are sent again with
-        each append (a replacement, as the stream format allows). `get_table` reads the
-        stream. Raises ArrowError if the schema differs from the stored one,
-        InvalidArgumentError if `path` holds something else."""
+        one atomic, durable commit that rewrites nothing. A dictionary is written when the
+        stream does not hold it yet: whole on the first append of this handle (or when it
+        changed), as a delta when it only grew, not at all when unchanged since this
+        handle's last append (if nothing else wrote the document since). `get_table` reads
+        the stream. Raises ArrowError if the schema differs from the stored one,
+        InvalidArgumentError if `path` holds something else. O(batch bytes)."""
         from streamdb.arrow.reader import read_stream_schema
         from streamdb.arrow.table import Table as ArrowTable
         from streamdb.arrow.writer import StreamWriter as IpcWriter
@@ -549,25 +554,42 @@ class Database(ReadMethods, Transactions):
         batches = list(batch.batches) if isinstance(batch, ArrowTable) else [batch]
         if not batches:
             return
-        with self._writing():
+        schema = batches[0].schema
+        with self._writing() as tx:
             doc_key = self._catalog.lookup(path_key(path))
             doc = self._catalog.doc(doc_key) if doc_key is not None else None
+            # The writer of this handle's last append knows which dictionaries the stream
+            # holds, if that append is still the document's latest version. Appends inside
+            # a transaction (which may roll back) neither use nor remember it.
+            own = not tx.user
+            last = self._ipc_appends.pop(path, None) if own else None
+            writer = None
             if doc is not None:
-                log = doc.latest.log
-                if log is None or log.framing != ARROW_STREAM:
+                v = doc.latest
+                if v.log is None or v.log.framing != ARROW_STREAM:
                     raise E.InvalidArgumentError(f"{path!r} is not an Arrow stream document")
-                stored = read_stream_schema(lambda off, n: self.get(path, offset=off, length=n))
-                if stored.fields != batches[0].schema.fields:
+                if last is not None and last[0] == (doc_key, v.lsn, v.size):
+                    writer = last[1]
+                    stored = writer.schema
+                else:
+                    stored = read_stream_schema(
+                        lambda off, n: self.get(path, offset=off, length=n))
+                if stored.fields != schema.fields:
                     raise E.ArrowError(f"the batch's schema differs from the stream at {path!r}")
-            sink = io.BytesIO()
-            writer = IpcWriter(sink, batches[0].schema, alignment=8)
-            if doc is not None:  # the schema is there already
-                sink.seek(0)
-                sink.truncate()
+            if writer is None:
+                writer = IpcWriter(io.BytesIO(), schema, alignment=8)
+                if doc is not None:  # the schema is there already
+                    writer.sink = io.BytesIO()
             for b in batches:
                 writer.write_batch(b)
-                writer.forget_dictionaries()  # each append carries the dictionaries it uses
-            logs.append_messages(self, path, [sink.getbuffer()], "arrow", arrow=True)
+            logs.append_messages(self, path, [writer.sink.getbuffer()], "arrow", arrow=True)
+            writer.sink = io.BytesIO()
+            doc_key = self._catalog.lookup(path_key(path))
+            latest = self._catalog.doc(doc_key).latest  # type: ignore[arg-type, union-attr]
+        if own:
+            if len(self._ipc_appends) >= 64:
+                del self._ipc_appends[next(iter(self._ipc_appends))]
+            self._ipc_appends[path] = ((doc_key, latest.lsn, latest.size), writer)
 
     def write_documents(self, items: Iterable[tuple[str, object]]) -> list[uuid.UUID]:
         """Write many documents atomically: all are visible after one fsync, or none."""

@@ -118,6 +118,16 @@ class Array:
     def __repr__(self) -> str:
         return f"<Array {self.type} length {self.length}, {self.null_count} null>"
 
+    def to_pyarrow(self) -> Any:
+        """The array as a pyarrow Array over the same buffers (needs pyarrow)."""
+        from streamdb.arrow.interop import array_to_pyarrow
+
+        return array_to_pyarrow(self)
+
+    def __arrow_c_array__(self, requested_schema: object = None) -> tuple[object, object]:
+        schema, data = self.to_pyarrow().__arrow_c_array__(requested_schema)
+        return schema, data
+
     def slice(self, offset: int = 0, length: int | None = None) -> Array:
         """A zero-copy slice. O(1)."""
         offset = min(max(offset, 0), self.length)

@@ -1,22 +1,26 @@
 """pyarrow interop, optional: pyarrow is imported only when these are called.
 
 `to_pyarrow` hands our buffers to pyarrow (`pa.Array.from_buffers` over the numpy arrays:
-no copy; pyarrow's arrays keep ours alive). `from_pyarrow` has pyarrow write its table to
-an in-memory IPC stream and reads that in place (one copy).
+no copy; pyarrow's arrays keep ours alive). `from_pyarrow` is the way back: our arrays are
+`np.frombuffer` views of pyarrow's buffers (no copy; ours keep pyarrow's alive), under the
+schema our reader makes of pyarrow's serialized schema. `from_arrow` takes any Arrow
+PyCapsule stream (Polars, DuckDB, ...) through pyarrow.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from streamdb.arrow import types as t
-from streamdb.errors import UnsupportedError
+from streamdb.arrow.array import Array, pack_validity, unpack_bits
+from streamdb.errors import InvalidArgumentError, UnsupportedError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from streamdb.arrow.array import Array
-    from streamdb.arrow.table import Table
+    from streamdb.arrow.table import RecordBatch, Table
 
 
 def _pyarrow() -> Any:
@@ -82,8 +86,10 @@ def pa_field(pa: Any, f: t.Field) -> Any:
     if any(k == "ARROW:extension:name" for k, _ in f.metadata):
         # pyarrow makes extension types only as it reads IPC metadata
         raise UnsupportedError("an extension type")
-    return pa.field(f.name, pa_type(pa, f.type), f.nullable,
-                    _metadata(f.metadata) if f.metadata else None)
+    out = pa.field(f.name, pa_type(pa, f.type), True,
+                   _metadata(f.metadata) if f.metadata else None)
+    # pa.field refuses a non-nullable null-type field, which IPC (and with_nullable) allow
+    return out if f.nullable else out.with_nullable(False)
 
 
 def _metadata(items: tuple[tuple[str, str], ...]) -> dict[bytes, bytes]:
@@ -140,9 +146,133 @@ def _through_ipc(pa: Any, table: Table) -> pa.Table:
 
 def from_pyarrow(data: pa.Table | pa.RecordBatch) -> Table:
     pa = _pyarrow()
-    from streamdb.arrow.reader import read_ipc
+    from streamdb.arrow.reader import read_ipc, read_stream_schema
+    from streamdb.arrow.table import RecordBatch, Table
 
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, data.schema) as w:
-        w.write(data)
-    return read_ipc(memoryview(sink.getvalue()))
+    if not data.schema:  # rows without columns: only IPC carries their count
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, data.schema) as w:
+            w.write(data)
+        return read_ipc(memoryview(sink.getvalue()))
+    # The schema through its IPC message: our reader maps every type, extension types to
+    # their storage with the metadata kept, and refuses what it does not support.
+    meta = data.schema.serialize().to_pybytes()
+    schema = read_stream_schema(lambda off, n: meta[off : off + n])
+    batches = data.to_batches() if isinstance(data, pa.Table) else [data]
+    return Table(schema, [RecordBatch._trusted(
+        schema, [_our_array(pa, c, f.type) for c, f in zip(b.columns, schema.fields,
+                                                            strict=True)], b.num_rows)
+        for b in batches])
+
+
+_OWN_BUFFERS = {"fixed": 2, "bool": 2, "var": 3, "large_var": 3, "list": 2, "large_list": 2,
+                "fixed_list": 1, "struct": 1}
+
+
+def _our_array(pa: Any, arr: Any, ty: t.DataType) -> Array:
+    """One of ours over the buffers of pyarrow array `arr` (no copy; a struct at a non-zero
+    offset gets a re-based copy of its validity bitmap)."""
+    if isinstance(arr, pa.ExtensionArray):
+        arr = arr.storage
+    n, nulls = len(arr), arr.null_count
+    if ty.layout == "null":
+        return Array(ty, n, [])
+    if isinstance(ty, t.DictionaryType):
+        indices = arr.indices
+        bufs = _np_buffers(indices.buffers()[:2])
+        return Array(ty, n, [bufs[0] if nulls else None, bufs[1]], offset=indices.offset,
+                     null_count=nulls, dictionary=_our_array(pa, arr.dictionary, ty.value))
+    layout = ty.layout
+    bufs = _np_buffers(arr.buffers()[: _OWN_BUFFERS[layout]])
+    if not nulls:
+        bufs[0] = None
+    offset = arr.offset
+    children: list[Array] = []
+    if layout in ("var", "large_var", "list", "large_list"):
+        width = 8 if layout.startswith("large") else 4
+        if bufs[1] is None or len(bufs[1]) < (offset + n + 1) * width:  # empty, omitted
+            bufs[1] = np.zeros((offset + n + 1) * width, np.uint8)
+        if layout in ("var", "large_var") and bufs[2] is None:
+            bufs[2] = np.zeros(0, np.uint8)
+    if layout in ("list", "large_list", "fixed_list"):
+        children = [_our_array(pa, arr.values, ty.children[0].type)]  # the whole child
+    elif layout == "struct":
+        # pyarrow hands out struct children sliced to the struct's rows: re-base
+        children = [_our_array(pa, arr.field(i), f.type) for i, f in enumerate(ty.children)]
+        if offset and bufs[0] is not None:
+            bufs[0] = pack_validity(unpack_bits(bufs[0], offset, n))
+        offset = 0
+    return Array(ty, n, bufs, children, offset=offset, null_count=nulls)
+
+
+def _np_buffers(buffers: list[Any]) -> list[Any]:
+    return [np.frombuffer(b, np.uint8) if b is not None else None for b in buffers]
+
+
+def from_arrow(data: Any) -> Table:
+    pa = _pyarrow()
+    if isinstance(data, pa.Table | pa.RecordBatch):
+        return from_pyarrow(data)
+    if not hasattr(data, "__arrow_c_stream__"):
+        raise InvalidArgumentError(f"{type(data).__name__} has no __arrow_c_stream__: not an "
+                                   "Arrow stream")
+    table = pa.RecordBatchReader.from_stream(data).read_all()
+    # Polars and others hand out string views, which this library does not read yet: cast
+    # them to their offset-based forms (a copy of those columns only).
+    schema = pa.schema([f.with_type(_without_views(pa, f.type)) for f in table.schema],
+                       metadata=table.schema.metadata)
+    return from_pyarrow(table if schema.equals(table.schema) else table.cast(schema))
+
+
+def _without_views(pa: Any, ty: Any) -> Any:
+    """`ty` with string and binary views as large_utf8 and large_binary. (List views stay:
+    pyarrow's cast of them to lists is unreliable; reading them is UnsupportedError.)"""
+    pt = pa.types
+    if pt.is_string_view(ty):
+        return pa.large_string()
+    if pt.is_binary_view(ty):
+        return pa.large_binary()
+    if pt.is_list(ty) or pt.is_large_list(ty):
+        make = pa.list_ if pt.is_list(ty) else pa.large_list
+        return make(ty.value_field.with_type(_without_views(pa, ty.value_type)))
+    if pt.is_fixed_size_list(ty):
+        return pa.list_(ty.value_field.with_type(_without_views(pa, ty.value_type)),
+                        ty.list_size)
+    if pt.is_struct(ty):
+        return pa.struct([f.with_type(_without_views(pa, f.type)) for f in ty])
+    if pt.is_map(ty):
+        return pa.map_(ty.key_field.with_type(_without_views(pa, ty.key_type)),
+                       ty.item_field.with_type(_without_views(pa, ty.item_type)),
+                       ty.keys_sorted)
+    if pt.is_dictionary(ty):
+        return pa.dictionary(ty.index_type, _without_views(pa, ty.value_type), ty.ordered)
+    return ty
+
+
+def batch_to_pyarrow(batch: RecordBatch) -> pa.RecordBatch:
+    from streamdb.arrow.table import Table
+
+    pa = _pyarrow()
+    table = to_pyarrow(Table(batch.schema, [batch]))
+    batches = table.to_batches()  # the one batch, as it is; none when it has no rows
+    if batches:
+        return batches[0]
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in table.schema],
+                                      schema=table.schema)
+
+
+def array_to_pyarrow(a: Array) -> pa.Array:
+    pa = _pyarrow()
+    try:
+        return pa_array(pa, a)
+    except UnsupportedError:  # through a one-column batch, as to_pyarrow does
+        from streamdb.arrow.table import RecordBatch
+
+        schema = t.Schema((t.Field("", a.type),))
+        return batch_to_pyarrow(RecordBatch(schema, [a])).column(0)
+
+
+def schema_to_pyarrow(schema: t.Schema) -> pa.Schema:
+    from streamdb.arrow.table import Table
+
+    return to_pyarrow(Table(schema, [])).schema

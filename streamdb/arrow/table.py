@@ -70,6 +70,19 @@ class RecordBatch:
     def __len__(self) -> int:
         return self.num_rows
 
+    def to_pyarrow(self) -> pa.RecordBatch:
+        """The batch as a pyarrow RecordBatch over the same buffers (see Table.to_pyarrow)."""
+        from streamdb.arrow.interop import batch_to_pyarrow
+
+        return batch_to_pyarrow(self)
+
+    def __arrow_c_array__(self, requested_schema: object = None) -> tuple[object, object]:
+        schema, data = self.to_pyarrow().__arrow_c_array__(requested_schema)
+        return schema, data
+
+    def __arrow_c_schema__(self) -> object:
+        return self.schema.__arrow_c_schema__()
+
     def __repr__(self) -> str:
         return f"<RecordBatch {self.num_rows} rows x {len(self.columns)} columns>"
 
@@ -139,6 +152,16 @@ class Table:
 
         return from_pyarrow(table)
 
+    @classmethod
+    def from_arrow(cls, data: Any) -> Table:
+        """A table of any object with the Arrow PyCapsule stream interface
+        (`__arrow_c_stream__`: a Polars DataFrame, a DuckDB relation, a pyarrow table, ...),
+        read through pyarrow (one copy). Needs pyarrow (UnsupportedError otherwise);
+        InvalidArgumentError for an object without the interface."""
+        from streamdb.arrow.interop import from_arrow
+
+        return from_arrow(data)
+
     def to_pyarrow(self) -> pa.Table:
         """The table as a pyarrow Table over the same buffers (no copy; extension types and
         intervals pyarrow cannot construct go through an IPC stream in memory)."""
@@ -183,7 +206,7 @@ class Table:
         return self.to_pyarrow().__arrow_c_stream__(requested_schema)
 
     def __arrow_c_schema__(self) -> object:
-        return self.to_pyarrow().schema.__arrow_c_schema__()
+        return self.schema.__arrow_c_schema__()
 
 
 def _index(schema: t.Schema, key: str | int) -> int:

@@ -9,7 +9,7 @@ unions, run-end encoding, decimal32/64) raise UnsupportedError when read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -333,6 +333,15 @@ class Schema:
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.fields]
+
+    def to_pyarrow(self) -> Any:
+        """The schema as a pyarrow Schema (needs pyarrow)."""
+        from streamdb.arrow.interop import schema_to_pyarrow
+
+        return schema_to_pyarrow(self)
+
+    def __arrow_c_schema__(self) -> object:
+        return self.to_pyarrow().__arrow_c_schema__()
 
     def field(self, name_or_index: str | int) -> Field:
         if isinstance(name_or_index, int):

@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.ipc
 import pytest
@@ -375,6 +376,16 @@ def test_schema_and_field_metadata_preserved(fmt: str) -> None:
     assert back.equals(expected)
 
 
+def test_a_non_nullable_null_field_converts() -> None:
+    """pa.field() refuses a non-nullable null-type field, but IPC carries one (a fuzzer
+    finding): it converts, and pyarrow's own read of our bytes agrees."""
+    schema = arrow.Schema((arrow.Field("n", arrow.null(), False),))
+    table = arrow.Table(schema, [arrow.RecordBatch(schema, [arrow.Array(arrow.null(), 2, [])])])
+    for fmt in FORMATS:
+        assert table.to_pyarrow().equals(pa_read(our_write(table, fmt), fmt))
+    assert not table.to_pyarrow().schema.field("n").nullable
+
+
 def test_model_metadata_read_by_pyarrow() -> None:
     schema = arrow.Schema((arrow.Field("x", arrow.int8(), False, (("k", "v"),)),),
                           (("table", "t1"), ("n", "2")))
@@ -678,6 +689,69 @@ def test_duckdb_queries_our_ipc_file() -> None:
             ('select max("when") from pt', [(dt.datetime(2024, 1, 4),)])]:
         rel = duckdb.sql(sql)
         assert rel is not None and rel.fetchall() == expected, sql
+
+
+def _polars_sample() -> arrow.Table:
+    return arrow.Table.from_pydict({
+        "x": arrow.array([1, None, 3, 4], arrow.int64()),
+        "f": np.array([0.5, 1.5, -2.0, 8.25]),
+        "s": ["p", None, "q", "é"],
+        "tag": arrow.array(["a", "b", None, "a"], arrow.dictionary(arrow.int32(), arrow.utf8())),
+        "items": arrow.array([[1, 2], [], None, [3]], arrow.list_(arrow.int64())),
+        "when": arrow.array([dt.datetime(2024, 1, i + 1) for i in range(4)],
+                            arrow.TimestampType(2))})
+
+
+def test_polars_reads_our_table_batch_and_array_through_the_capsule() -> None:
+    ours = _polars_sample()
+    df = pl.DataFrame(ours)  # __arrow_c_stream__
+    assert df.equals(pl.DataFrame(ours.to_pyarrow()))
+    assert df.columns == ours.column_names and df.height == 4
+    assert df["x"].to_list() == [1, None, 3, 4]
+    assert df["tag"].to_list() == ["a", "b", None, "a"]
+    assert df["items"].to_list() == [[1, 2], [], None, [3]]
+    assert df.filter(pl.col("tag") == "a")["f"].sum() == 8.75
+    batch = ours.batches[0]
+    assert pl.DataFrame(batch).equals(df)  # __arrow_c_array__ of a batch
+    series = pl.Series(batch.column("s"))  # __arrow_c_array__ of an array
+    assert series.to_list() == ["p", None, "q", "é"]
+    assert pl.Series(batch.column("x").slice(1, 2)).to_list() == [None, 3]
+
+
+def test_tables_from_polars_and_duckdb_through_the_capsule() -> None:
+    ours = _polars_sample()
+    back = arrow.Table.from_arrow(pl.DataFrame(ours))
+    for name in ("x", "f", "s", "items", "when", "tag"):
+        assert back.column(name).to_pylist() == ours.column(name).to_pylist(), name
+    rel = duckdb.sql("select range::int64 as x from range(5)")
+    assert arrow.Table.from_arrow(rel).column("x").to_pylist() == list(range(5))
+    assert arrow.Table.from_arrow(ours.to_pyarrow()).equals(ours)
+    with pytest.raises(streamdb.InvalidArgumentError):
+        arrow.Table.from_arrow([1, 2, 3])
+    # view types (which Polars hands out) arrive as their offset-based forms, nested too
+    views = pa.table({
+        "s": pa.array(["a", None, "bc"], pa.string_view()),
+        "b": pa.array([b"x", b"", None], pa.binary_view()),
+        "l": pa.array([["p"], None, ["q", None]], pa.list_(pa.string_view())),
+        "st": pa.array([{"k": "v"}, None, {"k": None}], pa.struct([("k", pa.string_view())]))})
+    got = arrow.Table.from_arrow(pa.RecordBatchReader.from_batches(views.schema,
+                                                                   views.to_batches()))
+    assert [str(f.type) for f in got.schema.fields] == [
+        "large_utf8", "large_binary", "list<item: large_utf8>",
+        "struct<k: large_utf8>"]
+    assert got.to_pydict() == views.to_pydict()
+    with pytest.raises(streamdb.UnsupportedError):
+        arrow.Table.from_arrow(pa.table({"lv": pa.array([[1], None], pa.list_view(pa.int8()))}))
+
+
+def test_schema_and_batch_capsules() -> None:
+    ours = _polars_sample()
+    assert pa.schema(ours.schema) == ours.to_pyarrow().schema
+    assert pa.record_batch(ours.batches[0]).equals(ours.to_pyarrow().to_batches()[0])
+    assert pa.array(ours.batches[0].column("x")).to_pylist() == [1, None, 3, 4]
+    empty = ours.batches[0].slice(0, 0)
+    assert pa.record_batch(empty).num_rows == 0
+    assert pa.record_batch(empty).schema == ours.to_pyarrow().schema
 
 
 def test_duckdb_result_read_back() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 import streamdb
 from streamdb import Config, arrow
+from tests.arrow.helpers import messages
 
 KEY = bytes(range(32))
 
@@ -144,3 +145,62 @@ def test_appends_in_a_failed_transaction_leave_nothing(tmp_path: Path) -> None:
             db.append_batch("/s", sample(4))
             db.append_batch("/s", sample(5))
         assert db.get_table("/s").num_rows == 12
+
+
+def _coded(words: arrow.Array, codes: list[int]) -> arrow.RecordBatch:
+    ty = arrow.dictionary(arrow.int32(), arrow.utf8())
+    column = arrow.Array(ty, len(codes), [None, np.array(codes, np.int32).view(np.uint8)],
+                         dictionary=words)
+    return arrow.RecordBatch(arrow.Schema((arrow.Field("w", ty),)), [column])
+
+
+def _dictionary_messages(data: bytes) -> int:
+    """How many dictionary batches the stream `data` holds."""
+    return sum(kind == "dictionary" for _, _, kind in messages(data))
+
+
+def test_append_batch_sends_a_dictionary_once_then_deltas(tmp_path: Path) -> None:
+    """One handle's appends write a dictionary once, a grown one as a delta, a changed one
+    whole; a new handle, a rolled-back transaction or a recreated document start over with
+    the whole dictionary. pyarrow reads every version of the stream."""
+    path = tmp_path / "t.db"
+    abc = arrow.array([f"word{i:03d}" for i in range(100)])
+    abcd = arrow.array([f"word{i:03d}" for i in range(101)])
+    zy = arrow.array(["z", "y"])
+    want: list[str] = []
+
+    def append(db: streamdb.Database, words: arrow.Array, codes: list[int]) -> None:
+        db.append_batch("/s", _coded(words, codes))
+        want.extend(words.to_pylist()[c] for c in codes)
+        stored = db.get("/s")
+        assert pa.ipc.open_stream(stored).read_all().column("w").to_pylist() == want
+        assert db.get_table("/s").column("w").to_pylist() == want
+
+    with streamdb.open(path) as db:
+        for i in range(10):
+            append(db, abc, [i % 3, 2, 0])
+        assert _dictionary_messages(db.get("/s")) == 1
+        append(db, abcd, [3, 0])  # grown: a delta of one value
+        append(db, abcd, [100])
+        assert _dictionary_messages(db.get("/s")) == 2
+        first, delta = [end - start for start, end, kind in messages(db.get("/s"))
+                        if kind == "dictionary"]
+        assert delta < first / 2  # one value, not 101
+        append(db, zy, [1, 0])  # changed: whole again
+        assert _dictionary_messages(db.get("/s")) == 3
+        with pytest.raises(RuntimeError), db.transaction():
+            db.append_batch("/s", _coded(abc, [0]))
+            raise RuntimeError("rolled back")
+        append(db, zy, [0])  # the stream still holds zy: nothing sent
+        assert _dictionary_messages(db.get("/s")) == 3
+        with db.transaction():  # inside a transaction: whole, and not remembered
+            append(db, abc, [1])
+        append(db, abc, [2])
+        assert _dictionary_messages(db.get("/s")) == 5
+    with streamdb.open(path) as db:  # a new handle cannot know: whole
+        append(db, abc, [0])
+        assert _dictionary_messages(db.get("/s")) == 6
+        db.delete("/s")
+        want.clear()
+        append(db, abc, [2])
+        assert _dictionary_messages(db.get("/s")) == 1
