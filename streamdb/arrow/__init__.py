@@ -9,8 +9,9 @@ back = arrow.read_ipc("t.arrow")                  # memory-mapped: columns are v
 back.column("x").to_numpy()
 ```
 
-pyarrow is optional: `Table.to_pyarrow()`, `Table.from_pyarrow(t)` and the Arrow
-PyCapsule interface (`__arrow_c_stream__`) use it when installed.
+pyarrow is optional: `to_pyarrow()`, `Table.from_pyarrow(t)` (both without a copy),
+`Table.from_arrow(obj)` (Polars, DuckDB, ...) and the Arrow PyCapsule interface
+(`__arrow_c_stream__`, `__arrow_c_array__`, `__arrow_c_schema__`) use it when installed.
 """
 
 from streamdb.arrow.array import Array, array, from_numpy

@@ -149,20 +149,35 @@ def from_pyarrow(data: pa.Table | pa.RecordBatch) -> Table:
     from streamdb.arrow.reader import read_ipc, read_stream_schema
     from streamdb.arrow.table import RecordBatch, Table
 
-    if not data.schema:  # rows without columns: only IPC carries their count
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, data.schema) as w:
-            w.write(data)
-        return read_ipc(memoryview(sink.getvalue()))
     # The schema through its IPC message: our reader maps every type, extension types to
     # their storage with the metadata kept, and refuses what it does not support.
     meta = data.schema.serialize().to_pybytes()
     schema = read_stream_schema(lambda off, n: meta[off : off + n])
     batches = data.to_batches() if isinstance(data, pa.Table) else [data]
-    return Table(schema, [RecordBatch._trusted(
-        schema, [_our_array(pa, c, f.type) for c, f in zip(b.columns, schema.fields,
-                                                            strict=True)], b.num_rows)
-        for b in batches])
+    # (Rows without columns: only IPC carries their count.)
+    if schema.fields and all(_wrappable(f.type) for f in data.schema):
+        return Table(schema, [RecordBatch._trusted(
+            schema, [_our_array(pa, c, f.type) for c, f in zip(
+                b.columns, schema.fields, strict=True)], b.num_rows) for b in batches])
+    sink = pa.BufferOutputStream()  # one copy, through an IPC stream in memory
+    with pa.ipc.new_stream(sink, data.schema) as w:
+        w.write(data)
+    return read_ipc(memoryview(sink.getvalue()))
+
+
+# pyarrow's type ids of year-month and day-time intervals: it reads them from IPC but cannot
+# hand out their arrays (nor those of types holding them)
+_UNWRAPPABLE = {21, 22}
+
+
+def _wrappable(ty: Any) -> bool:
+    """Whether pyarrow can hand out arrays of pyarrow type `ty`."""
+    if ty.id in _UNWRAPPABLE:
+        return False
+    inner = getattr(ty, "storage_type", None) or getattr(ty, "value_type", None)
+    if inner is not None and not _wrappable(inner):
+        return False
+    return all(_wrappable(ty.field(i).type) for i in range(ty.num_fields))
 
 
 _OWN_BUFFERS = {"fixed": 2, "bool": 2, "var": 3, "large_var": 3, "list": 2, "large_list": 2,

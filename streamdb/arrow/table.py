@@ -146,8 +146,11 @@ class Table:
 
     @classmethod
     def from_pyarrow(cls, table: pa.Table | pa.RecordBatch) -> Table:
-        """A table of a pyarrow Table or RecordBatch (one copy: pyarrow writes an IPC stream
-        in memory, read in place). Needs pyarrow (UnsupportedError otherwise)."""
+        """A table over the buffers of a pyarrow Table or RecordBatch (no copy; O(columns x
+        batches)). Year-month and day-time intervals, which pyarrow cannot hand out as
+        arrays, go through an IPC stream in memory (one copy). Needs pyarrow
+        (UnsupportedError otherwise); UnsupportedError for types this library does not
+        read (views, unions, ...)."""
         from streamdb.arrow.interop import from_pyarrow
 
         return from_pyarrow(table)
@@ -156,8 +159,10 @@ class Table:
     def from_arrow(cls, data: Any) -> Table:
         """A table of any object with the Arrow PyCapsule stream interface
         (`__arrow_c_stream__`: a Polars DataFrame, a DuckDB relation, a pyarrow table, ...),
-        read through pyarrow (one copy). Needs pyarrow (UnsupportedError otherwise);
-        InvalidArgumentError for an object without the interface."""
+        through pyarrow, without a copy. String and binary views (which Polars hands out)
+        are cast to large_utf8 and large_binary (a copy of those columns). Needs pyarrow
+        (UnsupportedError otherwise); InvalidArgumentError for an object without the
+        interface."""
         from streamdb.arrow.interop import from_arrow
 
         return from_arrow(data)

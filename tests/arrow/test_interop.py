@@ -76,6 +76,36 @@ def test_we_write_pyarrow_reads(name: str, fmt: str, compression: str | None) ->
         assert back.equals(expected), (alignment, back, expected)
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_from_pyarrow_of_slices_at_any_offset(name: str) -> None:
+    """from_pyarrow views pyarrow's buffers with pyarrow's offsets (struct children come
+    sliced): slices at bit offsets that are not multiples of 8 convert back equal, and
+    write as pyarrow wrote them."""
+    table = sample(name)
+    for offset, length in [(0, N), (1, 7), (3, 9), (9, 4), (5, 0)]:
+        piece = table.slice(offset, length)
+        ours = arrow.Table.from_pyarrow(piece)
+        assert ours.num_rows == piece.num_rows
+        assert ours.to_pyarrow().equals(piece), (offset, length)
+        assert pa_read(our_write(ours, "stream"), "stream").equals(piece), (offset, length)
+
+
+def test_from_pyarrow_shares_pyarrow_buffers() -> None:
+    values = pa.array(np.arange(1000, dtype=np.int64))
+    words = pa.array([f"w{i}" for i in range(1000)])
+    table = pa.table({"v": values, "w": words, "s": pa.StructArray.from_arrays(
+        [values, words], ["a", "b"])}).slice(10)
+    ours = arrow.Table.from_pyarrow(table)
+    v = ours.column("v").to_numpy(zero_copy_only=True)
+    assert np.shares_memory(v, np.frombuffer(values.buffers()[1], np.int64))
+    w = ours.batches[0].column("w")
+    assert w.buffers[2] is not None and np.shares_memory(
+        w.buffers[2], np.frombuffer(words.buffers()[2], np.uint8))
+    s = ours.batches[0].column("s")
+    assert np.shares_memory(s.children[0].values(), v)
+    assert ours.to_pydict() == table.to_pydict()
+
+
 @pytest.mark.parametrize("name", [
     n for n in sorted(set(CASES) - PYLIST_SKIP - {"interval[year_month]", "interval[day_time]",
                                                 "struct<duplicate names>"})])
