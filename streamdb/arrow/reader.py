@@ -102,10 +102,16 @@ class _Source:
         self.cache: dict[bytes, _Meta] = {}
 
     def next(self) -> _Message | None:
-        data, pos = self.data, self.pos
+        msg, self.pos = self.at(self.pos)
+        return msg
+
+    def at(self, pos: int) -> tuple[_Message | None, int]:
+        """The message at `pos` (None at the end of the input or at EOS), and where the
+        next one starts."""
+        data = self.data
         size = len(data)
         if pos == size:
-            return None  # a stream may end without EOS
+            return None, pos  # a stream may end without EOS
         if pos + 4 > size:
             raise ArrowFormatError("the input ends inside a message length", offset=pos)
         n = _I32.unpack_from(data, pos)[0]
@@ -116,8 +122,7 @@ class _Source:
             n = _I32.unpack_from(data, start)[0]
             start += 4
         if n == 0:
-            self.pos = start
-            return None  # end of stream
+            return None, start  # end of stream
         if n < 0 or n > self.limits.max_metadata:
             raise ArrowLimitError(f"message metadata of {n} bytes", offset=pos)
         body_start = start + n
@@ -127,8 +132,7 @@ class _Source:
         end = body_start + meta.body_len
         if end > size:
             raise ArrowFormatError("the input ends inside a message body", offset=pos)
-        self.pos = end
-        return _Message(meta, data[body_start:end], pos)
+        return _Message(meta, data[body_start:end], pos), end
 
 
 class _FileSource:
@@ -213,7 +217,6 @@ def _decompress(codec: int | None, data: memoryview, size: int) -> bytes | None:
                 if total > size:
                     return None
     return b"".join(parts)
-
 
 
 # -- arrays from a batch's nodes and buffers ------------------------------------------------
@@ -307,7 +310,7 @@ class _Planner:
         if not wanted:
             return None
         if self.codec is None and n < need:
-            raise self.fail(f"a {what} buffer of {n} bytes, {need} needed")
+            raise self.fail(f"{what} buffer of {n} bytes, {need} needed")
         return off, off + n, need, what
 
     def array(self, f: t.Field, depth: int = 0) -> _Plan:
@@ -386,7 +389,7 @@ class _Builder:
             return self.bytes[start:end]  # its size was checked when planned
         out = self._decompress(self.body[start:end]) if end > start else self.bytes[:0]
         if len(out) < need:
-            raise self.fail(f"a {what} buffer of {len(out)} bytes, {need} needed")
+            raise self.fail(f"{what} buffer of {len(out)} bytes, {need} needed")
         return out
 
     def _decompress(self, view: memoryview) -> np.ndarray[Any, Any]:
@@ -441,7 +444,7 @@ class _Builder:
             offsets = bufs[1]
             if len(offsets) < p.width:  # only an empty array's, which may omit them
                 if len(offsets):
-                    raise self.fail(f"an offsets buffer of {len(offsets)} bytes, {p.width} "
+                    raise self.fail(f"offsets buffer of {len(offsets)} bytes, {p.width} "
                                     "needed")
                 offsets = bufs[1] = _ZERO_OFFSETS
             view = offsets[: (length + 1) * p.width].view(p.dtype)
@@ -604,12 +607,11 @@ class FileReader:
 
     def _message(self, block: tuple[int, ...]) -> _Message:
         offset, meta_len, body_len = block
-        src = self._source
+        src = self._source  # shared (its metadata cache too), but not its position
         if not 8 <= offset <= len(src.data) or meta_len < 0 or body_len < 0:
             raise ArrowFormatError(f"a block at {offset} outside the file")
-        src.pos = offset
-        msg = src.next()
-        if msg is None or src.pos - offset != meta_len + body_len:
+        msg, end = src.at(offset)
+        if msg is None or end - offset != meta_len + body_len:
             raise ArrowFormatError("a block does not match its message", offset=offset)
         return msg
 

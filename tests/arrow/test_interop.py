@@ -10,8 +10,10 @@ import datetime as dt
 import decimal
 import io
 import mmap
+import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -358,6 +360,24 @@ def test_stream_reader_and_file_reader_classes() -> None:
     assert file.num_record_batches == 2
     assert file.get_batch(1).to_pydict() == table.slice(4).to_pydict()
     assert arrow.read_ipc(io.BytesIO(stream)).to_pyarrow().equals(table)
+
+
+def test_file_reader_batches_from_many_threads() -> None:
+    """get_batch reads each block at its own offset: threads sharing one FileReader get
+    the batches they ask for."""
+    batches = [pa.record_batch({"x": pa.array(np.arange(i, i + 100 + i))}) for i in range(40)]
+    data = pa_write(pa.Table.from_batches(batches), "file")
+    reader = arrow.FileReader(data)
+    wanted = [i % 40 for i in range(2000)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often, inside get_batch too
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda i: reader.get_batch(i).column("x").to_numpy()[0],
+                                wanted))
+    finally:
+        sys.setswitchinterval(interval)
+    assert got == wanted
 
 
 def test_read_from_binary_files(tmp_path: Path) -> None:
