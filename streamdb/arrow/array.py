@@ -397,18 +397,49 @@ def from_numpy(values: np.ndarray[Any, Any], type: t.DataType | None = None,
     if values.ndim != 1:
         raise ArrowError("from_numpy takes a 1-d array")
     ty = type or t.from_numpy_dtype(values.dtype)
+    if mask is not None:
+        mask = np.asarray(mask, bool)
+        if mask.shape != values.shape:
+            raise ArrowError(f"a mask of {len(mask)} for {len(values)} values")
+    if values.dtype.kind in "mM":  # in the type's unit; NaT is null
+        unit = _numpy_unit(ty)
+        if unit is not None:
+            values = values.astype(f"{values.dtype.kind}8[{unit}]")
+        nat = np.isnat(values)
+        values = values.view("<i8")
+        if nat.any():
+            mask = nat if mask is None else (mask | nat)
+            values = np.where(nat, 0, values)  # null slots hold 0, as pyarrow's do
     validity = None
     if mask is not None and np.any(mask):
-        validity = pack_validity(~np.asarray(mask, bool))
+        validity = pack_validity(~mask)
     if isinstance(ty, t.BoolType):
         return Array(ty, len(values), [validity, pack_validity(values.astype(bool))])
-    if values.dtype.kind in "mM":
-        values = values.view("<i8")
     if ty.layout != "fixed":
         return array(values.tolist(), ty, mask=mask)
     if values.dtype != ty.dtype:
+        if ty.dtype.kind in "iu" and not np.can_cast(values.dtype, ty.dtype):
+            # pyarrow's safe cast: a value that would change is an error
+            check = values if mask is None else values[~mask]
+            info = np.iinfo(ty.dtype.str)
+            whole = check.dtype.kind in "iu" or bool(
+                np.isfinite(check).all() and (np.floor(check) == check).all())
+            if not whole or (len(check) and not (info.min <= check.min()
+                                                 and check.max() <= info.max)):
+                raise ArrowError(f"values of {values.dtype} that {ty} cannot hold")
+            if mask is not None:
+                values = np.where(mask, 0, values)  # what null slots hold need not fit
         values = values.astype(ty.dtype)
     return Array(ty, len(values), [validity, as_bytes(values)])
+
+
+def _numpy_unit(ty: t.DataType) -> str | None:
+    """The numpy datetime64/timedelta64 unit of a temporal type's values."""
+    if isinstance(ty, t.TimestampType | t.DurationType | t.TimeType):
+        return t.UNIT_NAMES[ty.unit]
+    if isinstance(ty, t.DateType):
+        return "D" if ty.unit == t.DAY else "ms"
+    return None
 
 
 def array(values: Sequence[Any] | np.ndarray[Any, Any], type: t.DataType | None = None, *,
@@ -420,9 +451,14 @@ def array(values: Sequence[Any] | np.ndarray[Any, Any], type: t.DataType | None 
         return from_numpy(values, type, mask)
     items = list(values)
     if mask is not None:
+        if len(mask) != len(items):
+            raise ArrowError(f"a mask of {len(mask)} for {len(items)} values")
         items = [None if m else v for v, m in zip(items, np.asarray(mask).tolist(), strict=True)]
     ty = type if type is not None else infer(items)
-    return _build(ty, items)
+    try:
+        return _build(ty, items)
+    except (TypeError, ValueError, OverflowError) as exc:  # a value the type cannot hold
+        raise ArrowError(f"values that are not {ty}: {exc}") from exc
 
 
 def infer(items: Sequence[Any]) -> t.DataType:
@@ -431,10 +467,14 @@ def infer(items: Sequence[Any]) -> t.DataType:
         return t.NullType()
     if isinstance(sample, bool):
         return t.BoolType()
-    if isinstance(sample, int):
-        return t.IntType(64)
-    if isinstance(sample, float):
-        return t.FloatType(t.DOUBLE)
+    if isinstance(sample, int | float):  # ints and floats together are doubles
+        kinds = {bool if isinstance(v, bool) else int if isinstance(v, int) else
+                 float if isinstance(v, float) else object for v in items if v is not None}
+        if kinds == {int}:
+            return t.IntType(64)
+        if kinds <= {int, float}:
+            return t.FloatType(t.DOUBLE)
+        raise ArrowError("values of mixed types: give the array a type")
     if isinstance(sample, str):
         return t.Utf8Type()
     if isinstance(sample, bytes | bytearray | memoryview):
@@ -479,8 +519,20 @@ def _build(ty: t.DataType, items: list[Any]) -> Array:
         bits = np.fromiter((bool(v) for v in items), bool, n)
         return Array(ty, n, [validity, pack_validity(bits)])
     if ty.layout in ("var", "large_var"):
-        parts = [(v.encode() if isinstance(v, str) else bytes(v)) if v is not None else b""
-                 for v in items]
+        text = isinstance(ty, t.Utf8Type | t.LargeUtf8Type)
+        parts = []
+        for v in items:
+            if isinstance(v, str):
+                parts.append(v.encode())
+            elif isinstance(v, bytes | bytearray | memoryview):
+                raw = bytes(v)
+                if text:
+                    raw.decode()  # UTF-8 or UnicodeDecodeError (a ValueError): ArrowError
+                parts.append(raw)
+            elif v is None:
+                parts.append(b"")
+            else:
+                raise ArrowError(f"a {type(v).__name__} value in a {ty} array")
         offsets = np.zeros(n + 1, "<i8" if ty.layout == "large_var" else "<i4")
         np.cumsum([len(p) for p in parts], out=offsets[1:])
         data = np.frombuffer(b"".join(parts), np.uint8)

@@ -45,14 +45,18 @@ class RecordBatch:
     @classmethod
     def from_pydict(cls, data: Mapping[str, Any], schema: t.Schema | None = None
                     ) -> RecordBatch:
-        """Columns from lists or numpy arrays (or Arrays), by name."""
-        columns = []
-        for i, (_name, values) in enumerate(data.items()):
-            want = schema.fields[i].type if schema is not None else None
-            columns.append(values if isinstance(values, Array) else array(values, want))
-        if schema is None:
-            schema = t.Schema(tuple(t.Field(name, c.type) for name, c in
-                                    zip(data, columns, strict=True)))
+        """Columns from lists or numpy arrays (or Arrays), by name: with a `schema`, one
+        for each of its fields, found by the field's name (ArrowError if missing or
+        extra)."""
+        if schema is not None:
+            names = schema.names
+            if sorted(names) != sorted(data) or len(set(names)) != len(names):
+                raise ArrowError(f"columns {list(data)} for the schema's {names}")
+            return cls(schema, [data[f.name] if isinstance(data[f.name], Array)
+                                else array(data[f.name], f.type) for f in schema.fields])
+        columns = [v if isinstance(v, Array) else array(v) for v in data.values()]
+        schema = t.Schema(tuple(t.Field(name, c.type) for name, c in
+                                zip(data, columns, strict=True)))
         return cls(schema, columns)
 
     def column(self, key: str | int) -> Array:

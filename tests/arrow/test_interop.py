@@ -26,6 +26,7 @@ import pytest
 
 import streamdb
 from streamdb import ArrowError, ArrowFormatError, arrow
+from streamdb.arrow import types as at
 from streamdb.arrow.array import aligned
 from tests.arrow.helpers import (
     CASES,
@@ -844,3 +845,62 @@ def test_to_pyarrow_shares_our_buffers() -> None:
     assert data is not None
     assert got.column("s").chunk(0).buffers()[2].address == data.ctypes.data
     assert got.to_pydict() == table.to_pydict()
+
+
+# -- building arrays from Python and numpy values (review findings) --------------------------
+
+
+def test_from_pydict_with_a_schema_takes_columns_by_name() -> None:
+    schema = arrow.Schema((arrow.Field("a", arrow.int64()), arrow.Field("b", arrow.utf8())))
+    t = arrow.Table.from_pydict({"b": ["x"], "a": [2]}, schema)
+    assert t.to_pydict() == {"a": [2], "b": ["x"]}
+    for bad in ({"a": [2], "zzz": ["x"]}, {"a": [2]}, {"a": [1], "b": ["x"], "c": [3]}):
+        with pytest.raises(ArrowError):
+            arrow.Table.from_pydict(bad, schema)
+
+
+def test_inference_of_ints_and_floats_together() -> None:
+    assert arrow.array([1, 2.5]).to_pylist() == [1.0, 2.5]
+    assert arrow.array([1, None, 2]).type == arrow.int64()
+    assert arrow.array([[1], [2.5]]).to_pylist() == [[1.0], [2.5]]
+    assert arrow.array([1, 2.5]).to_pylist() == pa.array([1, 2.5]).to_pylist()
+    with pytest.raises(ArrowError):
+        arrow.array([1, "a"])
+
+
+def test_datetime64_values_take_the_type_unit_and_nat_is_null() -> None:
+    secs = np.array(["2020-01-01T00:00:01", "NaT"], "M8[s]")
+    for unit in range(4):
+        ours = arrow.array(secs, arrow.TimestampType(unit))
+        assert ours.to_pyarrow().equals(pa.array(secs, pa.timestamp(at.UNIT_NAMES[unit])))
+        assert ours.null_count == 1
+    days = np.array(["2020-01-01", "NaT", "1969-12-31"], "M8[D]")
+    for date, pty in ((arrow.DateType(at.DAY), pa.date32()),
+                      (arrow.DateType(at.MILLI), pa.date64())):
+        assert arrow.array(days, date).to_pylist() == pa.array(days, pty).to_pylist()
+    span = np.array([1500, 2], "m8[ms]")
+    assert arrow.array(span, arrow.DurationType(0)).to_pylist() == pa.array(
+        span.astype("m8[s]"), pa.duration("s")).to_pylist()
+
+
+def test_numpy_values_that_do_not_fit_are_refused() -> None:
+    for values, ty in [(np.array([300, -1]), arrow.int8()), (np.array([-1]), arrow.uint64()),
+                       (np.array([1.5, np.nan]), arrow.int64())]:
+        with pytest.raises(ArrowError):
+            arrow.array(values, ty)
+    assert arrow.array(np.array([3, -1]), arrow.int8()).to_pylist() == [3, -1]
+    masked = arrow.from_numpy(np.array([1.0, np.nan]), arrow.int32(), mask=np.array([0, 1]))
+    assert masked.to_pylist() == [1, None]
+    with pytest.raises(ArrowError):
+        arrow.from_numpy(np.arange(10), mask=np.array([True, False]))
+
+
+def test_values_of_the_wrong_kind_are_arrow_errors() -> None:
+    cases: list[tuple[list[Any], arrow.DataType | None]] = [
+        ([5, 2], arrow.utf8()), ([b"\xff"], arrow.utf8()), ([1], arrow.binary()),
+        ([2**64], None), ([300], arrow.int8()),
+        ([dt.datetime(2020, 1, 1)], arrow.DateType(at.DAY))]
+    for values, ty in cases:
+        with pytest.raises(ArrowError):
+            arrow.array(values, ty)
+    assert arrow.array([b"x", "y"], arrow.utf8()).to_pylist() == ["x", "y"]
