@@ -527,30 +527,39 @@ class Database(ReadMethods, Transactions):
         return self.write_documents([(path, data)])[0]
 
     def put_table(self, path: str, table: arrow.Table | arrow.RecordBatch
-                  | Iterable[arrow.RecordBatch], *, compression: str | None = None
+                  | Iterable[arrow.RecordBatch] | Any, *, compression: str | None = None
                   ) -> uuid.UUID:
-        """Store an Arrow table (or batches) at `path` as an Arrow IPC file (64-byte
-        aligned, buffers compressed with `compression` "lz4"/"zstd" if given), the new
-        version of the document. `get_table` reads it back. Raises as `write_document`."""
+        """Store an Arrow table (or batches, or any object with the Arrow PyCapsule stream
+        interface, such as a pyarrow or Polars table) at `path` as an Arrow IPC file
+        (64-byte aligned, buffers compressed with `compression` "lz4"/"zstd" if given), the
+        new version of the document. `get_table` reads it back. Raises as `write_document`."""
         from streamdb.arrow.writer import write_ipc
 
         sink = io.BytesIO()
         write_ipc(sink, table, format="file", compression=compression)
         return self.write_document(path, sink.getbuffer())
 
-    def append_batch(self, path: str, batch: arrow.RecordBatch | arrow.Table) -> None:
-        """Append a record batch (or a table's batches) to the Arrow IPC stream document at
-        `path`, creating it (with the schema) if needed. In place, as a message log grows:
-        one atomic, durable commit that rewrites nothing. A dictionary is written when the
-        stream does not hold it yet: whole on the first append of this handle (or when it
-        changed), as a delta when it only grew, not at all when unchanged since this
-        handle's last append (if nothing else wrote the document since). `get_table` reads
-        the stream. Raises ArrowError if the schema differs from the stored one,
-        InvalidArgumentError if `path` holds something else. O(batch bytes)."""
+    def append_batch(self, path: str, batch: arrow.RecordBatch | arrow.Table | Any) -> None:
+        """Append a record batch (or a table's batches; or any object with the Arrow
+        PyCapsule stream interface, such as a pyarrow or Polars table) to the Arrow IPC
+        stream document at `path`, creating it (with the schema) if needed. In place, as a
+        message log grows: one atomic, durable commit that rewrites nothing. A dictionary
+        is written when the stream does not hold it yet: whole on the first append of this
+        handle (or when it changed), as a delta when it only grew, not at all when
+        unchanged since this handle's last append (if nothing else wrote the document
+        since). `get_table` reads the stream. Raises ArrowError if the schema differs from
+        the stored one, InvalidArgumentError if `path` holds something else or `batch` is
+        not Arrow data. O(batch bytes)."""
         from streamdb.arrow.reader import read_stream_schema
+        from streamdb.arrow.table import RecordBatch as ArrowBatch
         from streamdb.arrow.table import Table as ArrowTable
         from streamdb.arrow.writer import StreamWriter as IpcWriter
 
+        if not isinstance(batch, ArrowTable | ArrowBatch):
+            if not hasattr(batch, "__arrow_c_stream__"):
+                raise E.InvalidArgumentError(f"append_batch takes a RecordBatch or a Table, "
+                                             f"not a {type(batch).__name__}")
+            batch = ArrowTable.from_arrow(batch)  # pyarrow, Polars, ...
         batches = list(batch.batches) if isinstance(batch, ArrowTable) else [batch]
         if not batches:
             return

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 
 from streamdb.arrow import types as t
 from streamdb.arrow.flatbuf import Builder, Structs, T, Table, Tables
-from streamdb.errors import ArrowFormatError, ArrowLimitError, UnsupportedError
+from streamdb.errors import (
+    ArrowFormatError,
+    ArrowLimitError,
+    InvalidArgumentError,
+    UnsupportedError,
+)
 
 V5 = 4  # MetadataVersion.V5
 SCHEMA, DICTIONARY_BATCH, RECORD_BATCH = 1, 2, 3  # MessageHeader union
@@ -42,6 +47,11 @@ class Limits:
     max_depth: int = 64  # nesting of types
     max_dictionary: int = 1 << 32  # values of one dictionary
     max_decompressed: int = 1 << 34  # bytes of one decompressed buffer
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidArgumentError(f"Limits.{name} must be an int >= 0: {value!r}")
 
 
 DEFAULT_LIMITS = Limits()

@@ -16,6 +16,7 @@ types and features this library does not read.
 
 from __future__ import annotations
 
+import io
 import mmap as _mmap
 import os
 import struct
@@ -87,6 +88,25 @@ def _parse_metadata(meta: bytes, offset: int, limits: md.Limits,
     return out
 
 
+def _bytes_view(data: Any) -> memoryview:
+    """`data` (bytes, bytearray, mmap, memoryview, numpy array: anything with the buffer
+    protocol) as a flat byte view, in place. InvalidArgumentError otherwise."""
+    try:
+        view = memoryview(data)
+    except TypeError as exc:
+        raise InvalidArgumentError(f"cannot read Arrow data from {type(data).__name__}"
+                                   ) from exc
+    if not view.c_contiguous:
+        raise InvalidArgumentError("cannot read Arrow data from a non-contiguous buffer")
+    return view.cast("B") if view.ndim != 1 or view.format != "B" else view
+
+
+def _check_limits(limits: Any) -> None:
+    if not isinstance(limits, md.Limits):
+        raise InvalidArgumentError(f"limits must be an arrow.Limits, not "
+                                   f"{type(limits).__name__}")
+
+
 class _Message:
     __slots__ = ("body", "meta", "offset")
 
@@ -140,6 +160,9 @@ class _FileSource:
 
     def __init__(self, f: Any, limits: md.Limits) -> None:
         read = getattr(f, "read", None) or getattr(f, "recv", None)
+        if isinstance(f, io.TextIOBase):
+            raise InvalidArgumentError("cannot read Arrow data from a text file: open it "
+                                       "in binary mode")
         if not callable(read):
             raise InvalidArgumentError(f"cannot read from {type(f).__name__}")
         self._read, self.limits, self.pos = read, limits, 0
@@ -551,9 +574,9 @@ class StreamReader:
 
     def __init__(self, source: Any, *, validate: bool = True,
                  limits: md.Limits = md.DEFAULT_LIMITS) -> None:
-        if isinstance(source, bytes | bytearray | memoryview | _mmap.mmap):
-            self._source: _Source | _FileSource = _Source(memoryview(source).cast("B"), 0,
-                                                          limits)
+        _check_limits(limits)
+        if not hasattr(source, "read") and not hasattr(source, "recv"):
+            self._source: _Source | _FileSource = _Source(_bytes_view(source), 0, limits)
         else:
             self._source = _FileSource(source, limits)
         self._state = _State(limits, validate)
@@ -580,7 +603,8 @@ class FileReader:
 
     def __init__(self, data: bytes | memoryview | _mmap.mmap, *, validate: bool = True,
                  limits: md.Limits = md.DEFAULT_LIMITS) -> None:
-        view = memoryview(data).cast("B")
+        _check_limits(limits)
+        view = _bytes_view(data)
         n = len(view)
         if n < 18 or bytes(view[:6]) != MAGIC or bytes(view[n - 6 :]) != MAGIC:
             raise ArrowFormatError("not an Arrow IPC file (no ARROW1 magic at both ends)")
@@ -660,6 +684,7 @@ def read_ipc(source: Any, *, mmap: bool | None = None, validate: bool = True,
     """A Table from an IPC file or stream (detected by the magic): `source` is a path
     (memory-mapped unless `mmap=False`), a bytes-like object, or a binary file object.
     Columns are views of the input (of the map, for a path)."""
+    _check_limits(limits)
     if isinstance(source, str | os.PathLike):
         with open(source, "rb") as f:
             if mmap is False:
@@ -668,11 +693,18 @@ def read_ipc(source: Any, *, mmap: bool | None = None, validate: bool = True,
                 size = os.fstat(f.fileno()).st_size
                 data = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ) if size else b""
         return _read_buffer(data, validate, limits)
-    if isinstance(source, bytes | bytearray | memoryview | _mmap.mmap):
-        return _read_buffer(source, validate, limits)
-    if mmap and hasattr(source, "fileno"):
-        return _read_buffer(_mmap.mmap(source.fileno(), 0, access=_mmap.ACCESS_READ),
-                            validate, limits)
+    if not hasattr(source, "read"):
+        return _read_buffer(source, validate, limits)  # bytes-like, or InvalidArgumentError
+    if isinstance(source, io.TextIOBase):
+        raise InvalidArgumentError("cannot read Arrow data from a text file: open it in "
+                                   "binary mode")
+    if mmap:
+        try:
+            data = _mmap.mmap(source.fileno(), 0, access=_mmap.ACCESS_READ)
+        except (OSError, ValueError, io.UnsupportedOperation) as exc:
+            raise InvalidArgumentError(f"cannot memory-map {type(source).__name__}: {exc}"
+                                       ) from exc
+        return _read_buffer(data, validate, limits)
     peek = getattr(source, "peek", None)
     head = peek(6)[:6] if callable(peek) else b""
     if head == MAGIC or len(head) < 6:  # a file (or unknown yet) needs its footer: read all
@@ -684,7 +716,7 @@ def read_ipc(source: Any, *, mmap: bool | None = None, validate: bool = True,
 
 
 def _read_buffer(data: Any, validate: bool, limits: md.Limits) -> Table:
-    view = memoryview(data).cast("B")
+    view = _bytes_view(data)
     if bytes(view[:6]) == MAGIC:
         return FileReader(view, validate=validate, limits=limits).read_all()
     return StreamReader(view, validate=validate, limits=limits).read_all()

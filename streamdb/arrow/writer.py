@@ -56,6 +56,8 @@ def _bitmap(bits: np.ndarray[Any, Any], offset: int, length: int) -> np.ndarray[
 
 
 def _check(schema: t.Schema, compression: str | None, alignment: int) -> None:
+    if not isinstance(schema, t.Schema):
+        raise InvalidArgumentError(f"a writer takes a Schema, not a {type(schema).__name__}")
     if alignment not in (8, 64):
         raise InvalidArgumentError("alignment must be 8 or 64")
     if compression not in CODECS:
@@ -183,6 +185,9 @@ class _Writer:
         """Write one record batch (and the dictionaries it needs first). O(bytes)."""
         if self.closed:
             raise ArrowError("the writer is closed")
+        if not isinstance(batch, RecordBatch):
+            raise InvalidArgumentError(f"write_batch takes a RecordBatch, not a "
+                                       f"{type(batch).__name__} (write_table takes tables)")
         if batch.schema.fields != self.schema.fields:
             raise ArrowError("the batch's schema differs from the writer's")
         body = _Body()
@@ -282,12 +287,19 @@ def write_ipc(sink: Any, table: Table | RecordBatch | Iterable[RecordBatch], *,
                 os.remove(sink)
             raise
         return
+    if not isinstance(table, Table | RecordBatch) and hasattr(table, "__arrow_c_stream__"):
+        table = Table.from_arrow(table)  # pyarrow, Polars, ...
     if isinstance(table, Table):
         batches, schema = list(table.batches), table.schema
     elif isinstance(table, RecordBatch):
         batches, schema = [table], table.schema
     else:
+        if not isinstance(table, Iterable) or isinstance(table, str | bytes):
+            raise InvalidArgumentError(f"cannot write a {type(table).__name__} as Arrow: "
+                                       "give a Table, a RecordBatch or batches")
         batches = list(table)
+        if any(not isinstance(b, RecordBatch) for b in batches):
+            raise InvalidArgumentError("batches must be streamdb.arrow RecordBatches")
         if schema is None:
             if not batches:
                 raise InvalidArgumentError("no batches and no schema")

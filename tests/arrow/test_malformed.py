@@ -732,3 +732,32 @@ def test_dictionary_messages_out_of_place() -> None:
     (s0, s1, _), _, _, (x0, x1, _), (y0, y1, _) = parts
     with pytest.raises(ArrowFormatError, match="delta"):
         arrow.read_ipc(delta[s0:s1] + delta[x0:x1] + delta[y0:y1] + EOS)
+
+
+def test_api_misuse_is_invalid_argument() -> None:
+    """Ordinary mistakes get InvalidArgumentError, not a raw Python exception."""
+    data = int64_stream()
+    for source in (5, [1], io.StringIO("text"), memoryview(bytes(16)).cast("B")[::2]):
+        with pytest.raises(StreamDbError):
+            arrow.read_ipc(source)
+    with pytest.raises(StreamDbError):
+        arrow.read_ipc(io.BytesIO(data), mmap=True)  # no file descriptor to map
+    with pytest.raises(StreamDbError):
+        arrow.read_ipc(data, limits={"max_rows": 1})  # type: ignore[arg-type]
+    with pytest.raises(StreamDbError):
+        md.Limits(max_rows=-1)
+    with pytest.raises(StreamDbError):
+        arrow.FileReader(io.BytesIO(data))  # type: ignore[arg-type]
+    table = arrow.read_ipc(np.frombuffer(data, np.uint8))  # any buffer is bytes-like
+    assert table.to_pydict() == {"x": [7, 8]}
+    sink = io.BytesIO()
+    for bad in ("abc", None, 5, [1, 2]):
+        with pytest.raises(StreamDbError):
+            arrow.write_ipc(sink, bad)  # type: ignore[arg-type]
+    with pytest.raises(StreamDbError):
+        arrow.StreamWriter(sink, table)  # type: ignore[arg-type]
+    with arrow.StreamWriter(io.BytesIO(), table.schema) as w, pytest.raises(StreamDbError):
+        w.write_batch(table)  # type: ignore[arg-type]
+    # pyarrow (and any Arrow stream) is written as ours
+    arrow.write_ipc(sink, pa.table({"x": [1, 2]}), format="stream")
+    assert arrow.read_ipc(sink.getvalue()).to_pydict() == {"x": [1, 2]}

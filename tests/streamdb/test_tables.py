@@ -204,3 +204,21 @@ def test_append_batch_sends_a_dictionary_once_then_deltas(tmp_path: Path) -> Non
         want.clear()
         append(db, abc, [2])
         assert _dictionary_messages(db.get("/s")) == 1
+
+
+def test_pyarrow_and_polars_objects_are_stored_and_wrong_objects_refused(tmp_path: Path
+                                                                         ) -> None:
+    import polars as pl
+
+    with streamdb.open(tmp_path / "t.db") as db:
+        db.put_table("/p", pa.table({"x": [1, 2]}))
+        assert db.get_table("/p").to_pydict() == {"x": [1, 2]}
+        db.append_batch("/q", pa.record_batch({"x": [1]}))
+        db.append_batch("/q", pl.DataFrame({"x": [2, 3]}))
+        assert db.get_table("/q").to_pydict() == {"x": [1, 2, 3]}
+        for bad in (5, "abc", [1, 2]):
+            with pytest.raises(streamdb.InvalidArgumentError):
+                db.append_batch("/r", bad)  # type: ignore[arg-type]
+            with pytest.raises(streamdb.InvalidArgumentError):
+                db.put_table("/r", bad)  # type: ignore[arg-type]
+        assert not db.exists("/r")
