@@ -218,7 +218,7 @@ def test_pyarrow_and_polars_objects_are_stored_and_wrong_objects_refused(tmp_pat
         assert db.get_table("/q").to_pydict() == {"x": [1, 2, 3]}
         for bad in (5, "abc", [1, 2]):
             with pytest.raises(streamdb.InvalidArgumentError):
-                db.append_batch("/r", bad)  # type: ignore[arg-type]
+                db.append_batch("/r", bad)
             with pytest.raises(streamdb.InvalidArgumentError):
-                db.put_table("/r", bad)  # type: ignore[arg-type]
+                db.put_table("/r", bad)
         assert not db.exists("/r")
