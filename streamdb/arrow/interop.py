@@ -225,13 +225,22 @@ def _np_buffers(buffers: list[Any]) -> list[Any]:
 
 
 def from_arrow(data: Any) -> Table:
+    from streamdb.arrow.table import RecordBatch, Table
+
+    if isinstance(data, Table):
+        return data
+    if isinstance(data, RecordBatch):
+        return Table(data.schema, [data])
     pa = _pyarrow()
     if isinstance(data, pa.Table | pa.RecordBatch):
         return from_pyarrow(data)
-    if not hasattr(data, "__arrow_c_stream__"):
-        raise InvalidArgumentError(f"{type(data).__name__} has no __arrow_c_stream__: not an "
-                                   "Arrow stream")
-    table = pa.RecordBatchReader.from_stream(data).read_all()
+    if hasattr(data, "__arrow_c_stream__"):
+        table = pa.RecordBatchReader.from_stream(data).read_all()
+    elif hasattr(data, "__arrow_c_array__"):
+        table = pa.Table.from_batches([pa.record_batch(data)])
+    else:
+        raise InvalidArgumentError(f"{type(data).__name__} has neither __arrow_c_stream__ "
+                                   "nor __arrow_c_array__: not Arrow data")
     # Polars and others hand out string views, which this library does not read yet: cast
     # them to their offset-based forms (a copy of those columns only).
     schema = pa.schema([f.with_type(_without_views(pa, f.type)) for f in table.schema],

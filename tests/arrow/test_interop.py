@@ -779,6 +779,10 @@ def test_tables_from_polars_and_duckdb_through_the_capsule() -> None:
     assert arrow.Table.from_arrow(ours.to_pyarrow()).equals(ours)
     with pytest.raises(streamdb.InvalidArgumentError):
         arrow.Table.from_arrow([1, 2, 3])
+    assert arrow.Table.from_arrow(ours) is ours
+    assert arrow.Table.from_arrow(ours.batches[0]).equals(ours)
+    struct_array = pa.array([{"a": 1}, {"a": 2}])  # __arrow_c_array__ of a struct array
+    assert arrow.Table.from_arrow(struct_array).to_pydict() == {"a": [1, 2]}
     # view types (which Polars hands out) arrive as their offset-based forms, nested too
     views = pa.table({
         "s": pa.array(["a", None, "bc"], pa.string_view()),
