@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import wal
 from streamdb import errors as E
-from streamdb import follower, logs, maintenance
+from streamdb import follower, logs, maintenance, tables
 from streamdb.config import Config
 from streamdb.errmap import io_error, wal_error
 from streamdb.maintenance import VerifyReport
@@ -71,7 +71,6 @@ from streamdb.storage.pager import Pager
 from streamdb.storage.pagestore import PageStore
 from streamdb.storage.readers import ReaderSlot, ReaderTable, open_table, remove_table
 from streamdb.storage.records import (
-    ARROW_STREAM,
     OP_BIND,
     OP_CREATE,
     OP_PRUNE,
@@ -550,56 +549,7 @@ class Database(ReadMethods, Transactions):
         since). `get_table` reads the stream. Raises ArrowError if the schema differs from
         the stored one, InvalidArgumentError if `path` holds something else or `batch` is
         not Arrow data. O(batch bytes)."""
-        from streamdb.arrow.reader import read_stream_schema
-        from streamdb.arrow.table import RecordBatch as ArrowBatch
-        from streamdb.arrow.table import Table as ArrowTable
-        from streamdb.arrow.writer import StreamWriter as IpcWriter
-
-        if not isinstance(batch, ArrowTable | ArrowBatch):
-            if not hasattr(batch, "__arrow_c_stream__"):
-                raise E.InvalidArgumentError(f"append_batch takes a RecordBatch or a Table, "
-                                             f"not a {type(batch).__name__}")
-            batch = ArrowTable.from_arrow(batch)  # pyarrow, Polars, ...
-        batches = list(batch.batches) if isinstance(batch, ArrowTable) else [batch]
-        if not batches:
-            return
-        schema = batches[0].schema
-        with self._writing() as tx:
-            doc_key = self._catalog.lookup(path_key(path))
-            doc = self._catalog.doc(doc_key) if doc_key is not None else None
-            # The writer of this handle's last append knows which dictionaries the stream
-            # holds, if that append is still the document's latest version. Appends inside
-            # a transaction (which may roll back) neither use nor remember it.
-            own = not tx.user
-            last = self._ipc_appends.pop(path, None) if own else None
-            writer = None
-            if doc is not None:
-                v = doc.latest
-                if v.log is None or v.log.framing != ARROW_STREAM:
-                    raise E.InvalidArgumentError(f"{path!r} is not an Arrow stream document")
-                if last is not None and last[0] == (doc_key, v.lsn, v.size):
-                    writer = last[1]
-                    stored = writer.schema
-                else:
-                    stored = read_stream_schema(
-                        lambda off, n: self.get(path, offset=off, length=n))
-                if stored.fields != schema.fields:
-                    raise E.ArrowError(f"the batch's schema differs from the stream at {path!r}")
-            if writer is None:
-                writer = IpcWriter(io.BytesIO(), schema, alignment=8)
-                if doc is not None:  # the schema is there already
-                    writer.sink = io.BytesIO()
-            for b in batches:
-                writer.write_batch(b)
-            logs.append_messages(self, path, [writer.sink.getbuffer()], "arrow", arrow=True)
-            writer.sink = io.BytesIO()
-            doc_key = self._catalog.lookup(path_key(path))
-            latest = self._catalog.doc(doc_key).latest  # type: ignore[arg-type, union-attr]
-        if own:
-            if len(self._ipc_appends) >= 64:
-                del self._ipc_appends[next(iter(self._ipc_appends))]
-            self._ipc_appends[path] = ((doc_key, latest.lsn, latest.size), writer)
-
+        tables.append_batch(self, path, batch)
     def write_documents(self, items: Iterable[tuple[str, object]]) -> list[uuid.UUID]:
         """Write many documents atomically: all are visible after one fsync, or none."""
         with self._writing() as tx:
