@@ -9,13 +9,15 @@ than memory.
 Everything read is bounded by `Limits` and checked before use: message and body lengths
 against the input and the limits, each buffer against the body, each array's buffers
 against its length. With `validate=True` (the default) the O(n) checks run too, in numpy:
-offsets non-decreasing and inside their data, dictionary indices inside their dictionary.
-Errors: ArrowFormatError (and ArrowLimitError) for malformed input, UnsupportedError for
-types and features this library does not read.
+offsets non-decreasing and inside their data, dictionary indices inside their dictionary,
+utf8 data UTF-8 and not split inside a character. Errors: ArrowFormatError (and
+ArrowLimitError) for malformed input, UnsupportedError for types and features this
+library does not read.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import mmap as _mmap
 import os
@@ -248,8 +250,8 @@ def _decompress(codec: int | None, data: memoryview, size: int) -> bytes | None:
 # buffers, each checked against the limits, the body length and (uncompressed) what its
 # array needs. The plan is cached with the metadata, so a stream whose batches share a
 # layout plans once. Building slices the body by the plan and runs the checks that need
-# the data: offsets inside their data, ascending (validate), dictionary indices inside
-# their dictionary (validate), and decompression.
+# the data: offsets inside their data, ascending and UTF-8 (validate), dictionary indices
+# inside their dictionary (validate), and decompression.
 
 _NULL, _FIXED, _DICT, _VAR, _LIST, _NESTED = range(6)
 _KINDS = {"null": _NULL, "fixed": _FIXED, "bool": _FIXED, "var": _VAR, "large_var": _VAR,
@@ -475,9 +477,25 @@ class _Builder:
             first, last = int(view[0]), int(view[-1])
             if not 0 <= first <= last <= end:
                 raise self.fail(f"{p.name!r}: offsets {first}..{last} outside 0..{end}")
-            if self.validate and length and np.any(view[1:] < view[:-1]):
-                raise self.fail(f"{p.name!r}: offsets decrease")
+            if self.validate and length:
+                if np.any(view[1:] < view[:-1]):
+                    raise self.fail(f"{p.name!r}: offsets decrease")
+                if isinstance(p.type, t.Utf8Type | t.LargeUtf8Type):
+                    self._check_utf8(p.name, bufs[2], view, first, last)
         return _trusted(p.type, length, tuple(bufs), kids, p.nulls, dictionary)
+
+    def _check_utf8(self, name: str, data: np.ndarray[Any, Any], offsets: np.ndarray[Any, Any],
+                    first: int, last: int) -> None:
+        """The string data is UTF-8 and no value starts or ends inside a character (no
+        offset lands on a continuation byte). O(bytes)."""
+        try:
+            codecs.utf_8_decode(data[first:last].data, "strict", True)
+        except UnicodeDecodeError as exc:
+            raise self.fail(f"{name!r}: string data that is not UTF-8 ({exc.reason} at byte "
+                            f"{first + exc.start})") from exc
+        inside = offsets[(offsets > first) & (offsets < last)]
+        if len(inside) and np.any((data[inside] & 0xC0) == 0x80):
+            raise self.fail(f"{name!r}: a string offset inside a UTF-8 character")
 
 
 _trusted = Array._trusted

@@ -326,6 +326,26 @@ def test_offsets_outside_the_data(ty: arrow.DataType, offsets: list[int]) -> Non
                 arrow.read_ipc(data, validate=validate)
 
 
+@pytest.mark.parametrize("ty", [arrow.utf8(), arrow.LargeUtf8Type()], ids=str)
+def test_strings_that_are_not_utf8(ty: arrow.DataType) -> None:
+    """validate=True refuses string data that is not UTF-8, and offsets that split a
+    character (each half alone is not UTF-8, though the data as a whole is); binary
+    columns hold any bytes."""
+    wide = ty.layout == "large_var"
+    for data, offsets in [(b"ok\xff", [0, 2, 3]), (b"\xc3\xa9", [0, 1, 2]),
+                          (b"a\xe2\x82", [0, 1, 3])]:
+        column = arrow.Array(ty, 2, [None, as_bytes(np.array(offsets, "<i8" if wide else "<i4")),
+                                     as_bytes(np.frombuffer(data, np.uint8))])
+        batch = arrow.RecordBatch(arrow.Schema((arrow.Field("s", ty),)), [column])
+        for fmt in ("file", "stream"):
+            written = our_write(batch, fmt)
+            with pytest.raises(ArrowFormatError, match="UTF-8"):
+                arrow.read_ipc(written)
+            assert arrow.read_ipc(written, validate=False).num_rows == 2
+    good = arrow.RecordBatch.from_pydict({"s": arrow.array(["é", "", "日本", None], ty)})
+    assert arrow.read_ipc(our_write(good, "stream")).to_pydict() == {"s": ["é", "", "日本", None]}
+
+
 def test_a_layout_seen_before_is_still_checked() -> None:
     """Batches with the same metadata are planned once; the checks on their data run for
     each: a bad batch after good ones of the same layout is refused, and decoding goes on
