@@ -161,11 +161,12 @@ class Table:
 
     @classmethod
     def from_arrow(cls, data: Any) -> Table:
-        """A table of any object with the Arrow PyCapsule stream interface
-        (`__arrow_c_stream__`: a Polars DataFrame, a DuckDB relation, a pyarrow table, ...),
-        through pyarrow, without a copy. String and binary views (which Polars hands out)
-        are cast to large_utf8 and large_binary (a copy of those columns). Needs pyarrow
-        (UnsupportedError otherwise); InvalidArgumentError for an object without the
+        """A table of any Arrow PyCapsule producer (`__arrow_c_stream__`: a Polars
+        DataFrame, a DuckDB relation, a pyarrow table, ...; or `__arrow_c_array__`: a
+        batch or struct array), through pyarrow, without a copy; our own tables and batches
+        as they are. String and binary views (which Polars hands out) are cast to
+        large_utf8 and large_binary (a copy of those columns). Needs pyarrow
+        (UnsupportedError otherwise); InvalidArgumentError for an object with neither
         interface."""
         from streamdb.arrow.interop import from_arrow
 
