@@ -60,11 +60,12 @@ from streamdb.storage.header import (
     CHECKSUM_CRC32C,
     CHECKSUM_XXH3,
     FLAG_ENCRYPTED,
+    FLAG_MIRRORED,
     HEADER_PAGES,
     HEADER_SIZE,
+    Copies,
     Header,
-    could_be_ours,
-    parse,
+    read_copies,
 )
 from streamdb.storage.logfiles import log_files, remove_log
 from streamdb.storage.pager import Pager
@@ -161,6 +162,7 @@ class Database(ReadMethods, Transactions):
         self._last_scan = 0.0
         self._wal: wal.WriteAheadLog | None = None
         self._tail: wal.LogTail | None = None  # read-only opens follow the log with it
+        self._header_damage: list[str] = []  # damaged header copies found (and repaired) at open
         self._refresh_lock = threading.Lock()
         try:
             file = self._vfs.open(self.path, create=not readonly)
@@ -173,6 +175,8 @@ class Database(ReadMethods, Transactions):
             if not readonly:
                 self._lock_file(file)
             self._header = self._read_or_create_header(file)
+            if not readonly and (why := self._unproven_copy()) is not None:
+                raise E.CorruptionError(why, page=0 if self._copies.a is None else 1)
             self._cipher = open_cipher(
                 self.config.encryption_key, self._header.db_id,
                 self._header.key_check if self._header.encrypted else None, self.path)
@@ -188,6 +192,8 @@ class Database(ReadMethods, Transactions):
                 follower.load(self)
             else:
                 self._open_log()
+                self._header_damage = self._copies.damage()
+                self._mirror_copies()
         except BaseException as exc:
             self._abandon_files(file)
             if isinstance(exc, OSError) and not isinstance(exc, E.StreamDbError):
@@ -228,44 +234,79 @@ class Database(ReadMethods, Transactions):
                 raise io_error(exc, f"locking {self.path}") from exc
 
     def _read_or_create_header(self, file: Any) -> Header:
-        """The current header copy; a new database for an empty or never-initialised file.
-        Raises UnsupportedError (never modifying the file) for a foreign or newer file."""
+        """The current header copy (H2 in storage/header.py); a new database for an empty or
+        never-initialised file. Raises UnsupportedError (never modifying the file) for a
+        foreign or newer file, CorruptionError naming the header when no copy can be
+        trusted. Remembers what it found in `_copies`."""
         try:
             size = file.size()
-            first = file.pread(HEADER_SIZE, 0)
+            copies = read_copies(file.pread)
+        except E.UnsupportedError as exc:
+            raise E.UnsupportedError(f"{self.path}: {exc}") from exc
         except OSError as exc:
             raise io_error(exc, f"reading {self.path}") from exc
-        if not could_be_ours(first):
-            raise E.UnsupportedError(f"{self.path} is not a StreamDB database")
-        candidates = []
-        a = parse(first)
-        sizes = [a.page_size] if a is not None else [4096 << i for i in range(5)]
-        if a is not None:
-            candidates.append(a)
-        for page_size in sizes:
-            try:
-                b = parse(file.pread(HEADER_SIZE, page_size))
-            except OSError as exc:
-                raise io_error(exc, f"reading {self.path}") from exc
-            # A copy is B only where its own page size puts it (a stale header of another
-            # page size may lie at that offset inside a data page).
-            if b is not None and b.page_size == page_size and (a is None or b.db_id == a.db_id):
-                candidates.append(b)
-                break
-        if candidates:
-            return max(candidates, key=lambda h: h.generation)
-        if size > 2 * 65536 or any(file.pread(min(size, 2 * 65536), 0)[HEADER_SIZE:]):
+        header = copies.current
+        if header is not None:
+            self._copies = copies
+            return header
+        try:
+            tail = file.pread(min(size, 2 * 65536), 0)[HEADER_SIZE:]
+        except OSError as exc:
+            raise io_error(exc, f"reading {self.path}") from exc
+        if size > 2 * 65536 or any(tail):
             raise E.CorruptionError(f"both headers of {self.path} are damaged", page=0)
         if self.readonly:
             raise E.NotFoundError(f"{self.path} holds no database yet")
-        return self._create(file)
+        header = self._create(file)
+        self._copies = Copies(header, header)
+        return header
+
+    def _unproven_copy(self) -> str | None:
+        """H3: why the current copy cannot be trusted (None: it can). A file whose only
+        valid copy predates mirrored headers is trusted only when its log provably holds
+        every change after that copy's checkpoint. Reads the log's segment headers only."""
+        copies, header = self._copies, self._header
+        if not copies.single or header.flags & FLAG_MIRRORED:
+            return None
+        try:
+            held = wal.holds_after(self.path + "-wal", vfs=self._vfs)
+        except wal.WalError as exc:
+            raise wal_error(exc, f"reading the log of {self.path}") from exc
+        if held is not None and held <= header.checkpoint_lsn:
+            return None
+        return (f"{'; '.join(copies.damage())} in {self.path}, and the other copy, written "
+                f"by an earlier version of StreamDB, may be the older one: the log no longer "
+                f"holds what a newer copy saw, so opening it could lose committed writes. "
+                f"Restore from a backup")
+
+    def _write_headers(self, header: Header, first: int) -> None:
+        """Write `header` to copy `first` (0 or 1), fsync, then to the other copy, fsync (H1).
+        May raise OSError."""
+        page = header.pack().ljust(self._page_size, b"\x00")
+        for slot in (first, 1 - first):
+            self._pager.write_pages(slot, page)
+            self._pager.sync()
+        self._copies = Copies(header, header)
+
+    def _mirror_copies(self) -> None:
+        """H4: make both copies the current header, flagged, before anything is written
+        (the copy that is not current first, so a crash leaves the current one intact)."""
+        if self._copies.mirrored:
+            return
+        header = replace(self._header, flags=self._header.flags | FLAG_MIRRORED)
+        current = 0 if self._copies.a == self._header else 1
+        try:
+            self._write_headers(header, 1 - current)
+        except OSError as exc:
+            raise io_error(exc, f"rewriting the headers of {self.path}") from exc
+        self._header = header
 
     def _create(self, file: Any) -> Header:
         algo = CHECKSUM_XXH3 if self.config.checksum == "xxh3" else CHECKSUM_CRC32C
         db_id = uuid.uuid4()
         key = self.config.encryption_key
         header = Header(self.config.page_size, db_id, generation=1, checksum=algo,
-                        flags=FLAG_ENCRYPTED if key is not None else 0,
+                        flags=FLAG_MIRRORED | (FLAG_ENCRYPTED if key is not None else 0),
                         key_check=key_check(key, db_id) if key is not None else bytes(64))
         page = self.config.page_size
         try:
@@ -278,8 +319,8 @@ class Database(ReadMethods, Transactions):
                     f"{self.path} has no database header but its log {self.path}-wal "
                     f"exists: remove the log (and its numbered siblings) to start anew"
                 )
-            older = replace(header, generation=0).pack().ljust(page, b"\x00")
-            file.pwritev([header.pack().ljust(page, b"\x00"), older], 0)
+            copy = header.pack().ljust(page, b"\x00")
+            file.pwritev([copy, copy], 0)  # both copies the same (H1)
             file.sync()
             self._vfs.sync_dir(os.path.dirname(os.path.abspath(self.path)))
         except OSError as exc:

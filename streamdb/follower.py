@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import TYPE_CHECKING
 
 import wal
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from streamdb.database import Database
 
 ATTEMPTS = 1000  # loads that may start over (F1, F3) before giving up
+UNPROVEN_ATTEMPTS = 25  # reads of a lone pre-mirroring header copy before giving up (H3)
 
 def _same_file(db: Database) -> bool:
     """True while the path still names the file we have open (F3). Non-OS file layers
@@ -80,10 +82,19 @@ def load(db: Database) -> None:
     since the last checkpoint). Raises CorruptionError if no consistent state could be
     read in ATTEMPTS tries (a writer checkpointing faster than we can read)."""
     assert db._slot is not None
+    unproven = 0
     for _ in range(ATTEMPTS):
         if not _same_file(db):
             _reopen(db)
         header = db._read_or_create_header(db._pager.file)
+        why = db._unproven_copy()
+        if why is not None:
+            # H3. A copy the writer is rewriting right now also looks damaged: look again.
+            unproven += 1
+            if unproven >= UNPROVEN_ATTEMPTS:
+                raise E.CorruptionError(why, page=0 if db._copies.a is None else 1)
+            time.sleep(0.002)
+            continue
         if header.page_size != db._page_size:
             raise E.CorruptionError(f"{db.path} changed its page size", page=0)
         # Until the new state is published, reads still pin the published one: the slot

@@ -17,6 +17,7 @@ from streamdb.storage import btree
 from streamdb.storage.catalog import KIND_DOCS, KIND_FREE, KIND_PATHS, KIND_SUFFIX
 from streamdb.storage.docio import DocReader, Ingest
 from streamdb.storage.freespace import FreeSpace
+from streamdb.storage.header import read_copies
 from streamdb.storage.logfiles import remove_log
 from streamdb.storage.pager import Pager
 from streamdb.storage.readers import remove_table
@@ -83,10 +84,10 @@ def write_checkpoint(db: Database, *, force: bool = False,
     finally:
         db._store.at_end = False
     pager.sync()
-    # 3. The other header copy, then the log may forget what the trees now hold.
+    # 3. Both header copies (H1 in storage/header.py), then the log may forget what the
+    #    trees now hold.
     header = db._header.next(checkpoint_lsn=at, file_pages=space.file_pages, trees=refs)
-    pager.write_pages(header.generation % 2, header.pack().ljust(db._page_size, b"\x00"))
-    pager.sync()
+    db._write_headers(header, header.generation % 2)
     db._header = header
     assert db._wal is not None
     # The log may hold less than the header says (it is new, or was removed after a
@@ -116,7 +117,7 @@ def tree_pages(db: Database, refs: dict[str, btree.TreeRef]) -> list[int]:
 
 def verify(db: Database) -> VerifyReport:
     """`Database.verify`, writer lock held."""
-    problems: list[str] = []
+    problems = header_problems(db)
     damaged: set[str] = set()
     for name, ref in db._header.trees.items():
         try:
@@ -139,6 +140,34 @@ def verify(db: Database) -> VerifyReport:
         rebuild_index(db)
     return VerifyReport(not problems, docs, db._catalog.count(), tuple(problems),
                         rebuild and not db.readonly)
+
+def header_problems(db: Database) -> list[str]:
+    """Damaged header copies: those found (and rewritten) at open, and those found now. A
+    writer also rewrites copies that do not both hold its current header (H4). A reader
+    looks three times before it reports a copy that a checkpoint may be rewriting."""
+    problems = [f"{p}; it was rewritten from the other copy at open" for p in db._header_damage]
+    db._header_damage = []  # reported once
+    for _ in range(1 if not db.readonly else 3):
+        try:
+            copies = read_copies(db._pager.file.pread)
+        except (OSError, E.UnsupportedError) as exc:
+            problems.append(f"the header copies cannot be read: {exc}")
+            return problems
+        if not copies.damage():
+            break
+    now = copies.damage()
+    if db.readonly:
+        return problems + now
+    if copies.a != db._header or copies.b != db._header:
+        try:
+            db._write_headers(db._header, 0 if copies.a != db._header else 1)
+        except OSError as exc:
+            raise _io(exc, f"rewriting the headers of {db.path}") from exc
+        problems += [f"{p}; it was rewritten from the current header" for p in now]
+        if not now:
+            problems.append("the header copies differed; both were rewritten")
+    return problems
+
 
 def verify_documents(db: Database, problems: list[str]) -> tuple[int, list[tuple[int, int, str]]]:
     owners: list[tuple[int, int, str]] = []
@@ -273,8 +302,7 @@ def write_copy(db: Database, tmp: str) -> Pager:
                                 key_check=db._header.key_check)
         fresh._cipher = db._cipher
         fresh._applied_lsn = db._pins.current.lsn
-        fresh._checkpoint(force=True)
-        fresh._checkpoint(force=True)
+        fresh._checkpoint(force=True)  # writes both copies (H1)
         fresh._detach()
     except BaseException:
         fresh._detach(close_file=True)

@@ -27,7 +27,7 @@ from wal.errors import (
 )
 from wal.log import Record, SyncMode, WriteAheadLog, open
 from wal.recovery import RecoveryReport
-from wal.tail import LogTail
+from wal.tail import LogTail, holds_after
 from wal.vfs import VFS, OsVFS, VFile
 
 __all__ = [
@@ -49,5 +49,6 @@ __all__ = [
     "WalLockedError",
     "WalRecycledError",
     "WriteAheadLog",
+    "holds_after",
     "open",
 ]

@@ -191,6 +191,23 @@ class _Slots:
                 segment.file.close()
 
 
+def holds_after(path: str, *, vfs: VFS | None = None) -> int | None:
+    """The LSN above which the log at `path` holds every committed record (records at or
+    below it may have been recycled by a checkpoint): the previous LSN its first current
+    segment names (T4). None when there is no log file or no current segment.
+
+    Read-only, as the tail is (T1): a listdir and a header pread per slot file. Raises
+    WalFormatError for a file that is not a log, WalIOError for a failed read."""
+    slots = _Slots(vfs if vfs is not None else OsVFS(), path, None)
+    try:
+        first = slots.first()
+    except OSError as exc:
+        raise io_error(exc, f"reading {path}") from exc
+    finally:
+        slots.close_except(None)
+    return None if first is None else first.header.prev_lsn
+
+
 class LogTail:
     """A read-only follower of the log at `path` (rules T1-T8 above). Not thread-safe: poll
     from one thread at a time.

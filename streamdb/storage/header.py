@@ -1,8 +1,25 @@
-"""The database file header: two copies (A in page 0, B in page 1), written alternately.
+"""The database file header: two copies (A in page 0, B in page 1), kept identical.
 
-The copy with the higher generation whose checksum matches is current. A checkpoint writes
-the other copy and fsyncs it; a torn header write leaves the previous copy current. Byte
-layout (little-endian), in the first 512 bytes of each header page:
+Rules (docs/format/db.md, "Header"):
+
+H1. A checkpoint writes its header to copy `generation % 2`, fsyncs, then writes the same
+    header to the other copy and fsyncs again; only then may the log forget what the
+    checkpoint holds. So at any instant either both copies are the same header, or a crash
+    stopped a checkpoint between its two writes: then the log still holds everything after
+    the older copy's checkpoint.
+H2. Of the copies whose checksums match, the one with the higher generation is current.
+    One damaged copy loses nothing: the other copy is either the same header, or the older
+    one of H1's crash, whose state the log rebuilds.
+H3. Headers written under H1 carry FLAG_MIRRORED. A file whose only valid copy lacks it was
+    written by a version that let the log forget the older copy's changes after writing
+    just one copy: that copy is current only if the log proves it holds everything after
+    that copy's checkpoint (the database checks).
+H4. A writer that opens a file whose copies differ (one damaged, or a crash between H1's two
+    writes, or a file written before H1) rewrites both copies with the current header
+    before it writes anything else, so the older copy's pages are never reused while a
+    copy still names them.
+
+Byte layout (little-endian), in the first 512 bytes of each header page:
 
 | off | size | field                                                            |
 |-----|------|------------------------------------------------------------------|
@@ -15,7 +32,7 @@ layout (little-endian), in the first 512 bytes of each header page:
 | 40  | 8    | checkpoint LSN: every log record up to it is in the trees        |
 | 48  | 8    | file pages: pages in use, headers included                       |
 | 56  | 1    | checksum algorithm of document chunks (1 XXH3-64, 2 CRC-32C)     |
-| 57  | 1    | flags: bit 0 encrypted                                           |
+| 57  | 1    | flags: bit 0 encrypted, bit 1 mirrored (H3)                      |
 | 58  | 6    | reserved                                                         |
 | 64  | 24   | paths tree (a TreeRef, docs/format/btree.md): path -> doc id     |
 | 88  | 24   | suffix tree: reversed path -> (empty)                            |
@@ -31,6 +48,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import xxhash
@@ -47,6 +65,7 @@ CHECKSUM_XXH3 = 1
 CHECKSUM_CRC32C = 2
 TREES = ("paths", "suffix", "docs", "free")
 FLAG_ENCRYPTED = 0x1
+FLAG_MIRRORED = 0x2
 KEY_CHECK = slice(184, 248)
 
 _FIXED = struct.Struct("<8sHHI16sQQQBB6s")  # 64 bytes
@@ -80,8 +99,63 @@ class Header:
         return body + xxhash.xxh3_64_intdigest(body).to_bytes(8, "little")
 
     def next(self, **changes: object) -> Header:
-        """The header of the next checkpoint (generation + 1)."""
+        """The header of the next checkpoint (generation + 1), written under H1."""
+        changes = {"flags": self.flags | FLAG_MIRRORED, **changes}
         return replace(self, generation=self.generation + 1, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Copies:
+    """What the two header pages hold: each copy parsed, or None when damaged."""
+
+    a: Header | None  # page 0
+    b: Header | None  # page 1 (at the page size of the file)
+
+    @property
+    def current(self) -> Header | None:
+        """H2: the valid copy with the higher generation (None: neither is valid)."""
+        valid = [h for h in (self.a, self.b) if h is not None]
+        return max(valid, key=lambda h: h.generation) if valid else None
+
+    @property
+    def mirrored(self) -> bool:
+        """Both copies valid, identical and written under H1."""
+        return self.a is not None and self.a == self.b and bool(self.a.flags & FLAG_MIRRORED)
+
+    @property
+    def single(self) -> bool:
+        """Exactly one copy is valid."""
+        return (self.a is None) != (self.b is None)
+
+    def damage(self) -> list[str]:
+        """The damaged copies, in words."""
+        return [f"header copy {name} (page {page}) is damaged"
+                for name, page, copy in (("A", 0, self.a), ("B", 1, self.b)) if copy is None]
+
+
+def read_copies(pread: Callable[[int, int], bytes]) -> Copies:
+    """Both header copies of a file read through `pread(size, offset)`. Copy B is looked for
+    at copy A's page size, or at every possible page size when A is damaged; a copy B of
+    another database (a stale header inside a data page) does not count.
+
+    Raises UnsupportedError when the file is not ours: its first bytes are neither the
+    magic, a prefix of it, nor zeros, and no valid copy B vouches for it (a damaged magic
+    in copy A alone is damage, not another format); or a copy is of a newer format version.
+    Two to six reads of 512 bytes. OSError passes through.
+    """
+    first = pread(HEADER_SIZE, 0)
+    ours = could_be_ours(first)
+    a = parse(first) if ours else None
+    b = None
+    for page_size in [a.page_size] if a is not None else [4096 << i for i in range(5)]:
+        candidate = parse(pread(HEADER_SIZE, page_size))
+        if (candidate is not None and candidate.page_size == page_size
+                and (a is None or candidate.db_id == a.db_id)):
+            b = candidate
+            break
+    if not ours and b is None:
+        raise UnsupportedError("not a StreamDB database")
+    return Copies(a, b)
 
 
 def could_be_ours(data: bytes) -> bool:
