@@ -1,12 +1,19 @@
 """The repository's documentation stands on its own: nothing cites a document or a tracker
-that users of the repository do not have. Design citations name docs/design.md."""
+that users of the repository do not have, and design citations name docs/design.md and
+what it holds. Then what README.md says about the files on disk and durability, checked."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import time
 from pathlib import Path
 
 import pytest
+
+import streamdb
+from streamdb.config import Durability
+from wal.memvfs import MemoryVFS
 
 ROOT = Path(__file__).resolve().parents[1]
 TREES = ("streamdb", "wal", "tests", "tools", "fuzz", "docs")
@@ -85,3 +92,55 @@ def test_citations_of_docs_design_name_what_is_there() -> None:
                 for n in range(int(first), int(last or first) + 1):
                     assert n in invariants, (path, match.group(0))
     assert cited
+
+
+# -- what README.md says about the files and the defaults, checked --------------------
+
+
+def test_readme_files_of_a_database(tmp_path: Path) -> None:
+    name = tmp_path / "data.db"
+    streamdb.open(name).close()
+    sizes = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
+    assert sizes == {"data.db": 16384, "data.db-wal": 16 << 20, "data.db-readers": 64}
+    with streamdb.open(name) as db:
+        db.write_document("/a", b"x" * 1000)
+        db.checkpoint()
+        assert (tmp_path / "data.db-wal.1").stat().st_size == 16 << 20
+    streamdb.open(name, readonly=True).close()
+    assert (tmp_path / "data.db-readers").stat().st_size == 64 + 64 * 64
+    lazy = tmp_path / "lazy.db"
+    streamdb.open(lazy, streamdb.Config(durability="normal")).close()
+    assert (tmp_path / "lazy.db-wal").stat().st_size < 4096  # not zero-filled
+
+
+def test_readme_after_a_clean_close_the_db_file_alone_holds_every_commit(
+        tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    big = bytes(range(256)) * 4096
+    with streamdb.open(tmp_path / "a" / "data.db") as db:
+        db.write_document("/small", b"s")
+        db.write_document("/big", big)
+    shutil.copy(tmp_path / "a" / "data.db", tmp_path / "b" / "data.db")
+    with streamdb.open(tmp_path / "b" / "data.db") as db:
+        assert db.get("/small") == b"s"
+        assert db.get("/big") == big
+        assert db.verify().ok
+
+
+def test_readme_durability_normal_leaves_a_quiet_writers_last_commit_unsynced() -> None:
+    cases: list[tuple[Durability, bool]] = [("full", True), ("normal", False)]
+    for durability, survives in cases:
+        mem = MemoryVFS()
+        config = streamdb.Config(durability=durability)
+        db = streamdb.open("/d/t.db", config, vfs=mem)
+        db.write_document("/a", b"1")
+        time.sleep(1.2)  # longer than the 1 s of "normal": nothing syncs a quiet writer
+        with streamdb.open("/d/t.db", config, vfs=mem.crash(keep="none")) as after:
+            assert ("/a" in after) is survives, durability
+        with streamdb.open("/d/t.db", config, vfs=mem.crash(keep="all")) as after:
+            assert "/a" in after  # a killed process loses nothing
+        db.flush()
+        with streamdb.open("/d/t.db", config, vfs=mem.crash(keep="none")) as after:
+            assert "/a" in after
+        db.close()
