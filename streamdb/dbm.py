@@ -1,15 +1,21 @@
 """A `dbm`-compatible interface to a StreamDB file, so that `shelve` works on one.
 
-    import shelve
     import streamdb.dbm
+    import streamdb.shelve
 
-    with shelve.Shelf(streamdb.dbm.open("cache.db", "c")) as shelf:
+    with streamdb.dbm.open("cache.db", "c") as d:
+        d[b"key"] = b"value"
+    with streamdb.shelve.open("cache.db") as shelf:  # a shelve.Shelf over streamdb.dbm.open
         shelf["config"] = {"retries": 3}
 
 `open(file, flag, mode)` returns a `StreamDbm`, a mapping from bytes to bytes with the API of
 the standard library's dbm objects. One dbm key is one document; the database file is
 created at exactly the given name and its log lives beside it as `NAME-wal` (and
 `NAME-wal.1`, ...).
+
+The standard library's `dbm.open` and `shelve.open` cannot open a StreamDB file:
+`dbm.whichdb` knows only the standard library's own formats and returns `''` for it, and
+`dbm.open` can only pick one of those. Use this module's `open`, or `streamdb.shelve.open`.
 
 Key encoding
 ------------
@@ -46,8 +52,10 @@ log removed). An existing file of 0 bytes opens as a new database with "w", "c" 
 (any stray log beside it is removed first, so it cannot be replayed into the new database),
 and raises `error` with "r". The modifiers "f", "s" and "u" of `dbm.gnu` may follow the
 flag: "s" (synchronous) makes every write durable on return (durability "full"); without it
-writes use durability "normal" (fsynced at least once a second and by `sync()`, like gdbm's
-unsynchronised mode); "f" and "u" are accepted and ignored (the writer lock is always
+writes use durability "normal", like gdbm's unsynchronised mode: the log is fsynced by a
+write that comes at least a second after the previous fsync, by `sync()` and by `close()`,
+so a power loss may lose the writes made since the last fsync (a killed process loses
+nothing); "f" and "u" are accepted and ignored (the writer lock is always
 taken). `mode` applies to files this module creates (the database and its log), masked by
 the umask as by open(2); the log of an existing database gets the database file's
 permissions, so that a 0o600 database never has a world-readable log.

@@ -5,7 +5,7 @@ StreamDbError
 ├── NotFoundError(KeyError)           path, id or version absent
 ├── InvalidPathError(ValueError)      not absolute, not UTF-8, NUL, over 1,024 bytes
 ├── InvalidArgumentError(ValueError)
-├── DocumentTooLargeError             max_document_size / max_db_size
+├── DocumentTooLargeError             past max_document_size (a document or a message log)
 ├── CorruptionError                   names the path (or page) and offset
 │   └── ChecksumMismatch              also a framed message's: expected and computed values
 ├── EncryptionError                   a missing key, or a key on an unencrypted database
@@ -14,7 +14,7 @@ StreamDbError
 ├── LockedError                       another process holds the writer lock
 ├── ReadOnlyError
 ├── ClosedError
-├── StorageFullError                  ENOSPC / max_db_size; the database stays usable
+├── StorageFullError                  ENOSPC or max_db_size; the database stays usable
 ├── StorageIOError(OSError)           any other failed file call; errno kept
 ├── UnsupportedError                  unknown format version, unsupported type, ...
 ├── FramingError                      framed streams and TLV (streamdb.framing)
@@ -52,7 +52,8 @@ class InvalidArgumentError(StreamDbError, ValueError):
 
 
 class DocumentTooLargeError(StreamDbError):
-    """A document exceeds max_document_size, or the database would exceed max_db_size."""
+    """A document, or a message log, would exceed max_document_size. (Reaching max_db_size
+    is a StorageFullError.)"""
 
 
 class CorruptionError(StreamDbError):

@@ -1,4 +1,4 @@
-"""Document paths: the rules of DESIGN section 2, and their byte keys in the index."""
+"""Document paths: the rules of docs/design.md, section 2, and their byte keys in the index."""
 
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ WRITE_SIZE = 4 * KiB  # section 6
 POOL_SIZE = BIG + 4 * MiB  # seeded bytes that documents are sliced from
 DEVICES = 200  # paths are /dev{i % DEVICES}/sensor{i}/2026-11-21
 
-# Targets (issue 3), as ratios of per-run values; the median over runs is compared.
+# Targets, as ratios of per-run values; the median over runs is compared.
 TARGET_READ_VS_SQLITE = 2.5  # 4 KiB random reads, docs/s, at least
 TARGET_READ_VS_LMDB = 0.4  # at least
 TARGET_FILL_VS_SQLITE = 2.0  # batched 4 KiB writes vs sqlite3 WAL NORMAL, docs/s, at least

@@ -1,5 +1,5 @@
 """Record batches, chunked arrays and tables (a table is a schema and a list of batches:
-the seed's SuperTable). Building and column access are O(columns); nothing is copied."""
+Lightstream's SuperTable). Building and column access are O(columns); nothing is copied."""
 
 from __future__ import annotations
 

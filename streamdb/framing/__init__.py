@@ -1,4 +1,4 @@
-"""Framed message streams, bit-exact with flatstream-rs (DESIGN section 5), and TLV.
+"""Framed message streams, bit-exact with flatstream-rs (docs/design.md, section 6), and TLV.
 
 ```python
 from streamdb.framing import StreamWriter, StreamReader, ChecksumFramer, ChecksumDeframer, XxHash64

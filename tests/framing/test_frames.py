@@ -65,7 +65,8 @@ GOLDEN: list[tuple[str, tuple[bytes, ...], str]] = [
     ("default", (b"", b"a", b"bc"), "00000000" "01000000" "61" "02000000" "6263"),
     ("default", (MEDIUM,), "08040000" + MEDIUM_HEX),  # corpus/default_medium.hex
     # CRC-32
-    ("crc32", (b"abc",), "03000000" "c2412435" "616263"),  # DESIGN 5; corpus/crc32_small.hex
+    # The example of docs/design.md, section 6, and of corpus/crc32_small.hex
+    ("crc32", (b"abc",), "03000000" "c2412435" "616263"),
     ("crc32", (CHECK,), "09000000" "2639f4cb" + CHECK_HEX),
     ("crc32", (b"",), "00000000" "00000000"),
     ("crc32", (b"abc", CHECK, b""),

@@ -1,6 +1,7 @@
-"""The page cache of the `pread` path (DESIGN section 4): `streamdb/storage/pagecache.py`, the
-Pager's use of it (and of madvise on the map), and a database opened with
-`Config(use_mmap=False)`, writer and read-only follower (rule F5 of streamdb/follower.py).
+"""The page cache of the `pread` path (docs/design.md, section 5):
+`streamdb/storage/pagecache.py`, the Pager's use of it (and of madvise on the map), and a
+database opened with `Config(use_mmap=False)`, writer and read-only follower (rule F5 of
+streamdb/follower.py).
 
 Unit tests run the cache over an in-memory "file" whose `pread` counts its calls, so they can
 tell a read served from the cache (no call) from one that went to the file.

@@ -1,4 +1,5 @@
-"""The document API of DESIGN section 2, on real files and on the in-memory file layer."""
+"""The document API of docs/design.md, section 2, on real files and on the in-memory file
+layer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The storage invariants of DESIGN section 3 that the other tests do not already pin down."""
+"""The storage invariants of docs/design.md that the other tests do not already pin down."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from wal.memvfs import MemoryVFS
 
 
 def test_open_and_first_get_read_a_few_pages_not_the_index() -> None:
-    """Invariant 7: the index is read lazily; opening a 30,000-path database and getting
-    one document reads a handful of pages, however many paths there are."""
+    """D5 (docs/design.md, "The path index"): the index is read lazily; opening a
+    30,000-path database and getting one document reads a handful of pages, however many
+    paths there are."""
     mem = MemoryVFS()
     with streamdb.open("/d/t.db", Config(page_size=4096), vfs=mem) as db:
         for start in range(0, 30_000, 5000):

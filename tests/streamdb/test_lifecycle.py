@@ -1,4 +1,4 @@
-"""Opening and closing (DESIGN section 2 "Opening and configuration", section 3 invariant 7):
+"""Opening and closing (docs/design.md, section 2 "Opening and configuration", invariant 7):
 the writer lock and lock_timeout, read-only opens in this and other processes, close() with
 live views, snapshots, streams and file objects, fork(), and the reader table's entries of
 closed databases and dead processes."""

@@ -1,4 +1,4 @@
-"""Message logs inside the database (DESIGN sections 2 and 5; invariants 1-3 of section 3):
+"""Message logs inside the database (docs/design.md, sections 2 and 6; invariants 1-3):
 `append_message`/`append_messages` grow a LOG version in place, one atomic and durable
 commit per call and no new version, and `messages(path, start=)` reads the framed messages
 back verified, from any index.
@@ -268,7 +268,7 @@ def test_frames_are_stream_writer_bytes_and_read_back_by_stream_reader(db: strea
     stored = db.get("/log")
     assert stored == framed(name, payloads)
     assert list(StreamReader(io.BytesIO(stored), deframer(name))) == payloads
-    if name == "crc32":  # DESIGN section 5's example: b"abc" framed with CRC-32
+    if name == "crc32":  # docs/design.md, section 6's example: b"abc" framed with CRC-32
         assert stored[8 : 8 + 11] == bytes.fromhex("03000000c2412435616263")
 
 
@@ -906,8 +906,8 @@ def test_in_quick_mode_a_damaged_frame_length_is_corruption(tmp_path: Path,
 def test_an_append_after_damage_does_not_hide_it(tmp_path: Path) -> None:
     """The bytes before an append in the last chunk are read back to checksum the grown
     chunk; damage among them must still be reported afterwards, not sealed in by the new
-    checksum (DESIGN invariant 3: flipped bytes are never returned as data). A log without
-    frame checksums has only the chunk checksum to catch it."""
+    checksum (docs/design.md, invariant 3: flipped bytes are never returned as data). A log
+    without frame checksums has only the chunk checksum to catch it."""
     path, _model, _bad = damaged_log(tmp_path, None, bad=7)  # in the last chunk
     with streamdb.open(path, config()) as db:
         refused: list[streamdb.CorruptionError] = []

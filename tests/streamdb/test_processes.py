@@ -1,4 +1,5 @@
-"""One writer process and read-only reader processes at once (DESIGN section 3, invariant 7),
+"""One writer process and read-only reader processes at once (docs/design.md, invariant 7:
+single writer, many readers),
 killed with SIGKILL at random moments and restarted.
 
 The writer (proc_writer.py) announces each commit before it starts (`B`, with the digest of

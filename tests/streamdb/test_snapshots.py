@@ -1,4 +1,4 @@
-"""Snapshots (DESIGN section 2, "The database"; invariant 1 of section 3): every read method
+"""Snapshots (docs/design.md, section 2, "The database"; invariant 1): every read method
 of a snapshot answers from the state it was taken in, whatever is written, deleted,
 collected, checkpointed or compacted afterwards, and the pages it sees are not reused while
 it is open. Ends with a stateful test against a dict model."""
@@ -291,9 +291,9 @@ def test_view_and_stream_taken_inside_a_rolled_back_transaction_keep_their_bytes
     db: streamdb.Database,
 ) -> None:
     """A view's bytes never change while it lives, and a stream's pages stay readable until
-    it is exhausted (DESIGN: get_view lifetime; Database docstrings). That holds for a view
-    of a pending document too: rolling the transaction back must not hand its pages to the
-    next write while the view lives."""
+    it is exhausted (docs/design.md, "mmap in Python"; Database docstrings). That holds for
+    a view of a pending document too: rolling the transaction back must not hand its pages
+    to the next write while the view lives."""
     data = rand(BIG, "pending")
     with pytest.raises(RuntimeError), db.transaction():
         db.write_document("/pending", data)

@@ -1,4 +1,5 @@
-"""Many reader threads and one writer thread on one Database (DESIGN section 3, invariant 7).
+"""Many reader threads and one writer thread on one Database (docs/design.md, invariant 7:
+single writer, many readers).
 
 Every document is self-verifying (tests/streamdb/stressdocs.py): a header with its path,
 generation, length and a SHA-256 of the body. The writer commits numbered generations:

@@ -1,4 +1,4 @@
-"""Transactions (DESIGN section 2, "The database"; invariants 2 and 7 of section 3): every
+"""Transactions (docs/design.md, section 2, "The database"; invariants 2 and 7): every
 write inside `with db.transaction()` commits atomically at exit with one fsync, none of them
 if the block raises; the owner thread reads its pending writes, other threads read the
 committed state without waiting and write after it. Ends with writer processes killed with

@@ -1,4 +1,5 @@
-"""Value transforms (DESIGN section 4): per-chunk compression and AES-256-GCM encryption.
+"""Value transforms (docs/design.md, section 5): per-chunk compression and AES-256-GCM
+encryption.
 
 Round trips through every read path for each codec, with and without a key, on the map and
 on pread; files mixing codecs; stored sizes; O(chunk) streaming; key checks at open;
