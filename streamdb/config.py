@@ -1,4 +1,4 @@
-"""`Config`: the options of `streamdb.open`, with the defaults of DESIGN section 2."""
+"""`Config`: the options of `streamdb.open`, with the defaults of docs/design.md, section 2."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ class Config:
 
     `page_size` is recorded in the file when it is created; opening an existing database
     uses the file's page size. `durability`: "full" fsyncs every commit; "normal" fsyncs the
-    log at most once a second (a power loss may lose the last second of commits, never
+    log when a commit comes at least a second after the last fsync, and at `flush()`, a
+    checkpoint and `close()` (a power loss may lose the commits since the last fsync, never
     consistency); "off" never fsyncs commits (a killed process loses nothing, a power loss
     may lose anything since the last checkpoint).
     """

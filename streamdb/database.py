@@ -1,6 +1,7 @@
-"""The database: one `.db` file and its log `NAME-wal`, behind the API of DESIGN section 2.
+"""The database: one `.db` file and its log `NAME-wal`, behind the API of docs/design.md,
+section 2.
 
-Invariants (DESIGN section 3; tests name them):
+Invariants (docs/design.md, "How the engine keeps them"; tests name them):
 
 D1. Never overwrite live data. New versions go to free pages. Pages a superseded version or
     an old tree used are freed only once a checkpoint after the change is durable and no
@@ -15,7 +16,7 @@ D4. A checkpoint writes new trees to free pages, fsyncs, then writes the other h
 D5. The path index is the trees of the last checkpoint, read page by page, plus the changes
     since (replayed from the log on open): opening reads two header pages, not the index.
 
-Concurrency (DESIGN invariant 7):
+Concurrency (docs/design.md, invariant 7, single writer and many readers):
 C1. One writer thread at a time holds `_write_lock` for a whole write, or a whole
     `transaction()`. Readers never take it: a read pins the published `State` (an LSN of the
     multi-version catalog) and reads pages no writer will touch while it is pinned.

@@ -3,7 +3,7 @@
 One writer process reuses freed pages; reader processes (and readers in the writer's own
 process) may still be reading an older state. Each reader claims a slot in `NAME-readers` and
 publishes the oldest *stamp* `(generation, lsn)` of the state it may still read; the writer
-asks `oldest(db_id)` and reuses no page freed after it (DESIGN section 3, invariant 7). The
+asks `oldest(db_id)` and reuses no page freed after it (docs/design.md, invariant 7). The
 byte layout is in docs/format/readers.md; the rules:
 
 1. A slot is live while its 64-byte range holds an exclusive lock. Linux: an open-file-
