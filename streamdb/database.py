@@ -3,9 +3,10 @@ section 2.
 
 Invariants (docs/design.md, "How the engine keeps them"; tests name them):
 
-D1. Never overwrite live data. New versions go to free pages. Pages a superseded version or
-    an old tree used are freed only once a checkpoint after the change is durable and no
-    reader (thread, snapshot, view, or reader process) holds a state that sees them.
+D1. Never overwrite live data. New versions go to free pages. Pages a superseded version
+    used are freed only once the change is durable (its log record fsynced; a crash replays
+    it) and no reader (thread, snapshot, view, or reader process) holds a state that sees
+    them; an old tree's, once the checkpoint that replaced it is durable.
 D2. The commit point is the log record reaching stable storage. A document larger than
     INLINE_MAX is written to pages and fdatasync'ed before the record that makes it visible.
 D3. Every stored byte is checksummed: document chunks (XXH3-64 by default), tree pages,
@@ -161,6 +162,7 @@ class Database(ReadMethods, Transactions):
         # Pages of documents written then undone, still read by the states named.
         self._orphans: list[tuple[list[tuple[int, int]], set[State]]] = []
         self._last_scan = 0.0
+        self._scan_blocked = False
         self._wal: wal.WriteAheadLog | None = None
         self._tail: wal.LogTail | None = None  # read-only opens follow the log with it
         self._header_damage: list[str] = []  # damaged header copies found (and repaired) at open
@@ -440,9 +442,28 @@ class Database(ReadMethods, Transactions):
         """Make pending pages no reader can see allocatable (D1). Writer lock held."""
         self._last_scan = time.monotonic()
         self._space.release(self._oldest_reader())
+        # Durable pages still pending are held by a reader: asking again at once is futile.
+        self._scan_blocked = self._space.releasable()
 
     def _on_short(self) -> None:
-        if time.monotonic() - self._last_scan >= RELEASE_INTERVAL:
+        """The file would grow while freed pages wait (D1). Those whose change is durable
+        are released if no reader sees them (unless a reader held them at the last look,
+        less than RELEASE_INTERVAL ago). With durability "normal" or "off" they may still
+        wait for the log's fsync: once they are a quarter of the file, the log is synced
+        rather than the file grown."""
+        space = self._space
+        if not space.releasable():
+            if (self._wal is None or self.readonly
+                    or 4 * space.pending_pages() < space.file_pages):
+                return
+            try:
+                self._wal.sync()
+            except wal.WalError as exc:
+                self._after_log_failure(exc)
+                raise wal_error(exc, f"syncing the log of {self.path}") from exc
+            self._note_durable()
+            self._scan_blocked = False
+        if not self._scan_blocked or time.monotonic() - self._last_scan >= RELEASE_INTERVAL:
             self._release_space()
 
     def _unpinned(self, state: State) -> None:
@@ -450,6 +471,7 @@ class Database(ReadMethods, Transactions):
         closed). A closed database releases its reader-table slot once nothing is held; a
         reader process republishes its oldest held state; a file replaced by a compaction
         is closed once no state over it is held or published."""
+        self._scan_blocked = False  # what it held may be released at the next look
         if self._pins.closed is not None:
             if not self._pins.held():
                 self._release_slot()
@@ -703,6 +725,7 @@ class Database(ReadMethods, Transactions):
             except wal.WalError as exc:
                 self._after_log_failure(exc)
                 raise wal_error(exc, f"flushing {self.path}") from exc
+            self._note_durable()
 
     def checkpoint(self) -> None:
         """Write the index and every logged change into the database file (D4), so the

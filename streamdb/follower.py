@@ -108,6 +108,7 @@ def load(db: Database) -> None:
             continue
         db._header = header
         db._pager.forget_cached()  # (F5) pages read ahead may since have been rewritten
+        db._pager.notice_shrink()  # a checkpoint may have cut free pages off the end
         db._space = FreeSpace(header.file_pages, db._space.max_pages)
         db._store = PageStore(db._pager, db._space)
         db._catalog = db._new_catalog(header.trees)

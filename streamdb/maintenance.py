@@ -46,8 +46,9 @@ def write_checkpoint(db: Database, *, force: bool = False,
     catalog, space, pager = db._catalog, db._space, db._pager
     at = db._applied_lsn
     if not (force or catalog.d_docs or catalog.d_paths or space.pending
-            or at != db._header.checkpoint_lsn):
+            or at != db._header.checkpoint_lsn or space.free_at_end()):
         return  # nothing since the last checkpoint
+    db._release_space()  # the new trees may use pages freed by durable changes
     leaf_max = db._page_size // 4
 
     def to_pages(doc: DocRecord) -> DocRecord:
@@ -70,19 +71,10 @@ def write_checkpoint(db: Database, *, force: bool = False,
     for name, items in streams.items():
         refs[name], _ = btree.build(db._store, items, kind=_KINDS[name])
     # 2. The free map as it will be once the new header is durable and no reader holds an
-    #    older state, stored in pages past the end so that writing it does not change it.
-    will_be_free = FreeSpace(space.file_pages, space.max_pages)
-    for start, count in space.extents() + [(s, c) for s, c, _ in space.pending]:
-        will_be_free.free(start, count)
-    for page in old_pages:
-        will_be_free.free(page, 1)
-    db._store.at_end = True
-    try:
-        items = ((s.to_bytes(8, "big"), c.to_bytes(8, "little"))
-                 for s, c in will_be_free.extents())
-        refs["free"], _ = btree.build(db._store, items, kind=KIND_FREE)
-    finally:
-        db._store.at_end = False
+    #    older state. Free pages at the end of the file are given back to the file system
+    #    (cut off below, once the new header is durable).
+    space.trim_end()
+    refs["free"] = _write_free_tree(db, old_pages)
     pager.sync()
     # 3. Both header copies (H1 in storage/header.py), then the log may forget what the
     #    trees now hold.
@@ -101,8 +93,103 @@ def write_checkpoint(db: Database, *, force: bool = False,
     db._catalog = db._new_catalog(refs)
     db._publish()
     db._release_space()
+    end = space.file_pages * db._page_size
+    if pager.file.size() > end:
+        pager.truncate(end)  # nothing any header or reader uses lies past the end (D1)
     db._logged_bytes = 0
     db._count("checkpoints")
+
+
+def _write_free_tree(db: Database, old_pages: list[int]) -> btree.TreeRef:
+    """The free tree of the checkpoint being written: the extents free once its header is
+    durable (free now, pending, and the old trees' pages), stored in pages free now, so the
+    file does not grow by a tree per checkpoint. Its own pages must not be in the map it
+    holds, and how many it needs depends on the map: pages are taken (lowest first) or given
+    back until the count is stable (a page or two; a few rounds at most), else it goes past
+    the end of the file, where writing it changes nothing. O(extents) per round."""
+    space, page_size = db._space, db._page_size
+
+    def items() -> list[tuple[bytes, bytes]]:
+        will_be_free = FreeSpace(space.file_pages, space.max_pages)
+        for start, count in space.extents() + [(s, c) for s, c, _ in space.pending]:
+            will_be_free.free(start, count)
+        for page in old_pages:
+            will_be_free.free(page, 1)
+        return [(s.to_bytes(8, "big"), c.to_bytes(8, "little"))
+                for s, c in will_be_free.extents()]
+
+    reserved: list[int] = []
+    for _ in range(6):
+        need = _pages_needed(items(), page_size)
+        if need == len(reserved):
+            return btree.build(_Reserved(db._store, reserved), items(),
+                               kind=KIND_FREE)[0]
+        if need > len(reserved):
+            reserved += space.take_lowest(need - len(reserved))
+            if len(reserved) < need:  # no more free pages: the rest past the end
+                end = space.file_pages
+                space.file_pages += need - len(reserved)
+                reserved += range(end, space.file_pages)
+        else:
+            for page in reserved[need:]:
+                space.free(page, 1)
+            del reserved[need:]
+    for page in reserved:  # no stable count: give them back and write past the end
+        space.free(page, 1)
+    db._store.at_end = True
+    try:
+        return btree.build(db._store, items(), kind=KIND_FREE)[0]
+    finally:
+        db._store.at_end = False
+
+
+class _Counter:
+    """A page store that writes nothing: counts the pages a build would take."""
+
+    def __init__(self, page_size: int) -> None:
+        self.page_size = page_size
+        self.pages = 0
+
+    def page_count(self) -> int:
+        return self.pages + 1
+
+    def read_page(self, page_no: int) -> memoryview:
+        raise AssertionError("a build reads nothing")
+
+    def allocate(self, n_pages: int) -> int:
+        self.pages += n_pages
+        return self.pages - n_pages + 1
+
+    def write_pages(self, page_no: int, data: bytes | bytearray | memoryview) -> None:
+        return None
+
+
+def _pages_needed(items: list[tuple[bytes, bytes]], page_size: int) -> int:
+    counter = _Counter(page_size)
+    btree.build(counter, items, kind=KIND_FREE)
+    return counter.pages
+
+
+class _Reserved:
+    """The database's page store, but new pages come from `pages`, in order."""
+
+    def __init__(self, store: btree.PageStore, pages: list[int]) -> None:
+        self._store = store
+        self._pages = iter(sorted(pages))
+        self.page_size = store.page_size
+
+    def page_count(self) -> int:
+        return self._store.page_count()
+
+    def read_page(self, page_no: int) -> memoryview:
+        return self._store.read_page(page_no)  # type: ignore[return-value]
+
+    def allocate(self, n_pages: int) -> int:
+        assert n_pages == 1, "a free tree has no overflow values"
+        return next(self._pages)
+
+    def write_pages(self, page_no: int, data: bytes | bytearray | memoryview) -> None:
+        self._store.write_pages(page_no, data)
 
 def tree_pages(db: Database, refs: dict[str, btree.TreeRef]) -> list[int]:
     """Every page of the given trees. A damaged tree's pages cannot all be found: those

@@ -251,10 +251,19 @@ class Transactions(ABC):
         self._tx = self._tx_owner = None
         self._catalog.mark()
         self._publish()
+        self._note_durable()
         self._count("commits")
         self._logged_bytes += tx.logged
         if self._logged_bytes > CHECKPOINT_LOG_BYTES:
             self._checkpoint()
+
+    def _note_durable(self) -> None:
+        """Pages freed by changes whose log records are now fsynced may be reused once no
+        reader sees them (D1): a crash replays those changes, which free them again."""
+        assert self._wal is not None
+        durable = (self._header.generation, self._wal.durable_lsn)
+        if durable > self._space.durable:
+            self._space.durable = durable
 
     def _after_log_failure(self, exc: wal.WalError) -> None:
         """A failed write to the log (ENOSPC) leaves the database usable: reopen the log,

@@ -3,8 +3,9 @@
 Pages freed while something may still read them are *pending*, tagged with the stamp
 `(generation, lsn)` of the change that freed them: states older than the stamp still see
 them. A pending extent becomes allocatable (`release`) once both
-- a checkpoint at or after its stamp is durable (`checkpointed`): until then the current
-  header's trees, or a log that may be replayed, still refer to it; and
+- the change that freed it is durable (`durable`: its log record fsynced, or a checkpoint
+  after it): until then a crash could bring back the state that uses the pages (log
+  replay frees them again, and `claim` takes reused ones back out of `pending`); and
 - no reader (a snapshot, an in-flight read, a view, a reader process) holds a state older
   than its stamp: the caller passes the oldest such stamp as `horizon`.
 That is invariant 1: never overwrite live data.
@@ -35,10 +36,10 @@ class FreeSpace:
         self._by_start: SortedDict = SortedDict()  # start -> count
         self._by_size: SortedList = SortedList()  # (count, start)
         self.pending: list[tuple[int, int, Stamp]] = []  # (start, count, freed at)
-        self.durable: Stamp = (0, 0)  # stamp of the last durable checkpoint
+        self.durable: Stamp = (0, 0)  # the newest durable change (its log record, or a checkpoint)
         self._oldest_cache: Stamp | None = None  # the oldest pending stamp, when known
-        # Called when an allocation would grow the file while pending pages are old enough
-        # to be durable garbage: it may `release` some (it asks readers how old they are).
+        # Called when an allocation would grow the file while pages are pending: it may
+        # `release` some (it asks readers how old they are, and may make changes durable).
         self.on_short: Callable[[], None] | None = None
 
     def free_pages(self) -> int:
@@ -51,7 +52,7 @@ class FreeSpace:
         """First page of `count` contiguous pages: the smallest free extent that fits, else
         the end of the file. Raises StorageFullError past `max_pages`."""
         i = self._by_size.bisect_left((count, -1))
-        if i == len(self._by_size) and self.on_short is not None and self._releasable():
+        if i == len(self._by_size) and self.on_short is not None and self.pending:
             self.on_short()
             i = self._by_size.bisect_left((count, -1))
         if i < len(self._by_size):
@@ -94,8 +95,24 @@ class FreeSpace:
 
     def claim(self, start: int, count: int) -> None:
         """Mark pages in use that the free map still lists (log replay: pages a commit after
-        the last checkpoint allocated). Extends the file end if they lie past it."""
+        the last checkpoint allocated). Extends the file end if they lie past it.
+
+        Pages pending from an earlier replayed change are taken out of `pending` too: they
+        were released (their change durable) and reused before the crash, so the commit that
+        claims them now owns them. O(log n + extents and pending touched)."""
         end = start + count
+        if self.pending and any(s < end and start < s + c for s, c, _ in self.pending):
+            kept: list[tuple[int, int, Stamp]] = []
+            for s, c, stamp in self.pending:
+                if s < end and start < s + c:
+                    if s < start:
+                        kept.append((s, start - s, stamp))
+                    if s + c > end:
+                        kept.append((end, s + c - end, stamp))
+                else:
+                    kept.append((s, c, stamp))
+            self.pending = kept
+            self._oldest_cache = None
         i = self._by_start.bisect_right(start)
         if i > 0:
             i -= 1
@@ -123,7 +140,11 @@ class FreeSpace:
         self.pending = [p for p in self.pending if p[2] <= stamp]
         self._oldest_cache = None
 
-    def _releasable(self) -> bool:
+    def pending_pages(self) -> int:
+        """Pages waiting to be released. O(pending)."""
+        return sum(c for _, c, _ in self.pending)
+
+    def releasable(self) -> bool:
         """True if some pending extent waits only for readers. O(1)."""
         return bool(self.pending) and self._oldest <= self.durable
 
@@ -134,20 +155,52 @@ class FreeSpace:
         return self._oldest_cache
 
     def release(self, horizon: Stamp | None) -> int:
-        """Free pending extents whose stamp is at or below both the durable checkpoint and
+        """Free pending extents whose stamp is at or below both the newest durable change and
         `horizon` (the oldest state a reader holds; None: no reader). Returns the pages
         freed. O(pending log n)."""
         limit = self.durable if horizon is None else min(self.durable, horizon)
         kept, freed = [], 0
         for start, count, stamp in self.pending:
             if stamp <= limit:
+                count = min(count, self.file_pages - start)  # the file may have shrunk
                 self.free(start, count)
-                freed += count
+                freed += max(count, 0)
             else:
                 kept.append((start, count, stamp))
         self.pending = kept
         self._oldest_cache = None
         return freed
+
+    def take_lowest(self, count: int) -> list[int]:
+        """Up to `count` free pages, lowest first, taken out of the map (not necessarily
+        contiguous; fewer if fewer are free; the file never grows). O(extents touched x
+        log n)."""
+        pages: list[int] = []
+        while len(pages) < count and self._by_start:
+            start, size = map(int, self._by_start.peekitem(0))
+            take = min(size, count - len(pages))
+            self._remove(start, size)
+            if size > take:
+                self._insert(start + take, size - take)
+            pages.extend(range(start, start + take))
+        return pages
+
+    def free_at_end(self) -> int:
+        """Free pages at the end of the file (`trim_end` would drop them). O(1)."""
+        if self._by_start:
+            last, size = map(int, self._by_start.peekitem(-1))
+            if last + size == self.file_pages:
+                return size
+        return 0
+
+    def trim_end(self) -> int:
+        """Drop the free extent that ends at the end of the file, so the file can be cut
+        there; returns the new end (`file_pages`). O(log n)."""
+        size = self.free_at_end()
+        if size:
+            self._remove(self.file_pages - size, size)
+            self.file_pages -= size
+        return self.file_pages
 
     def _insert(self, start: int, count: int) -> None:
         self._by_start[start] = count

@@ -174,6 +174,36 @@ class Pager:
     def write_pages(self, page_no: int, data: Buffer) -> None:
         self.write(page_no * self.page_size, [data])
 
+    def truncate(self, size: int) -> None:
+        """Cut the file to `size` bytes: the pages past it are free, nothing reads them. The
+        map is replaced by a shorter one (the old one stays while views into it live), so a
+        read past the new end raises ValueError instead of faulting. Not synced: a crash may
+        leave the file longer, which is harmless. Raises OSError."""
+        with self._remap:
+            old_size = self.size
+            self.file.truncate(size)
+            self.size = size
+            self._drop_map_past(size)
+        if self.cache is not None and old_size > size:
+            first = size // self.page_size
+            self.cache.invalidate(first, -(-old_size // self.page_size) - first)
+
+    def notice_shrink(self) -> None:
+        """Another process may have cut the file (a writer's checkpoint): map no further
+        than it now ends. One fstat. Raises OSError."""
+        size = self.file.size()
+        if size < self.size:
+            with self._remap:
+                self.size = size
+                self._drop_map_past(size)
+
+    def _drop_map_past(self, size: int) -> None:
+        """Retire the map if it reaches past `size`; the next read maps anew. Lock held."""
+        current = self._map
+        if current is not None and len(current) > size:
+            self._map = None
+            self._retire(current)
+
     def cache_stats(self) -> CacheStats:
         """Page cache counters; on the map, `prefetches` counts pages advised ahead."""
         if self.cache is not None:
