@@ -63,10 +63,11 @@ def _shown(a: t.DataType, b: t.DataType) -> tuple[str, str]:
 
 
 class _Diff:
-    """Collects the differences of a target (`ours`) from a source (`theirs`)."""
+    """Collects the differences of a target (`ours`) from a source (`theirs`); with
+    `exact`, forms of one type (utf8 and large_utf8, ...) count as different too."""
 
-    def __init__(self, ours: str, theirs: str) -> None:
-        self.ours, self.theirs = ours, theirs
+    def __init__(self, ours: str, theirs: str, exact: bool) -> None:
+        self.ours, self.theirs, self.exact = ours, theirs, exact
         self.reasons: list[str] = []
 
     def fields(self, target: tuple[t.Field, ...], source: tuple[t.Field, ...],
@@ -104,17 +105,21 @@ class _Diff:
                                 f"{self.ours}, {dict(b.metadata)} in {self.theirs}")
         self.type(a.type, b.type, where)
 
-    def type(self, a: t.DataType, b: t.DataType, where: str) -> None:
+    def type(self, a: t.DataType, b: t.DataType, where: str, values: bool = False) -> None:
+        """`values`: `a` and `b` are the value types of dictionary field `where`."""
         if a == b:
             return
         family = _family(a)
-        if family is None or family != _family(b) or not self._same_frame(a, b):
+        if (family is None or family != _family(b) or not self._same_frame(a, b)
+                or (self.exact and type(a) is not type(b))):
             shown = _shown(a, b)
-            self.reasons.append(f"field {where!r} is {shown[0]} in {self.ours}, {shown[1]} "
-                                f"in {self.theirs}")
+            what = (f"the values of dictionary field {where!r} are" if values
+                    else f"field {where!r} is")
+            self.reasons.append(f"{what} {shown[0]} in {self.ours}, {shown[1]} in "
+                                f"{self.theirs}")
         elif isinstance(a, t.DictionaryType):
             assert isinstance(b, t.DictionaryType)
-            self.type(a.value, b.value, where)
+            self.type(a.value, b.value, where, values=True)
         elif isinstance(a, t.StructType):
             self.fields(a.fields, b.children, where)
         else:  # a list, large list, map or fixed-size list: its one child
@@ -143,15 +148,16 @@ def _nullable(f: t.Field) -> str:
 
 
 def differences(target: t.Schema, source: t.Schema, *, ours: str = "the schema",
-                theirs: str = "the batch") -> list[str]:
+                theirs: str = "the batch", exact: bool = False) -> list[str]:
     """How `source`'s fields differ from `target`'s in more than representation (see the
     module's docstring), one sentence each, naming the field by its path of names ('s.a'
     for child 'a' of struct 's', 'l.item' for a list's values): a field missing, extra,
     renamed or out of order; another type, nullability or field metadata. `ours` and
     `theirs` name the two schemas in the sentences. Empty when `cast_columns` can turn
-    `source` into `target`. Schema-level metadata is not compared. O(fields, nested ones
+    `source` into `target`; with `exact`, forms of one type differ too (empty only when
+    the fields are equal). Schema-level metadata is not compared. O(fields, nested ones
     included)."""
-    diff = _Diff(ours, theirs)
+    diff = _Diff(ours, theirs, exact)
     diff.fields(target.fields, source.fields, None)
     return diff.reasons
 

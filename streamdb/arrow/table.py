@@ -79,7 +79,8 @@ class RecordBatch:
         structs, maps and dictionaries' values. Names, order, nullability, field metadata
         and every other type must be equal; numbers are never cast.
 
-        The batch itself when the fields are equal (O(fields)); otherwise the columns
+        The batch itself when the schemas are equal, the same columns under `schema` when
+        only the schemas' metadata differs (O(fields)); otherwise the columns
         already in the target's form are kept (no copy), and converted ones get new
         offsets, computed in numpy in one pass (O(rows) each), over the same data buffers
         and children. Raises ArrowError naming the field: when the schemas differ in more
@@ -152,7 +153,7 @@ class Table:
         for b in batches:
             if b.schema.fields != schema.fields:
                 raise ArrowError("a batch's schema differs from the table's: " + explain(
-                    differences(schema, b.schema, ours="the table")))
+                    differences(schema, b.schema, ours="the table", exact=True)))
         self.schema = schema
         self.batches = tuple(batches)
 
@@ -197,7 +198,7 @@ class Table:
 
     def cast(self, schema: t.Schema) -> Table:
         """This table under `schema`: each batch cast as `RecordBatch.cast` does (same
-        rules, costs and errors); the table itself when the fields are equal. A table
+        rules, costs and errors); the table itself when the schemas are equal. A table
         without batches is checked against `schema` too. O(fields) plus the batches'
         costs."""
         if schema == self.schema:

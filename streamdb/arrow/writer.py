@@ -191,7 +191,7 @@ class _Writer:
                                        f"{type(batch).__name__} (write_table takes tables)")
         if batch.schema.fields != self.schema.fields:
             raise ArrowError("the batch's schema differs from the writer's: " + explain(
-                differences(self.schema, batch.schema, ours="the writer's")))
+                differences(self.schema, batch.schema, ours="the writer's", exact=True)))
         body = _Body()
         for column in batch.columns:
             body.add(column)

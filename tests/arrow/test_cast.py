@@ -158,7 +158,7 @@ REFUSED = [  # (the target's fields, the batch's fields, what the message says)
      "field 'd' is dictionary<values=utf8, indices=int32, ordered=False> in the schema, "
      "dictionary<values=large_utf8, indices=int64, ordered=False> in the batch"),
     ([_field("d", arrow.dictionary(I32, UT))], [_field("d", arrow.dictionary(I32, I32))],
-     "field 'd' is utf8 in the schema, int32 in the batch"),
+     "the values of dictionary field 'd' are utf8 in the schema, int32 in the batch"),
     ([_field("d", arrow.dictionary(I32, UT))], [_field("d", UT)],
      "field 'd' is dictionary<values=utf8, indices=int32, ordered=False> in the schema, "
      "utf8 in the batch"),
@@ -240,16 +240,28 @@ def test_list_items_past_int32_offsets_are_refused_naming_the_nested_field() -> 
         batch.cast(target)
 
 
-def test_writer_and_table_name_what_differs() -> None:
-    ours = arrow.Schema((_field("x", I32),))
-    batch = arrow.RecordBatch.from_pydict({"x": np.arange(3, dtype=np.int64)})
-    with pytest.raises(ArrowError, match="differs from the table's: field 'x' is int32 in "
-                                         "the table, int64 in the batch"):
-        arrow.Table(ours, [batch])
-    writer = arrow.StreamWriter(io.BytesIO(), ours)
-    with pytest.raises(ArrowError, match="differs from the writer's: field 'x' is int32 in "
-                                         "the writer's, int64 in the batch"):
+@pytest.mark.parametrize(("ours", "theirs", "says"), [
+    (_field("x", I32), _field("x", I64), "field 'x' is int32 in {0}, int64 in the batch"),
+    # a table and a writer take a batch of their exact schema: forms differ too
+    (_field("x", UT), _field("x", LUT), "field 'x' is utf8 in {0}, large_utf8 in the batch"),
+    (_field("l", arrow.list_(UT)), _field("l", arrow.list_(LUT)),
+     "field 'l.item' is utf8 in {0}, large_utf8 in the batch"),
+    (_field("d", arrow.dictionary(I32, LUT)), _field("d", arrow.dictionary(I32, UT)),
+     "the values of dictionary field 'd' are large_utf8 in {0}, utf8 in the batch"),
+], ids=["int", "utf8", "list", "dictionary"])
+def test_writer_and_table_name_what_differs(ours: at.Field, theirs: at.Field, says: str
+                                            ) -> None:
+    schema = arrow.Schema((ours,))
+    batch = arrow.RecordBatch(arrow.Schema((theirs,)), [arrow.array([], theirs.type)], 0)
+    with pytest.raises(ArrowError) as info:
+        arrow.Table(schema, [batch])
+    assert str(info.value) == "a batch's schema differs from the table's: " + says.format(
+        "the table")
+    writer = arrow.StreamWriter(io.BytesIO(), schema)
+    with pytest.raises(ArrowError) as info:
         writer.write_batch(batch)
+    assert str(info.value) == "the batch's schema differs from the writer's: " + says.format(
+        "the writer's")
 
 
 # -- any nesting, against pyarrow -----------------------------------------------------------
