@@ -610,9 +610,12 @@ class Database(ReadMethods, Transactions):
         is written when the stream does not hold it yet: whole on the first append of this
         handle (or when it changed), as a delta when it only grew, not at all when
         unchanged since this handle's last append (if nothing else wrote the document
-        since). `get_table` reads the stream. Raises ArrowError if the schema differs from
-        the stored one, InvalidArgumentError if `path` holds something else or `batch` is
-        not Arrow data. O(batch bytes)."""
+        since). A table without batches creates the stream with its schema. Columns in
+        another form of the stored type (large_utf8 for utf8, ..., see `Table.cast`) are
+        converted to it. `get_table` reads the stream. Raises ArrowError naming the field
+        if the schema differs from the stored one in more than that, or a value does not
+        fit; InvalidArgumentError if `path` holds something else (saying what) or `batch`
+        is not Arrow data. O(batch bytes)."""
         tables.append_batch(self, path, batch)
     def write_documents(self, items: Iterable[tuple[str, object]]) -> list[uuid.UUID]:
         """Write many documents atomically: all are visible after one fsync, or none."""

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 from streamdb import errors as E
 from streamdb import logs
 from streamdb.paths import path_key
-from streamdb.storage.records import ARROW_STREAM
+from streamdb.storage.records import ARROW_STREAM, Version
 
 if TYPE_CHECKING:
+    from streamdb.arrow.table import Table
+    from streamdb.arrow.types import Schema
     from streamdb.database import Database
 
 
@@ -27,10 +29,7 @@ def append_batch(db: Database, path: str, batch: Any) -> None:
             raise E.InvalidArgumentError(f"append_batch takes a RecordBatch or a Table, "
                                          f"not a {type(batch).__name__}")
         batch = ArrowTable.from_arrow(batch)  # pyarrow, Polars, ...
-    batches = list(batch.batches) if isinstance(batch, ArrowTable) else [batch]
-    if not batches:
-        return
-    schema = batches[0].schema
+    table = batch if isinstance(batch, ArrowTable) else ArrowTable(batch.schema, [batch])
     with db._writing() as tx:
         doc_key = db._catalog.lookup(path_key(path))
         doc = db._catalog.doc(doc_key) if doc_key is not None else None
@@ -40,25 +39,28 @@ def append_batch(db: Database, path: str, batch: Any) -> None:
         own = not tx.user
         last = db._ipc_appends.pop(path, None) if own else None
         writer = None
+        schema = table.schema
         if doc is not None:
             v = doc.latest
-            if v.log is None or v.log.framing != ARROW_STREAM:
-                raise E.InvalidArgumentError(f"{path!r} is not an Arrow stream document")
+            _check_stream(path, v)
             if last is not None and last[0] == (doc_key, v.lsn, v.size):
                 writer = last[1]
-                stored = writer.schema
+                schema = writer.schema
             else:
-                stored = read_stream_schema(
+                schema = read_stream_schema(
                     lambda off, n: db.get(path, offset=off, length=n))
-            if stored.fields != schema.fields:
-                raise E.ArrowError(f"the batch's schema differs from the stream at {path!r}")
+            table = _fit(path, table, schema)
         if writer is None:
+            # A new stream starts with its schema (even without batches: the stream then
+            # holds an empty table); an existing one has it already.
             writer = IpcWriter(io.BytesIO(), schema, alignment=8)
-            if doc is not None:  # the schema is there already
+            if doc is not None:
                 writer.sink = io.BytesIO()
-        for b in batches:
+        for b in table.batches:
             writer.write_batch(b)
-        logs.append_messages(db, path, [writer.sink.getbuffer()], "arrow", arrow=True)
+        messages = writer.sink.getbuffer()
+        if messages.nbytes:
+            logs.append_messages(db, path, [messages], "arrow", arrow=True)
         writer.sink = io.BytesIO()
         doc_key = db._catalog.lookup(path_key(path))
         latest = db._catalog.doc(doc_key).latest  # type: ignore[arg-type, union-attr]
@@ -67,3 +69,35 @@ def append_batch(db: Database, path: str, batch: Any) -> None:
             del db._ipc_appends[next(iter(db._ipc_appends))]
         db._ipc_appends[path] = ((doc_key, latest.lsn, latest.size), writer)
 
+
+def _check_stream(path: str, v: Version) -> None:
+    """Raise InvalidArgumentError, saying what `path` holds and what to do, unless its
+    latest version `v` is an Arrow stream that append_batch created. O(1)."""
+    if v.log is None:
+        raise E.InvalidArgumentError(
+            f"{path!r} holds a plain document (written with write_document or put_table); "
+            f"append_batch grows only a stream it created itself. To turn an Arrow table "
+            f"stored there into such a stream, in one transaction: "
+            f"table = db.get_table({path!r}); db.delete({path!r}); "
+            f"db.append_batch({path!r}, table)")
+    if v.log.framing != ARROW_STREAM:
+        raise E.InvalidArgumentError(
+            f"{path!r} is a message log (written with append_message or append_messages), "
+            f"not an Arrow stream: append_batch grows only a stream it created itself")
+
+
+def _fit(path: str, table: Table, stored: Schema) -> Table:
+    """`table` in the forms of the stream's schema `stored` (`Table.cast`: offsets' widths
+    only, nothing copied where the forms agree). Raises ArrowError naming the path and
+    each field that differs in more than that, or whose values do not fit. O(fields),
+    plus O(rows) for each converted column."""
+    from streamdb.arrow.cast import differences, explain
+
+    reasons = differences(stored, table.schema, ours="the stream", theirs="the batch")
+    if reasons:
+        raise E.ArrowError(f"the batch's schema differs from the stream at {path!r}: "
+                           f"{explain(reasons)}")
+    try:
+        return table.cast(stored)
+    except E.ArrowError as exc:
+        raise E.ArrowError(f"cannot append to the stream at {path!r}: {exc}") from exc

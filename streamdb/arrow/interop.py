@@ -233,8 +233,8 @@ def from_arrow(data: Any) -> Table:
         return Table(data.schema, [data])
     pa = _pyarrow()
     if isinstance(data, pa.Table | pa.RecordBatch):
-        return from_pyarrow(data)
-    if hasattr(data, "__arrow_c_stream__"):
+        table = data
+    elif hasattr(data, "__arrow_c_stream__"):
         table = pa.RecordBatchReader.from_stream(data).read_all()
     elif hasattr(data, "__arrow_c_array__"):
         table = pa.Table.from_batches([pa.record_batch(data)])
@@ -245,7 +245,11 @@ def from_arrow(data: Any) -> Table:
     # them to their offset-based forms (a copy of those columns only).
     schema = pa.schema([f.with_type(_without_views(pa, f.type)) for f in table.schema],
                        metadata=table.schema.metadata)
-    return from_pyarrow(table if schema.equals(table.schema) else table.cast(schema))
+    if schema.equals(table.schema):
+        return from_pyarrow(table)
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    return from_pyarrow(table.cast(schema))
 
 
 def _without_views(pa: Any, ty: Any) -> Any:

@@ -10,6 +10,7 @@ import numpy as np
 
 from streamdb.arrow import types as t
 from streamdb.arrow.array import Array, array
+from streamdb.arrow.cast import cast_columns, differences, explain
 from streamdb.errors import ArrowError, InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -71,6 +72,28 @@ class RecordBatch:
         return {f.name: c.to_pylist() for f, c in zip(self.schema.fields, self.columns,
                                                       strict=True)}
 
+    def cast(self, schema: t.Schema) -> RecordBatch:
+        """This batch under `schema`, whose fields may differ from this batch's only in
+        how the same values are stored: utf8 / large_utf8, binary / large_binary and list /
+        large_list (the width of their offsets), also inside lists, fixed-size lists,
+        structs, maps and dictionaries' values. Names, order, nullability, field metadata
+        and every other type must be equal; numbers are never cast.
+
+        The batch itself when the schemas are equal, the same columns under `schema` when
+        only the schemas' metadata differs (O(fields)); otherwise the columns
+        already in the target's form are kept (no copy), and converted ones get new
+        offsets, computed in numpy in one pass (O(rows) each), over the same data buffers
+        and children. Raises ArrowError naming the field: when the schemas differ in more
+        than that (what differs: a field missing, extra, renamed or out of order, another
+        type, nullability or metadata), or when values do not fit int32 offsets (more than
+        2**31 - 1 bytes, or list items, in one column of the batch)."""
+        if schema == self.schema:
+            return self
+        if schema.fields == self.schema.fields:  # only the schema's metadata differs
+            return RecordBatch._trusted(schema, list(self.columns), self.num_rows)
+        return RecordBatch._trusted(schema, cast_columns(self.schema, self.columns, schema),
+                                    self.num_rows)
+
     def __len__(self) -> int:
         return self.num_rows
 
@@ -129,7 +152,8 @@ class Table:
     def __init__(self, schema: t.Schema, batches: Sequence[RecordBatch] = ()) -> None:
         for b in batches:
             if b.schema.fields != schema.fields:
-                raise ArrowError("a batch's schema differs from the table's")
+                raise ArrowError("a batch's schema differs from the table's: " + explain(
+                    differences(schema, b.schema, ours="the table", exact=True)))
         self.schema = schema
         self.batches = tuple(batches)
 
@@ -171,6 +195,18 @@ class Table:
         from streamdb.arrow.interop import from_arrow
 
         return from_arrow(data)
+
+    def cast(self, schema: t.Schema) -> Table:
+        """This table under `schema`: each batch cast as `RecordBatch.cast` does (same
+        rules, costs and errors); the table itself when the schemas are equal. A table
+        without batches is checked against `schema` too. O(fields) plus the batches'
+        costs."""
+        if schema == self.schema:
+            return self
+        reasons = differences(schema, self.schema, ours="the schema", theirs="the table")
+        if reasons:
+            raise ArrowError(f"cannot cast the table to the schema: {explain(reasons)}")
+        return Table(schema, [b.cast(schema) for b in self.batches])
 
     def to_pyarrow(self) -> pa.Table:
         """The table as a pyarrow Table over the same buffers (no copy; extension types and

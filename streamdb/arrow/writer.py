@@ -27,6 +27,7 @@ import numpy as np
 from streamdb.arrow import metadata as md
 from streamdb.arrow import types as t
 from streamdb.arrow.array import Array, same_values, unpack_bits
+from streamdb.arrow.cast import differences, explain
 from streamdb.arrow.flatbuf import T
 from streamdb.arrow.table import RecordBatch, Table
 from streamdb.errors import ArrowError, InvalidArgumentError
@@ -189,7 +190,8 @@ class _Writer:
             raise InvalidArgumentError(f"write_batch takes a RecordBatch, not a "
                                        f"{type(batch).__name__} (write_table takes tables)")
         if batch.schema.fields != self.schema.fields:
-            raise ArrowError("the batch's schema differs from the writer's")
+            raise ArrowError("the batch's schema differs from the writer's: " + explain(
+                differences(self.schema, batch.schema, ours="the writer's", exact=True)))
         body = _Body()
         for column in batch.columns:
             body.add(column)

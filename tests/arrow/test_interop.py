@@ -799,6 +799,21 @@ def test_tables_from_polars_and_duckdb_through_the_capsule() -> None:
         arrow.Table.from_arrow(pa.table({"lv": pa.array([[1], None], pa.list_view(pa.int8()))}))
 
 
+def test_from_arrow_reads_views_of_pyarrow_tables_and_batches() -> None:
+    """pyarrow tables and batches holding string and binary views arrive as large_utf8
+    and large_binary, as other producers' do."""
+    words = ["a", None, "", "日本"]
+    blobs = [b"x", None, b"", b"\0"]
+    table = pa.table({"s": pa.array(words, pa.string_view()),
+                      "b": pa.array(blobs, pa.binary_view()),
+                      "l": pa.array([[w] for w in words], pa.list_(pa.string_view()))})
+    for data in (table, table.to_batches()[0]):
+        got = arrow.Table.from_arrow(data)
+        assert [str(f.type) for f in got.schema.fields] == [
+            "large_utf8", "large_binary", "list<item: large_utf8>"]
+        assert got.to_pydict() == table.to_pydict()
+
+
 def test_schema_and_batch_capsules() -> None:
     ours = _polars_sample()
     assert pa.schema(ours.schema) == ours.to_pyarrow().schema
