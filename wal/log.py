@@ -36,9 +36,12 @@ from wal.errors import (
     WalFailedError,
     WalInvalidArgumentError,
     WalIOError,
+    WalLockedError,
+    WalUnfinishedError,
     io_error,
 )
-from wal.recovery import RecoveryReport, open_slots, recover
+from wal.recovery import RecoveryReport, load_slot, lock_main, open_slots, recover
+from wal.salvage import Survey, survey
 from wal.scan import Window, scan
 from wal.segments import Slot, new_salt, slot_path
 from wal.vfs import VFS, Buffer, OsVFS, VFile
@@ -50,6 +53,11 @@ DEFAULT_MAX_RECORD_SIZE = 64 << 20
 SPILL_BYTES = 4 << 20  # buffered batch bytes above which records are written before commit
 KEEP_FREE = 2  # free segment files kept for reuse after a checkpoint
 GATHER_MAX = 0.002  # longest a group-commit leader waits for other threads' batches
+
+
+def _seq(slot: Slot) -> int:
+    assert slot.header is not None
+    return slot.header.seq
 
 
 class Record(NamedTuple):
@@ -82,6 +90,8 @@ def open(
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
     sync_interval: float = 1.0,
     vfs: VFS | None = None,
+    finish: bool = True,
+    salvage: bool = False,
 ) -> WriteAheadLog:
     """Open (creating if missing) and recover the log at `path`. See `WriteAheadLog`."""
     return WriteAheadLog(
@@ -91,6 +101,8 @@ def open(
         max_record_size=max_record_size,
         sync_interval=sync_interval,
         vfs=vfs,
+        finish=finish,
+        salvage=salvage,
     )
 
 
@@ -108,6 +120,19 @@ class WriteAheadLog:
     Opening recovers: it reads every record once (O(log size)), drops a torn tail (reported
     in `recovery`, not raised), and raises WalCorruptionError if durable bytes are damaged,
     WalFormatError for a file that is not a log, WalLockedError if another process has it.
+
+    Recovery has two steps (R7). Deciding reads only: which segments are current, where the
+    committed log ends. Finishing writes: it frees segments past that point, erases an
+    unfinished batch, starts a first segment (creating the file), and fsyncs. By default the
+    constructor does both. With `finish=False` it only decides, writing, creating and
+    removing nothing (a missing log file stays missing, and is locked only at `finish()`):
+    `replay()` reads the decided records and `skip_to()` works, every write raises
+    WalUnfinishedError, `checkpoint()` does nothing, and `close()` writes nothing, until
+    `finish()`. So a caller whose own open fails after reading the log leaves it as it was.
+
+    With `salvage=True` (which needs `finish=False`) damage is not raised (R8): reading
+    stops at the first damage as at a torn tail, `damage` says what it was, `survey()`
+    measures what lies beyond, and `finish(start_over=True)` starts the log over.
     """
 
     def __init__(
@@ -119,7 +144,11 @@ class WriteAheadLog:
         max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
         sync_interval: float = 1.0,
         vfs: VFS | None = None,
+        finish: bool = True,
+        salvage: bool = False,
     ) -> None:
+        if salvage and finish:
+            raise WalInvalidArgumentError("salvage=True needs finish=False")
         if sync not in ("full", "batch", "off"):
             raise WalInvalidArgumentError(f"sync must be 'full', 'batch' or 'off', not {sync!r}")
         if not 0 <= max_record_size <= fmt.MAX_PAYLOAD:
@@ -147,41 +176,130 @@ class WriteAheadLog:
         self._closed = True  # until the files are open
         self._replays = 0
         self._last_sync = time.monotonic()
+        self._finished = False
+        self._mark: _Mark | None = None
         try:
-            slots = open_slots(self._vfs, path, max_record_size)
+            slots = open_slots(self._vfs, path, max_record_size, create=finish, lenient=salvage)
         except OSError as exc:
             raise io_error(exc, f"opening {path}") from exc
         self._slots = slots
+        self._locked = bool(slots) and slots[0].number == 0
         try:
-            self._start(slots)
+            self._decide(slots, salvage)
         except BaseException:
             for slot in slots:
                 slot.file.close()
             raise
         self._closed = False
+        if finish:
+            self.finish()
 
-    def _start(self, slots: list[Slot]) -> None:
+    def _decide(self, slots: list[Slot], salvage: bool) -> None:
+        """R1-R6 without writing: where the committed log ends and what finishing frees."""
         try:
-            found = recover(slots, self.max_record_size)
-            self.recovery: RecoveryReport = found.report
-            self._chain = found.chain
-            self._next_lsn = found.next_lsn
-            self._committed_lsn = found.committed_lsn
-            self._checkpoint_lsn = 0
-            # R6: free what lies past the resume point, highest first, then make the
-            # recovered state durable before anything new is written after it.
-            for slot in found.to_free:
-                self._free(slot)
-            if found.report.discarded_records:
-                self._erase_tail(self._chain[-1])
-            if not self._chain:
-                self._roll(self._next_lsn)
-            for slot in self._chain:
-                slot.file.sync()
+            found = recover(slots, self.max_record_size, lenient=salvage)
         except OSError as exc:
             raise io_error(exc, f"recovering {self.path}") from exc
-        self._durable_lsn = self._committed_lsn
-        self._set_mark()
+        self.recovery: RecoveryReport = found.report
+        self.damage: str | None = found.damage
+        self._to_free = found.to_free
+        self._chain = found.chain
+        self._next_lsn = found.next_lsn
+        self._committed_lsn = found.committed_lsn
+        self._durable_lsn = found.committed_lsn
+        self._checkpoint_lsn = 0
+        if self._chain:
+            self._set_mark()
+
+    @property
+    def finished(self) -> bool:
+        """Recovery's writes are done (R7): the log takes writes."""
+        return self._finished
+
+    def finish(self, *, start_over: bool = False) -> None:
+        """Do recovery's writes (R6, R7) after a `finish=False` open; idempotent.
+
+        Frees the current segments past the resume point (highest first), erases the first
+        record of an unfinished batch, creates and locks the log file if it was missing,
+        starts a first segment when none is current, and fsyncs every current segment. With
+        `start_over` (R8) every segment is freed instead, damaged headers first, then the
+        current segments highest first, each free header naming an LSN above every LSN the
+        log holds (`survey`), and the log starts over empty: the caller must have made what
+        it keeps durable elsewhere. O(segments) header writes and fsyncs, plus the zero-fill
+        of a new segment. Raises WalLockedError when the missing log file was created and
+        locked by another process meanwhile, WalCorruptionError for a damaged (salvage) log
+        without `start_over`, WalIOError (the log is then failed: close it) from the files.
+        """
+        with self._lock:
+            if self._closed:
+                raise WalClosedError(f"{self.path} is closed")
+            if self._failed is not None:
+                self._check_writable()
+            if self._finished:
+                return
+            if self.damage is not None and not start_over:
+                raise WalCorruptionError(f"{self.damage}; finish(start_over=True) drops it")
+            try:
+                if not self._locked:
+                    self._adopt_main()
+                if start_over:
+                    self._start_over()
+                else:
+                    for slot in self._to_free:
+                        self._free(slot)
+                    if self.recovery.discarded_records:
+                        self._erase_tail(self._chain[-1])
+                if not self._chain:
+                    self._roll(self._next_lsn)
+                for slot in self._chain:
+                    slot.file.sync()
+            except OSError as exc:
+                raise self._fail(exc, "recovering") from exc
+            self._to_free = []
+            self._durable_lsn = self._committed_lsn
+            self._set_mark()
+            self._finished = True
+
+    def _adopt_main(self) -> None:
+        """Create and lock slot 0, missing when the log was decided (R7). Lock held."""
+        main = lock_main(self._vfs, self.path, create=True)
+        assert main is not None
+        try:
+            slot = load_slot(0, self.path, main, self.max_record_size)
+        except BaseException:
+            main.close()
+            raise
+        if slot.header is not None:
+            main.close()
+            raise WalLockedError(f"{self.path} was created by another writer meanwhile")
+        self._slots.insert(0, slot)
+        self._locked = True
+
+    def _start_over(self) -> None:
+        """R8: free every damaged and current segment, so that nothing is replayed and new
+        LSNs go above every LSN seen. Lock held; writes and fsyncs each header."""
+        highest = survey(self._slots, 0, self.max_record_size).highest_lsn
+        self._next_lsn = max(self._next_lsn, highest + 1, self._committed_lsn + 1)
+        damaged = [s for s in self._slots if s.damaged]
+        current = sorted((s for s in self._slots if s.current), key=_seq, reverse=True)
+        for slot in damaged + current:
+            self._free(slot)
+            slot.damaged, slot.guess = False, None
+        self._chain = []
+        self._committed_lsn = self._next_lsn - 1
+        self.recovery = RecoveryReport(0, self._committed_lsn, False, False, 0, 0)
+
+    def survey(self, after_lsn: int) -> Survey:
+        """What the log holds above `after_lsn` (rules S1-S3 in `wal.salvage`): valid data
+        records that can be found in current or damaged segments, reachable or not, and
+        the highest LSN the log names. O(log bytes); reads only. Raises WalIOError."""
+        with self._lock:
+            if self._closed:
+                raise WalClosedError(f"{self.path} is closed")
+            try:
+                return survey(self._slots, after_lsn, self.max_record_size)
+            except OSError as exc:
+                raise io_error(exc, f"reading {self.path}") from exc
 
     def _set_mark(self) -> None:
         active = self._active
@@ -219,6 +337,8 @@ class WriteAheadLog:
             raise WalFailedError(
                 f"{self.path}: an earlier write or sync failed ({self._failed}); reopen the log"
             ) from self._failed
+        if not self._finished:
+            raise WalUnfinishedError(f"{self.path}: recovery is not finished; call finish()")
 
     def _fail(self, exc: OSError, what: str) -> WalIOError:
         self._failed = exc
@@ -270,9 +390,13 @@ class WriteAheadLog:
 
     def skip_to(self, lsn: int) -> None:
         """Hand out LSNs above `lsn` from now on (a caller that recorded LSNs elsewhere, e.g.
-        in a checkpoint, and finds the log behind them). O(1); nothing is written."""
+        in a checkpoint, and finds the log behind them). O(1); nothing is written. Allowed
+        before `finish()`."""
         with self._lock:
-            self._check_writable()
+            if self._finished or self._failed is not None:
+                self._check_writable()
+            elif self._closed:
+                raise WalClosedError(f"{self.path} is closed")
             if lsn >= fmt.MAX_COUNTER:
                 raise WalInvalidArgumentError(f"LSN {lsn} is out of range")
             self._next_lsn = max(self._next_lsn, lsn + 1)
@@ -327,6 +451,7 @@ class WriteAheadLog:
         unfinished batch: segments it rolled into are freed, and its first record in the
         mark's segment is erased. Lock held; may write and fsync."""
         mark = self._mark
+        assert mark is not None
         spilled = self._active is not mark.slot or mark.slot.end > mark.end
         while self._active is not mark.slot:
             self._free(self._active)
@@ -487,14 +612,20 @@ class WriteAheadLog:
         segment is wholly applied the log rolls to a fresh segment with a new salt. Free
         segment files beyond two are deleted. Fsyncs each header it rewrites, in every
         sync mode. O(segments). Raises WalInvalidArgumentError if `lsn` is not committed.
+        Before `finish()` (R7) it checks `lsn` and does nothing else.
         """
         with self._lock:
-            self._check_writable()
+            if self._finished or self._failed is not None:
+                self._check_writable()
+            elif self._closed:
+                raise WalClosedError(f"{self.path} is closed")
             if lsn > self._committed_lsn:
                 raise WalInvalidArgumentError(
                     f"cannot checkpoint LSN {lsn}: the log is committed only up to "
                     f"{self._committed_lsn}"
                 )
+            if not self._finished:
+                return
             if self._replays:
                 raise WalError("cannot checkpoint while a replay() iterator is open")
             if lsn <= self._checkpoint_lsn:
@@ -512,6 +643,7 @@ class WriteAheadLog:
                     self._set_mark()
                 # Never free the segment holding the last committed record: a spilled batch
                 # in a later segment may still be rolled back to it.
+                assert self._mark is not None
                 while self._chain[0] is not self._mark.slot and self._chain[0].last_lsn <= lsn:
                     self._free(self._chain[0])
                 self._delete_spare()
@@ -542,12 +674,20 @@ class WriteAheadLog:
         are not included. `checkpoint()` is refused while the iterator is open.
         Raises WalCorruptionError if bytes changed since the log was opened.
         """
+        return (record for record, _ in self.replay_batches(from_lsn))
+
+    def replay_batches(self, from_lsn: int = 0) -> Generator[tuple[Record, bool], None, None]:
+        """`replay`, each record paired with whether it ends its commit batch (W2): a caller
+        can tell where the atomic units are. Same cost and errors."""
         with self._lock:
             if self._closed:
                 raise WalClosedError(f"{self.path} is closed")
-            upto = self._chain.index(self._mark.slot)
-            plan = [(s, s.header, s.end, s.last_lsn) for s in self._chain[:upto]]
-            plan.append((self._mark.slot, self._mark.slot.header, self._mark.end, self._mark.lsn))
+            mark = self._mark
+            plan: list[tuple[Slot, fmt.SegmentHeader | None, int, int]] = []
+            if mark is not None:
+                upto = self._chain.index(mark.slot)
+                plan = [(s, s.header, s.end, s.last_lsn) for s in self._chain[:upto]]
+                plan.append((mark.slot, mark.slot.header, mark.end, mark.lsn))
             self._replays += 1
         return self._replay(plan, from_lsn)
 
@@ -555,7 +695,7 @@ class WriteAheadLog:
         self,
         plan: list[tuple[Slot, fmt.SegmentHeader | None, int, int]],
         from_lsn: int,
-    ) -> Generator[Record, None, None]:
+    ) -> Generator[tuple[Record, bool], None, None]:
         try:
             last = 0
             for slot, header, end, last_lsn in plan:
@@ -568,7 +708,7 @@ class WriteAheadLog:
                     reached, last = found.end, found.header.lsn
                     if found.header.kind == fmt.KIND_DATA and found.header.lsn >= from_lsn:
                         assert found.payload is not None
-                        yield Record(found.header.lsn, found.payload)
+                        yield Record(found.header.lsn, found.payload), found.header.end
                 if reached < end:
                     raise WalCorruptionError(
                         "a committed record no longer validates", segment=slot.path,
@@ -589,7 +729,7 @@ class WriteAheadLog:
             if self._closed:
                 return
             try:
-                if self._failed is None:
+                if self._failed is None and self._finished:
                     self._pending.clear()
                     try:
                         self._rewind()
@@ -632,5 +772,6 @@ class WriteAheadLog:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "failed" if self._failed else "open"
+        state = ("closed" if self._closed else "failed" if self._failed
+                 else "open" if self._finished else "unfinished")
         return f"<WriteAheadLog {self.path!r} {state} committed_lsn={self._committed_lsn}>"
