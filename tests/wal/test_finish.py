@@ -157,7 +157,7 @@ def test_power_loss_at_each_sync_of_finishing(monkeypatch: pytest.MonkeyPatch) -
             log.finish()
         log.close()
         for keep in ("none", "random", "all"):
-            crashed = mem.crash(keep=keep, rng=rng)  # type: ignore[arg-type]
+            crashed = mem.crash(keep=keep, rng=rng)
             with opened(crashed) as again:
                 assert payloads(again) == committed, (n, keep)
 
