@@ -13,6 +13,12 @@ W4. After a failed write or sync the log refuses every further write (WalFailedE
     it is reopened: after a failed fsync the kernel may have dropped the dirty pages.
 W5. Segments are recycled, never truncated in place: a recycled segment gets a new salt, so
     its stale records never validate. Preallocated space is zero-filled once.
+W6. Segment files start small and grow: the first is 1 MiB (or `segment_size` if smaller),
+    each new file twice the largest one there is, up to `segment_size`; a recycled file
+    keeps its size. The log rolls when the active segment's file is full (a record larger
+    than that gets a segment of its own, which grows). With sync="full" each file is
+    zero-filled to its size once. Nothing of this is on disk: recovery reads records until
+    they stop, whatever the file sizes, so logs of any earlier sizing open.
 
 Locking: one mutex guards the state; fsync runs with it released, so later batches are
 written while an earlier one syncs.
@@ -49,6 +55,7 @@ from wal.vfs import VFS, Buffer, OsVFS, VFile
 SyncMode = Literal["full", "batch", "off"]
 
 DEFAULT_SEGMENT_SIZE = 16 << 20
+FIRST_FILE_SIZE = 1 << 20  # a log's first segment file; each new one is twice the largest
 DEFAULT_MAX_RECORD_SIZE = 64 << 20
 SPILL_BYTES = 4 << 20  # buffered batch bytes above which records are written before commit
 KEEP_FREE = 2  # free segment files kept for reuse after a checkpoint
@@ -524,7 +531,7 @@ class WriteAheadLog:
         try:
             for i, rec in enumerate(records):
                 size = fmt.RECORD_HEADER_SIZE + len(rec.payload)
-                if slot.end + size > self.segment_size and slot.end > fmt.SEGMENT_HEADER_SIZE:
+                if slot.end + size > self._room(slot) and slot.end > fmt.SEGMENT_HEADER_SIZE:
                     self._flush(slot, buffers, start)
                     buffers = []
                     self._roll(rec.lsn)
@@ -570,17 +577,23 @@ class WriteAheadLog:
         will be `base_lsn`. The header is durable on return, in every sync mode: headers must
         become durable in sequence order, or a crash could leave a gap that reads as a
         damaged segment (R2). One or two fsyncs per segment; with sync="full" a new file is
-        also zero-filled to `segment_size`."""
+        also zero-filled to its size (W6)."""
         seq = max((s.header.seq for s in self._slots if s.current and s.header), default=0) + 1
         prev_lsn = self._active.last_lsn if self._chain else base_lsn - 1
         header = fmt.SegmentHeader(0, new_salt(), seq, base_lsn, prev_lsn)
         free = [s for s in self._slots if not s.current and s not in self._chain]
         if free:
             slot = min(free, key=lambda s: s.number)
+            # W6: a recycled file keeps its size (and the room it had).
+            slot.capacity = min(self.segment_size,
+                                max(slot.size, slot.capacity, FIRST_FILE_SIZE))
         else:
+            # W6: twice the largest file there is, from FIRST_FILE_SIZE up to segment_size.
+            largest = max((s.size for s in self._slots), default=0)
             number = max((s.number for s in self._slots), default=-1) + 1
             path = slot_path(self.path, number)
             slot = Slot(number, path, self._vfs.open(path, create=True), None, 0)
+            slot.capacity = min(self.segment_size, max(FIRST_FILE_SIZE, 2 * largest))
             self._slots.append(slot)
         fresh = slot.size < fmt.SEGMENT_HEADER_SIZE
         slot.write_header(header, fresh=fresh)
@@ -589,12 +602,20 @@ class WriteAheadLog:
             # The header was durable before anything else reached the file, so a crash
             # leaves either a blank file or a whole header (R1). Now make the name durable.
             self._vfs.sync_dir(os.path.dirname(self.path))
-        if self.sync_mode == "full" and slot.size < self.segment_size:
+        if self.sync_mode == "full" and slot.size < slot.capacity:
             # Writing into zero-filled blocks lets each commit's fdatasync flush data only,
             # with no block allocation to journal: about 30% faster per commit here.
-            slot.zero_fill(self.segment_size)
+            slot.zero_fill(slot.capacity)
             slot.file.sync()
         self._chain.append(slot)
+
+    def _room(self, slot: Slot) -> int:
+        """W6: the bytes `slot` may fill before the log rolls: decided when it was rolled
+        to, else (a segment recovered at open, or a file to recycle) its file's size,
+        between FIRST_FILE_SIZE and `segment_size`."""
+        if slot.capacity:
+            return slot.capacity
+        return min(self.segment_size, max(slot.size, FIRST_FILE_SIZE))
 
     def _free(self, slot: Slot) -> None:
         """Mark a segment free, durably. Its header keeps the next LSN so that LSNs keep
