@@ -20,6 +20,13 @@ R6. The writer resumes right after the last committed record, and current segmen
     are freed (highest first). Dropped records cannot come back: each record names the CRC of
     the one before it and a random session id, so stale bytes past the resume point never
     chain onto new records.
+R7. Deciding (R1-R5, `open_slots` without `create`, `recover`) reads only: no file is
+    written, created or removed. R6's writes (freeing, erasing the unfinished batch's first
+    record, a first segment, fsyncs) are the writer's `finish()`, which a caller may run only
+    once its own open has succeeded.
+R8. Lenient (salvage) recovery raises nothing for damage: a damaged header (R1) marks its
+    slot `damaged` with a best guess of the header, a gap (R2) ends the chain before it, a
+    proven stop point (R5) is read as a torn tail; `Recovered.damage` names the first damage.
 """
 
 from __future__ import annotations
