@@ -17,13 +17,21 @@ writes it into a fresh `wal.memvfs.MemoryVFS` (`/fuzz/t.db`, `/fuzz/t.db-wal`,
    first 70,000 bytes do not compress, so it goes to pages) and closes;
 4. reopens (same config), reads the new document back, lists the paths again and closes.
 
+When the first open fails with CorruptionError, the harness checks that no file changed,
+then opens again with recover="truncate-log" (the salvage): it may fail with a StreamDbError
+(damage outside the log), or succeed, report what it dropped, leave byte-identical copies
+of the log files, and leave a database that opens without `recover`.
+
 Accepted outcomes: success, or a `streamdb.errors.StreamDbError` at any step. Everything else
 is a bug and is raised (see `HarnessBug`): another exception; an input that runs longer than
 `TIME_LIMIT`; a traced-memory peak above `MEMORY_LIMIT`; a write that would make a file
 larger than `DISK_LIMIT` (refused before the memory is taken: no input comes near it, so the
-database trusted a damaged size or page number); input files changed by an open that failed
-with UnsupportedError or CorruptionError; an image written by the seed generator (a clean
-database or a simulated power loss) that does not open and read cleanly; and, in strict mode
+database trusted a damaged size or page number); an open that failed (with any StreamDbError)
+but changed, created or removed a file; an open with recover="truncate-log" after a
+CorruptionError that succeeds without reporting a salvage, whose copies of the log files
+differ from them, or after which an open without `recover` fails; an image written by the
+seed generator (a clean database or a simulated power loss) that does not open and read
+cleanly; and, in strict mode
 (the default), a session that ran without error whose paths and new document do not read
 back after the reopen.
 
@@ -92,7 +100,7 @@ import wal  # noqa: E402
 import wal.log  # noqa: E402
 import wal.segments  # noqa: E402
 from streamdb import Config  # noqa: E402
-from streamdb.errors import CorruptionError, StreamDbError, UnsupportedError  # noqa: E402
+from streamdb.errors import CorruptionError, StreamDbError  # noqa: E402
 from streamdb.storage import btree, btree_format, header, records, transform  # noqa: E402
 from wal import format as fmt  # noqa: E402
 from wal.memvfs import MemoryFile, MemoryVFS  # noqa: E402
@@ -309,8 +317,10 @@ class Outcome:
         return f"{self.error} at {self.stage}{read}: {self.exception}"
 
 
-def _snapshot(vfs: MemoryVFS, paths: Sequence[str]) -> dict[str, bytes]:
-    return {p: vfs.read_file(p) for p in paths if vfs.exists(p)}
+def _snapshot(vfs: MemoryVFS) -> dict[str, bytes]:
+    """Every file of the session's directory, by path."""
+    folder = os.path.dirname(DB_PATH)
+    return {p: vfs.read_file(p) for p in (f"{folder}/{n}" for n in vfs.listdir(folder))}
 
 
 def _close_quietly(db: streamdb.Database) -> None:
@@ -357,15 +367,18 @@ def _read_log(db: streamdb.Database, path: str, count: int) -> int:
 
 def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, mode: Mode = PLAIN, *,
              strict: bool) -> Outcome:
-    before = _snapshot(vfs, inputs)
+    before = _snapshot(vfs)
     try:
         db = _open(vfs, mode)
     except StreamDbError as exc:
-        after = _snapshot(vfs, inputs)
-        if isinstance(exc, UnsupportedError | CorruptionError) and after != before:
-            changed = sorted(Path(p).name for p in before if before[p] != after.get(p))
+        after = _snapshot(vfs)
+        if after != before:
+            changed = sorted(Path(p).name for p in {*before, *after}
+                             if before.get(p) != after.get(p))
             raise HarnessBug(f"open-failed-but-modified-{'+'.join(changed)}",
                              f"open raised {exc!r} and changed {changed}") from exc
+        if isinstance(exc, CorruptionError):
+            return _salvage(vfs, mode, before, exc)
         return Outcome("open", exc, mode=mode)
     stage, paths, messages = "list", [], 0
     try:
@@ -415,6 +428,32 @@ def _session(vfs: MemoryVFS, inputs: list[str], payload: bytes, mode: Mode = PLA
     if strict and again != sorted({*paths, NEW_PATH}):
         raise HarnessBug("paths-differ", f"listed {len(paths)} paths + 1 new, then {len(again)}")
     return Outcome("done", None, len(paths), mode, messages)
+
+
+def _salvage(vfs: MemoryVFS, mode: Mode, before: dict[str, bytes],
+             refused: CorruptionError) -> Outcome:
+    """After an open refused damage: salvage with recover="truncate-log" and check it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            db = streamdb.open(DB_PATH, mode.config(), vfs=vfs, recover="truncate-log")
+    except StreamDbError:
+        return Outcome("open", refused, mode=mode)
+    report = db.recovery
+    _close_quietly(db)
+    if report is None:
+        raise HarnessBug("salvage-found-nothing",
+                         f"open raised {refused!r}, recover= found no damage")
+    for copy in report.copies:
+        source = copy.rsplit(".damaged-", 1)[0]
+        if vfs.read_file(copy) != before.get(source):
+            raise HarnessBug("salvage-copy-differs", f"{copy} is not {source} as it was")
+    try:
+        _close_quietly(_open(vfs, mode))
+    except StreamDbError as exc:
+        raise HarnessBug(f"salvaged-but-refused:{type(exc).__name__}",
+                         f"after a salvage ({report}), open raised {exc!r}") from exc
+    return Outcome("salvage", refused, mode=mode)
 
 
 def run_one(data: bytes, *, strict: bool = True, memory: bool = True,

@@ -601,8 +601,11 @@ def _logs_damaged(valid: dict[str, bytes]) -> dict[str, bytes]:
 # cannot build): copied over as they are.
 # Images written before both header copies were kept identical (legacy-*: the copies are
 # the last two generations, without the mirrored flag), which this script no longer makes.
+# Also kept: fuzzer findings (open-failed-*: opens that failed after writing, found before
+# an open wrote nothing until it succeeded).
 KEPT = ("stale-header-at-another-page-size.bin.gz", "legacy-closed.bin.gz",
         "legacy-closed-zstd+aes.bin.gz", "legacy-power-loss.bin.gz")
+KEPT_PATTERNS = ("open-failed-*",)
 
 
 def main() -> int:
@@ -611,7 +614,9 @@ def main() -> int:
     args = parser.parse_args()
     valid = _valid() | _transformed_valid() | _logs_valid()
     inputs = valid | _damaged(valid) | _transformed_damaged(valid) | _logs_damaged(valid)
-    kept = {name: (h.CORPUS_DIR / name).read_bytes() for name in KEPT}
+    names = set(KEPT) | {p.name for pattern in KEPT_PATTERNS
+                         for p in h.CORPUS_DIR.glob(pattern)}
+    kept = {name: (h.CORPUS_DIR / name).read_bytes() for name in sorted(names)}
     if args.out.exists():
         shutil.rmtree(args.out)
     for name, data in sorted(inputs.items()):

@@ -34,6 +34,7 @@ from streamdb.errors import (
 )
 from streamdb.maintenance import VerifyReport
 from streamdb.reads import DocumentInfo, Snapshot
+from streamdb.salvage import LogRecovery, LogRecoveryWarning
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,8 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidPathError",
     "LockedError",
+    "LogRecovery",
+    "LogRecoveryWarning",
     "NotFoundError",
     "ReadOnlyError",
     "Snapshot",

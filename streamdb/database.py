@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import wal
 from streamdb import errors as E
-from streamdb import follower, logs, maintenance, tables
+from streamdb import follower, logs, maintenance, salvage, tables
 from streamdb.config import Config
 from streamdb.errmap import io_error, wal_error
 from streamdb.maintenance import VerifyReport
@@ -72,7 +72,13 @@ from streamdb.storage.header import (
 from streamdb.storage.logfiles import log_files, remove_log
 from streamdb.storage.pager import Pager
 from streamdb.storage.pagestore import PageStore
-from streamdb.storage.readers import ReaderSlot, ReaderTable, open_table, remove_table
+from streamdb.storage.readers import (
+    ReaderSlot,
+    ReaderTable,
+    open_table,
+    peek_table,
+    remove_table,
+)
 from streamdb.storage.records import (
     OP_BIND,
     OP_CREATE,
@@ -138,7 +144,12 @@ class Database(ReadMethods, Transactions):
         *,
         readonly: bool = False,
         vfs: VFS | None = None,
+        recover: str | None = None,
     ) -> None:
+        salvage.check_mode(recover, readonly)
+        self._recover = recover
+        # What an open with recover="truncate-log" dropped; None when nothing was.
+        self.recovery: salvage.LogRecovery | None = None
         self.path = os.fspath(path)
         self.config = config or Config()
         self.readonly = readonly
@@ -189,7 +200,9 @@ class Database(ReadMethods, Transactions):
             self._space = FreeSpace(self._header.file_pages,
                                     self.config.max_db_size // self._page_size)
             self._store = PageStore(self._pager, self._space)
-            self._table = self._open_table()
+            # A writer only reads the reader table (and the log) until its open has
+            # succeeded, so a failed open writes nothing (_finish_open).
+            self._table = self._open_table() if readonly else peek_table(self._vfs, self.path)
             if readonly:
                 self._slot = self._table.claim()
                 follower.load(self)
@@ -197,6 +210,7 @@ class Database(ReadMethods, Transactions):
                 self._open_log()
                 self._header_damage = self._copies.damage()
                 self._mirror_copies()
+                self._finish_open()
         except BaseException as exc:
             self._abandon_files(file)
             if isinstance(exc, OSError) and not isinstance(exc, E.StreamDbError):
@@ -338,31 +352,59 @@ class Database(ReadMethods, Transactions):
                        on_free=self._defer_free, cache_pages=self.config.page_cache_size)
 
     def _open_log(self) -> None:
+        """The state from the header, then the log's committed records on top (D4). The
+        log is decided, not finished: nothing is written yet (`_finish_open`), except by a
+        salvage (`recover=`, streamdb.salvage), which finishes the log itself."""
         self._reload_state()
-        try:
-            self._wal = wal.open(self.path + "-wal", sync=_SYNC[self.config.durability],  # type: ignore[arg-type]
-                                 vfs=self._vfs)
-        except wal.WalError as exc:
-            raise wal_error(exc, f"opening the log of {self.path}") from exc
-        try:
-            self._replay(opening=True)
-            self._wal.skip_to(self._applied_lsn)
-        except wal.WalError as exc:
-            raise wal_error(exc, f"opening the log of {self.path}") from exc
         self._logged_bytes = 0
+        sync = _SYNC[self.config.durability]
+        if self._recover is not None:
+            self.recovery = salvage.open_log(self, sync)  # type: ignore[arg-type]
+            return
+        self._wal = self._decided_log()
 
-    def _replay(self, *, opening: bool = False) -> None:
-        """Apply logged operations past the last applied LSN (D4), then publish.
-        O(log bytes). While `opening` nobody reads yet: only each key's newest entry is
-        kept."""
+    def _decided_log(self) -> wal.WriteAheadLog:
+        """Open the log without finishing its recovery, and replay it. Writes nothing."""
+        try:
+            log = self._wal = wal.open(self.path + "-wal", sync=_SYNC[self.config.durability],  # type: ignore[arg-type]
+                                       vfs=self._vfs, finish=False)
+            self._replay(opening=True)
+            log.skip_to(self._applied_lsn)
+        except wal.WalError as exc:
+            raise wal_error(exc, f"opening the log of {self.path}") from exc
+        return log
+
+    def _finish_open(self) -> None:
+        """The open succeeded: now the log's recovery writes (wal rule R7) and the reader
+        table is opened for real (created if missing, trimmed, dead slots reclaimed)."""
+        assert self._wal is not None
+        try:
+            self._wal.finish()
+        except wal.WalError as exc:
+            raise wal_error(exc, f"opening the log of {self.path}") from exc
+        peek, self._table = self._table, None
+        if peek is not None:
+            peek.close()
+        self._table = self._open_table()
+
+    def _replay(self, *, opening: bool = False, until: int | None = None) -> int:
+        """Apply logged operations past the last applied LSN (D4), below `until` if given,
+        then publish; returns how many. O(log bytes). While `opening` nobody reads yet: only
+        each key's newest entry is kept. On a CorruptionError `_replay_batch` is the first
+        LSN of the batch being applied."""
         assert self._wal is not None
         self._catalog.horizon = LATEST if opening else self._horizon()
         # Logged pages were synced before their record: pages past the end of the file
         # are damage, and must not move the file's end (the next checkpoint would write
         # there). Reading that document reports it.
         in_file = -(-self._pager.file.size() // self._page_size)
+        applied = 0
+        self._replay_batch = 0
         try:
-            for record in self._wal.replay(self._applied_lsn + 1):
+            for record, end in self._wal.replay_batches(self._applied_lsn + 1):
+                if until is not None and record.lsn >= until:
+                    break
+                self._replay_batch = self._replay_batch or record.lsn
                 op = decode_op(record.payload)
                 if op.version is not None:  # VERSION, CREATE: its pages are in use
                     for start, count in op.version.extents:
@@ -370,6 +412,10 @@ class Database(ReadMethods, Transactions):
                             self._space.claim(start, min(count, in_file - start))
                 self._catalog.apply(op, record.lsn)
                 self._applied_lsn = record.lsn
+                applied += 1
+                if end:
+                    self._replay_batch = 0
+            return applied
         except wal.WalError as exc:
             raise wal_error(exc, f"replaying the log of {self.path}") from exc
         finally:
@@ -931,6 +977,7 @@ def open(  # mirrors dbm.open and the builtin
     readonly: bool = False,
     *,
     vfs: VFS | None = None,
+    recover: str | None = None,
 ) -> Database:
     """Open (creating if missing, unless `readonly`) the database at `path`.
 
@@ -938,5 +985,16 @@ def open(  # mirrors dbm.open and the builtin
     once, or after `config.lock_timeout` seconds). `readonly=True` opens work in any
     number of processes while the writer writes, each reading the last committed state
     as of its open or its latest `refresh()`.
+
+    An open that fails changes no file: the log's recovery and the reader table write only
+    once everything else has succeeded (a new database's file and header are the one
+    exception: they are written first).
+
+    A writer open refuses a damaged log (CorruptionError). `recover="truncate-log"` salvages
+    it instead (rules L1-L4 in `streamdb.salvage`): the damaged log files are copied beside
+    the database, the state is the last checkpoint plus every whole commit before the first
+    damage, made durable by a checkpoint, and the log starts over; `Database.recovery`
+    reports what was dropped, and a `LogRecoveryWarning` is issued. InvalidArgumentError
+    for another value, or with `readonly=True`.
     """
-    return Database(path, config, readonly=readonly, vfs=vfs)
+    return Database(path, config, readonly=readonly, vfs=vfs, recover=recover)

@@ -85,8 +85,9 @@ class Transactions(ABC):
         """Make the catalog at `_applied_lsn` the state new reads see."""
 
     @abstractmethod
-    def _replay(self, *, opening: bool = False) -> None:
-        """Apply the log's committed records past `_applied_lsn`, then publish."""
+    def _replay(self, *, opening: bool = False, until: int | None = None) -> int:
+        """Apply the log's committed records past `_applied_lsn` (below `until`), then
+        publish; returns how many."""
 
     @abstractmethod
     def _horizon(self) -> int:
@@ -275,10 +276,13 @@ class Transactions(ABC):
         assert self._wal is not None
         try:
             self._wal.close()
+            # Decided, replayed, then finished: the log's recovery writes only once the
+            # replay has succeeded (wal rule R7).
             self._wal = wal.open(self.path + "-wal", sync=_SYNC[self.config.durability],  # type: ignore[arg-type]
-                                 vfs=self._vfs)
+                                 vfs=self._vfs, finish=False)
             self._replay()  # in case the batch did reach the log after all
             self._wal.skip_to(self._applied_lsn)
+            self._wal.finish()
             self._failed = None
         except (wal.WalError, E.StreamDbError) as again:
             self._failed = f"the log could not be reopened ({again})"

@@ -24,9 +24,11 @@ from wal.errors import (
     WalIOError,
     WalLockedError,
     WalRecycledError,
+    WalUnfinishedError,
 )
 from wal.log import Record, SyncMode, WriteAheadLog, open
 from wal.recovery import RecoveryReport
+from wal.salvage import Survey
 from wal.tail import LogTail, holds_after
 from wal.vfs import VFS, OsVFS, VFile
 
@@ -36,6 +38,7 @@ __all__ = [
     "OsVFS",
     "Record",
     "RecoveryReport",
+    "Survey",
     "SyncMode",
     "VFile",
     "WalClosedError",
@@ -48,6 +51,7 @@ __all__ = [
     "WalInvalidArgumentError",
     "WalLockedError",
     "WalRecycledError",
+    "WalUnfinishedError",
     "WriteAheadLog",
     "holds_after",
     "open",

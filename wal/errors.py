@@ -7,6 +7,7 @@ WalError
 ├── WalLockedError          another process holds the log
 ├── WalClosedError          the log (or a LogTail) was closed
 ├── WalRecycledError        a LogTail was overtaken by a checkpoint: reopen from a newer one
+├── WalUnfinishedError      opened with finish=False and finish() has not run: no writes yet
 ├── WalInvalidArgumentError (also ValueError) bad argument: oversize record, LSN beyond the log
 ├── WalIOError              (also OSError, errno kept) a file call failed
 │   └── WalFullError        ENOSPC
@@ -51,6 +52,11 @@ class WalClosedError(WalError):
 class WalRecycledError(WalError):
     """A checkpoint freed or recycled log segments a `LogTail` still needed: the log was
     checkpointed past this reader. Reopen a tail from a newer checkpoint."""
+
+
+class WalUnfinishedError(WalError):
+    """The log was opened with `finish=False` and `finish()` has not run (or failed): it
+    replays what recovery decided, but refuses every write."""
 
 
 class WalInvalidArgumentError(WalError, ValueError):

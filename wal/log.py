@@ -13,6 +13,12 @@ W4. After a failed write or sync the log refuses every further write (WalFailedE
     it is reopened: after a failed fsync the kernel may have dropped the dirty pages.
 W5. Segments are recycled, never truncated in place: a recycled segment gets a new salt, so
     its stale records never validate. Preallocated space is zero-filled once.
+W6. Segment files start small and grow: the first is 1 MiB (or `segment_size` if smaller),
+    each new file twice the largest one there is, up to `segment_size`; a recycled file
+    keeps its size. The log rolls when the active segment's file is full (a record larger
+    than that gets a segment of its own, which grows). With sync="full" each file is
+    zero-filled to its size once. Nothing of this is on disk: recovery reads records until
+    they stop, whatever the file sizes, so logs of any earlier sizing open.
 
 Locking: one mutex guards the state; fsync runs with it released, so later batches are
 written while an earlier one syncs.
@@ -36,9 +42,12 @@ from wal.errors import (
     WalFailedError,
     WalInvalidArgumentError,
     WalIOError,
+    WalLockedError,
+    WalUnfinishedError,
     io_error,
 )
-from wal.recovery import RecoveryReport, open_slots, recover
+from wal.recovery import RecoveryReport, load_slot, lock_main, open_slots, recover
+from wal.salvage import Survey, survey
 from wal.scan import Window, scan
 from wal.segments import Slot, new_salt, slot_path
 from wal.vfs import VFS, Buffer, OsVFS, VFile
@@ -46,10 +55,16 @@ from wal.vfs import VFS, Buffer, OsVFS, VFile
 SyncMode = Literal["full", "batch", "off"]
 
 DEFAULT_SEGMENT_SIZE = 16 << 20
+FIRST_FILE_SIZE = 1 << 20  # a log's first segment file; each new one is twice the largest
 DEFAULT_MAX_RECORD_SIZE = 64 << 20
 SPILL_BYTES = 4 << 20  # buffered batch bytes above which records are written before commit
 KEEP_FREE = 2  # free segment files kept for reuse after a checkpoint
 GATHER_MAX = 0.002  # longest a group-commit leader waits for other threads' batches
+
+
+def _seq(slot: Slot) -> int:
+    assert slot.header is not None
+    return slot.header.seq
 
 
 class Record(NamedTuple):
@@ -82,6 +97,8 @@ def open(
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
     sync_interval: float = 1.0,
     vfs: VFS | None = None,
+    finish: bool = True,
+    salvage: bool = False,
 ) -> WriteAheadLog:
     """Open (creating if missing) and recover the log at `path`. See `WriteAheadLog`."""
     return WriteAheadLog(
@@ -91,6 +108,8 @@ def open(
         max_record_size=max_record_size,
         sync_interval=sync_interval,
         vfs=vfs,
+        finish=finish,
+        salvage=salvage,
     )
 
 
@@ -108,6 +127,19 @@ class WriteAheadLog:
     Opening recovers: it reads every record once (O(log size)), drops a torn tail (reported
     in `recovery`, not raised), and raises WalCorruptionError if durable bytes are damaged,
     WalFormatError for a file that is not a log, WalLockedError if another process has it.
+
+    Recovery has two steps (R7). Deciding reads only: which segments are current, where the
+    committed log ends. Finishing writes: it frees segments past that point, erases an
+    unfinished batch, starts a first segment (creating the file), and fsyncs. By default the
+    constructor does both. With `finish=False` it only decides, writing, creating and
+    removing nothing (a missing log file stays missing, and is locked only at `finish()`):
+    `replay()` reads the decided records and `skip_to()` works, every write raises
+    WalUnfinishedError, `checkpoint()` does nothing, and `close()` writes nothing, until
+    `finish()`. So a caller whose own open fails after reading the log leaves it as it was.
+
+    With `salvage=True` (which needs `finish=False`) damage is not raised (R8): reading
+    stops at the first damage as at a torn tail, `damage` says what it was, `survey()`
+    measures what lies beyond, and `finish(start_over=True)` starts the log over.
     """
 
     def __init__(
@@ -119,7 +151,11 @@ class WriteAheadLog:
         max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
         sync_interval: float = 1.0,
         vfs: VFS | None = None,
+        finish: bool = True,
+        salvage: bool = False,
     ) -> None:
+        if salvage and finish:
+            raise WalInvalidArgumentError("salvage=True needs finish=False")
         if sync not in ("full", "batch", "off"):
             raise WalInvalidArgumentError(f"sync must be 'full', 'batch' or 'off', not {sync!r}")
         if not 0 <= max_record_size <= fmt.MAX_PAYLOAD:
@@ -147,41 +183,130 @@ class WriteAheadLog:
         self._closed = True  # until the files are open
         self._replays = 0
         self._last_sync = time.monotonic()
+        self._finished = False
+        self._mark: _Mark | None = None
         try:
-            slots = open_slots(self._vfs, path, max_record_size)
+            slots = open_slots(self._vfs, path, max_record_size, create=finish, lenient=salvage)
         except OSError as exc:
             raise io_error(exc, f"opening {path}") from exc
         self._slots = slots
+        self._locked = bool(slots) and slots[0].number == 0
         try:
-            self._start(slots)
+            self._decide(slots, salvage)
         except BaseException:
             for slot in slots:
                 slot.file.close()
             raise
         self._closed = False
+        if finish:
+            self.finish()
 
-    def _start(self, slots: list[Slot]) -> None:
+    def _decide(self, slots: list[Slot], salvage: bool) -> None:
+        """R1-R6 without writing: where the committed log ends and what finishing frees."""
         try:
-            found = recover(slots, self.max_record_size)
-            self.recovery: RecoveryReport = found.report
-            self._chain = found.chain
-            self._next_lsn = found.next_lsn
-            self._committed_lsn = found.committed_lsn
-            self._checkpoint_lsn = 0
-            # R6: free what lies past the resume point, highest first, then make the
-            # recovered state durable before anything new is written after it.
-            for slot in found.to_free:
-                self._free(slot)
-            if found.report.discarded_records:
-                self._erase_tail(self._chain[-1])
-            if not self._chain:
-                self._roll(self._next_lsn)
-            for slot in self._chain:
-                slot.file.sync()
+            found = recover(slots, self.max_record_size, lenient=salvage)
         except OSError as exc:
             raise io_error(exc, f"recovering {self.path}") from exc
-        self._durable_lsn = self._committed_lsn
-        self._set_mark()
+        self.recovery: RecoveryReport = found.report
+        self.damage: str | None = found.damage
+        self._to_free = found.to_free
+        self._chain = found.chain
+        self._next_lsn = found.next_lsn
+        self._committed_lsn = found.committed_lsn
+        self._durable_lsn = found.committed_lsn
+        self._checkpoint_lsn = 0
+        if self._chain:
+            self._set_mark()
+
+    @property
+    def finished(self) -> bool:
+        """Recovery's writes are done (R7): the log takes writes."""
+        return self._finished
+
+    def finish(self, *, start_over: bool = False) -> None:
+        """Do recovery's writes (R6, R7) after a `finish=False` open; idempotent.
+
+        Frees the current segments past the resume point (highest first), erases the first
+        record of an unfinished batch, creates and locks the log file if it was missing,
+        starts a first segment when none is current, and fsyncs every current segment. With
+        `start_over` (R8) every segment is freed instead, damaged headers first, then the
+        current segments highest first, each free header naming an LSN above every LSN the
+        log holds (`survey`), and the log starts over empty: the caller must have made what
+        it keeps durable elsewhere. O(segments) header writes and fsyncs, plus the zero-fill
+        of a new segment. Raises WalLockedError when the missing log file was created and
+        locked by another process meanwhile, WalCorruptionError for a damaged (salvage) log
+        without `start_over`, WalIOError (the log is then failed: close it) from the files.
+        """
+        with self._lock:
+            if self._closed:
+                raise WalClosedError(f"{self.path} is closed")
+            if self._failed is not None:
+                self._check_writable()
+            if self._finished:
+                return
+            if self.damage is not None and not start_over:
+                raise WalCorruptionError(f"{self.damage}; finish(start_over=True) drops it")
+            try:
+                if not self._locked:
+                    self._adopt_main()
+                if start_over:
+                    self._start_over()
+                else:
+                    for slot in self._to_free:
+                        self._free(slot)
+                    if self.recovery.discarded_records:
+                        self._erase_tail(self._chain[-1])
+                if not self._chain:
+                    self._roll(self._next_lsn)
+                for slot in self._chain:
+                    slot.file.sync()
+            except OSError as exc:
+                raise self._fail(exc, "recovering") from exc
+            self._to_free = []
+            self._durable_lsn = self._committed_lsn
+            self._set_mark()
+            self._finished = True
+
+    def _adopt_main(self) -> None:
+        """Create and lock slot 0, missing when the log was decided (R7). Lock held."""
+        main = lock_main(self._vfs, self.path, create=True)
+        assert main is not None
+        try:
+            slot = load_slot(0, self.path, main, self.max_record_size)
+        except BaseException:
+            main.close()
+            raise
+        if slot.header is not None:
+            main.close()
+            raise WalLockedError(f"{self.path} was created by another writer meanwhile")
+        self._slots.insert(0, slot)
+        self._locked = True
+
+    def _start_over(self) -> None:
+        """R8: free every damaged and current segment, so that nothing is replayed and new
+        LSNs go above every LSN seen. Lock held; writes and fsyncs each header."""
+        highest = survey(self._slots, 0, self.max_record_size).highest_lsn
+        self._next_lsn = max(self._next_lsn, highest + 1, self._committed_lsn + 1)
+        damaged = [s for s in self._slots if s.damaged]
+        current = sorted((s for s in self._slots if s.current), key=_seq, reverse=True)
+        for slot in damaged + current:
+            self._free(slot)
+            slot.damaged, slot.guess = False, None
+        self._chain = []
+        self._committed_lsn = self._next_lsn - 1
+        self.recovery = RecoveryReport(0, self._committed_lsn, False, False, 0, 0)
+
+    def survey(self, after_lsn: int) -> Survey:
+        """What the log holds above `after_lsn` (rules S1-S3 in `wal.salvage`): valid data
+        records that can be found in current or damaged segments, reachable or not, and
+        the highest LSN the log names. O(log bytes); reads only. Raises WalIOError."""
+        with self._lock:
+            if self._closed:
+                raise WalClosedError(f"{self.path} is closed")
+            try:
+                return survey(self._slots, after_lsn, self.max_record_size)
+            except OSError as exc:
+                raise io_error(exc, f"reading {self.path}") from exc
 
     def _set_mark(self) -> None:
         active = self._active
@@ -219,6 +344,8 @@ class WriteAheadLog:
             raise WalFailedError(
                 f"{self.path}: an earlier write or sync failed ({self._failed}); reopen the log"
             ) from self._failed
+        if not self._finished:
+            raise WalUnfinishedError(f"{self.path}: recovery is not finished; call finish()")
 
     def _fail(self, exc: OSError, what: str) -> WalIOError:
         self._failed = exc
@@ -270,9 +397,13 @@ class WriteAheadLog:
 
     def skip_to(self, lsn: int) -> None:
         """Hand out LSNs above `lsn` from now on (a caller that recorded LSNs elsewhere, e.g.
-        in a checkpoint, and finds the log behind them). O(1); nothing is written."""
+        in a checkpoint, and finds the log behind them). O(1); nothing is written. Allowed
+        before `finish()`."""
         with self._lock:
-            self._check_writable()
+            if self._finished or self._failed is not None:
+                self._check_writable()
+            elif self._closed:
+                raise WalClosedError(f"{self.path} is closed")
             if lsn >= fmt.MAX_COUNTER:
                 raise WalInvalidArgumentError(f"LSN {lsn} is out of range")
             self._next_lsn = max(self._next_lsn, lsn + 1)
@@ -327,6 +458,7 @@ class WriteAheadLog:
         unfinished batch: segments it rolled into are freed, and its first record in the
         mark's segment is erased. Lock held; may write and fsync."""
         mark = self._mark
+        assert mark is not None
         spilled = self._active is not mark.slot or mark.slot.end > mark.end
         while self._active is not mark.slot:
             self._free(self._active)
@@ -399,7 +531,7 @@ class WriteAheadLog:
         try:
             for i, rec in enumerate(records):
                 size = fmt.RECORD_HEADER_SIZE + len(rec.payload)
-                if slot.end + size > self.segment_size and slot.end > fmt.SEGMENT_HEADER_SIZE:
+                if slot.end + size > self._room(slot) and slot.end > fmt.SEGMENT_HEADER_SIZE:
                     self._flush(slot, buffers, start)
                     buffers = []
                     self._roll(rec.lsn)
@@ -445,17 +577,23 @@ class WriteAheadLog:
         will be `base_lsn`. The header is durable on return, in every sync mode: headers must
         become durable in sequence order, or a crash could leave a gap that reads as a
         damaged segment (R2). One or two fsyncs per segment; with sync="full" a new file is
-        also zero-filled to `segment_size`."""
+        also zero-filled to its size (W6)."""
         seq = max((s.header.seq for s in self._slots if s.current and s.header), default=0) + 1
         prev_lsn = self._active.last_lsn if self._chain else base_lsn - 1
         header = fmt.SegmentHeader(0, new_salt(), seq, base_lsn, prev_lsn)
         free = [s for s in self._slots if not s.current and s not in self._chain]
         if free:
             slot = min(free, key=lambda s: s.number)
+            # W6: a recycled file keeps its size (and the room it had).
+            slot.capacity = min(self.segment_size,
+                                max(slot.size, slot.capacity, FIRST_FILE_SIZE))
         else:
+            # W6: twice the largest file there is, from FIRST_FILE_SIZE up to segment_size.
+            largest = max((s.size for s in self._slots), default=0)
             number = max((s.number for s in self._slots), default=-1) + 1
             path = slot_path(self.path, number)
             slot = Slot(number, path, self._vfs.open(path, create=True), None, 0)
+            slot.capacity = min(self.segment_size, max(FIRST_FILE_SIZE, 2 * largest))
             self._slots.append(slot)
         fresh = slot.size < fmt.SEGMENT_HEADER_SIZE
         slot.write_header(header, fresh=fresh)
@@ -464,12 +602,20 @@ class WriteAheadLog:
             # The header was durable before anything else reached the file, so a crash
             # leaves either a blank file or a whole header (R1). Now make the name durable.
             self._vfs.sync_dir(os.path.dirname(self.path))
-        if self.sync_mode == "full" and slot.size < self.segment_size:
+        if self.sync_mode == "full" and slot.size < slot.capacity:
             # Writing into zero-filled blocks lets each commit's fdatasync flush data only,
             # with no block allocation to journal: about 30% faster per commit here.
-            slot.zero_fill(self.segment_size)
+            slot.zero_fill(slot.capacity)
             slot.file.sync()
         self._chain.append(slot)
+
+    def _room(self, slot: Slot) -> int:
+        """W6: the bytes `slot` may fill before the log rolls: decided when it was rolled
+        to, else (a segment recovered at open, or a file to recycle) its file's size,
+        between FIRST_FILE_SIZE and `segment_size`."""
+        if slot.capacity:
+            return slot.capacity
+        return min(self.segment_size, max(slot.size, FIRST_FILE_SIZE))
 
     def _free(self, slot: Slot) -> None:
         """Mark a segment free, durably. Its header keeps the next LSN so that LSNs keep
@@ -487,14 +633,20 @@ class WriteAheadLog:
         segment is wholly applied the log rolls to a fresh segment with a new salt. Free
         segment files beyond two are deleted. Fsyncs each header it rewrites, in every
         sync mode. O(segments). Raises WalInvalidArgumentError if `lsn` is not committed.
+        Before `finish()` (R7) it checks `lsn` and does nothing else.
         """
         with self._lock:
-            self._check_writable()
+            if self._finished or self._failed is not None:
+                self._check_writable()
+            elif self._closed:
+                raise WalClosedError(f"{self.path} is closed")
             if lsn > self._committed_lsn:
                 raise WalInvalidArgumentError(
                     f"cannot checkpoint LSN {lsn}: the log is committed only up to "
                     f"{self._committed_lsn}"
                 )
+            if not self._finished:
+                return
             if self._replays:
                 raise WalError("cannot checkpoint while a replay() iterator is open")
             if lsn <= self._checkpoint_lsn:
@@ -512,6 +664,7 @@ class WriteAheadLog:
                     self._set_mark()
                 # Never free the segment holding the last committed record: a spilled batch
                 # in a later segment may still be rolled back to it.
+                assert self._mark is not None
                 while self._chain[0] is not self._mark.slot and self._chain[0].last_lsn <= lsn:
                     self._free(self._chain[0])
                 self._delete_spare()
@@ -542,12 +695,20 @@ class WriteAheadLog:
         are not included. `checkpoint()` is refused while the iterator is open.
         Raises WalCorruptionError if bytes changed since the log was opened.
         """
+        return (record for record, _ in self.replay_batches(from_lsn))
+
+    def replay_batches(self, from_lsn: int = 0) -> Generator[tuple[Record, bool], None, None]:
+        """`replay`, each record paired with whether it ends its commit batch (W2): a caller
+        can tell where the atomic units are. Same cost and errors."""
         with self._lock:
             if self._closed:
                 raise WalClosedError(f"{self.path} is closed")
-            upto = self._chain.index(self._mark.slot)
-            plan = [(s, s.header, s.end, s.last_lsn) for s in self._chain[:upto]]
-            plan.append((self._mark.slot, self._mark.slot.header, self._mark.end, self._mark.lsn))
+            mark = self._mark
+            plan: list[tuple[Slot, fmt.SegmentHeader | None, int, int]] = []
+            if mark is not None:
+                upto = self._chain.index(mark.slot)
+                plan = [(s, s.header, s.end, s.last_lsn) for s in self._chain[:upto]]
+                plan.append((mark.slot, mark.slot.header, mark.end, mark.lsn))
             self._replays += 1
         return self._replay(plan, from_lsn)
 
@@ -555,7 +716,7 @@ class WriteAheadLog:
         self,
         plan: list[tuple[Slot, fmt.SegmentHeader | None, int, int]],
         from_lsn: int,
-    ) -> Generator[Record, None, None]:
+    ) -> Generator[tuple[Record, bool], None, None]:
         try:
             last = 0
             for slot, header, end, last_lsn in plan:
@@ -568,7 +729,7 @@ class WriteAheadLog:
                     reached, last = found.end, found.header.lsn
                     if found.header.kind == fmt.KIND_DATA and found.header.lsn >= from_lsn:
                         assert found.payload is not None
-                        yield Record(found.header.lsn, found.payload)
+                        yield Record(found.header.lsn, found.payload), found.header.end
                 if reached < end:
                     raise WalCorruptionError(
                         "a committed record no longer validates", segment=slot.path,
@@ -589,7 +750,7 @@ class WriteAheadLog:
             if self._closed:
                 return
             try:
-                if self._failed is None:
+                if self._failed is None and self._finished:
                     self._pending.clear()
                     try:
                         self._rewind()
@@ -632,5 +793,6 @@ class WriteAheadLog:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "failed" if self._failed else "open"
+        state = ("closed" if self._closed else "failed" if self._failed
+                 else "open" if self._finished else "unfinished")
         return f"<WriteAheadLog {self.path!r} {state} committed_lsn={self._committed_lsn}>"

@@ -20,6 +20,13 @@ R6. The writer resumes right after the last committed record, and current segmen
     are freed (highest first). Dropped records cannot come back: each record names the CRC of
     the one before it and a random session id, so stale bytes past the resume point never
     chain onto new records.
+R7. Deciding (R1-R5, `open_slots` without `create`, `recover`) reads only: no file is
+    written, created or removed. R6's writes (freeing, erasing the unfinished batch's first
+    record, a first segment, fsyncs) are the writer's `finish()`, which a caller may run only
+    once its own open has succeeded.
+R8. Lenient (salvage) recovery raises nothing for damage: a damaged header (R1) marks its
+    slot `damaged` with a best guess of the header, a gap (R2) ends the chain before it, a
+    proven stop point (R5) is read as a torn tail; `Recovered.damage` names the first damage.
 """
 
 from __future__ import annotations
@@ -55,17 +62,33 @@ class Recovered:
     next_lsn: int
     committed_lsn: int
     report: RecoveryReport
+    damage: str | None = None  # lenient (salvage) opens only: the first damage found
 
 
-def _load(number: int, path: str, file: VFile, max_record_size: int) -> Slot:
+def _load(number: int, path: str, file: VFile, max_record_size: int, lenient: bool) -> Slot:
     size = file.size()
     raw = file.pread(fmt.SEGMENT_HEADER_SIZE, 0)
     if fmt.is_blank(raw):
         return Slot(number, path, file, None, size)
-    header = fmt.parse_segment_header(raw)  # WalFormatError: foreign or newer file
-    if header is None:
-        _check_damaged_header(path, file, raw, size, max_record_size)
+    try:
+        header = fmt.parse_segment_header(raw)  # WalFormatError: foreign or newer file
+        if header is None:
+            _check_damaged_header(path, file, raw, size, max_record_size)
+    except WalCorruptionError:
+        if not lenient:
+            raise
+        return Slot(number, path, file, None, size, damaged=True, guess=_guess(raw))
     return Slot(number, path, file, header, size)
+
+
+def _guess(raw: bytes) -> fmt.SegmentHeader | None:
+    """The header a damaged one most likely was (one flipped bit corrected when that explains
+    its CRC), for its salt; None when the salt is implausible (a tag with a zero byte)."""
+    raw = _correct_one_bit(raw) or raw
+    flags, salt, seq, base, prev = struct.unpack_from("<IQQQQ", raw, 12)
+    if not all(salt >> (8 * i) & 0xFF for i in range(4)):
+        return None
+    return fmt.SegmentHeader(flags, salt, seq, base, prev)
 
 
 def _check_damaged_header(
@@ -77,8 +100,9 @@ def _check_damaged_header(
     always shows the FREE flag: that segment was being retired, and is free. Otherwise it
     is a torn recycle, whose records were never synced, unless records behind it prove (by
     their durable LSNs) that a sync happened after the segment's first record: then the
-    header had been durable and is damaged. The salt needed to read those records is taken
-    from the header, after correcting a single flipped bit if one explains the CRC failure.
+    header had been durable and is damaged (WalCorruptionError). The salt needed to read
+    those records is taken from the header, after correcting a single flipped bit if one
+    explains the CRC failure.
     """
     if raw[12] & fmt.FLAG_FREE:
         return  # checked before correcting: a torn free write is one bit from the old header
@@ -111,44 +135,80 @@ def _correct_one_bit(raw: bytes) -> bytes | None:
     return None
 
 
-def open_slots(vfs: VFS, path: str, max_record_size: int) -> list[Slot]:
-    """Open and lock slot 0 (creating it if missing), then open every sibling slot."""
-    main = vfs.open(path, create=True)
+def lock_main(vfs: VFS, path: str, *, create: bool) -> VFile | None:
+    """Open slot 0 and take the writer's lock: None when the file is missing and not
+    `create`. Raises WalLockedError if another process holds it, OSError from the files."""
+    try:
+        main = vfs.open(path, create=create)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
     try:
         main.lock()
     except BlockingIOError as exc:
         main.close()
         raise WalLockedError(f"{path} is open in another process") from exc
+    except BaseException:
+        main.close()
+        raise
+    return main
+
+
+def open_slots(
+    vfs: VFS, path: str, max_record_size: int, *, create: bool = True, lenient: bool = False
+) -> list[Slot]:
+    """Open and lock slot 0, then open every sibling slot. Slot 0 is created if missing
+    when `create`; otherwise a missing slot 0 is left missing (the list holds the siblings
+    only, and nothing is locked). Writes nothing else. With `lenient`, damaged headers are
+    marked on their slots (`Slot.damaged`) rather than raised."""
+    main = lock_main(vfs, path, create=create)
     slots: list[Slot] = []
     try:
-        slots.append(_load(0, path, main, max_record_size))
+        if main is not None:
+            slots.append(_load(0, path, main, max_record_size, lenient))
         for number in sibling_numbers(vfs, path):
             sib = slot_path(path, number)
             file = vfs.open(sib)
             slots.append(Slot(number, sib, file, None, 0))
-            slots[-1] = _load(number, sib, file, max_record_size)
+            slots[-1] = _load(number, sib, file, max_record_size, lenient)
     except BaseException:
         for slot in slots:
             slot.file.close()
-        main.close()
+        if main is not None:
+            main.close()
         raise
     return slots
 
 
-def recover(slots: list[Slot], max_record_size: int) -> Recovered:
-    """Apply R2-R6 to loaded slots. Reads every current record once; writes nothing."""
+def load_slot(number: int, path: str, file: VFile, max_record_size: int) -> Slot:
+    """The slot in an open file (R1), strict: raises as opening the log does."""
+    return _load(number, path, file, max_record_size, False)
+
+
+def recover(slots: list[Slot], max_record_size: int, *, lenient: bool = False) -> Recovered:
+    """Apply R2-R6 to loaded slots. Reads every current record once; writes nothing.
+
+    With `lenient` (salvage), damage is not raised: the chain is cut at a missing segment,
+    reading stops at damaged bytes as at a torn tail, and `Recovered.damage` says what was
+    found (None for a log without damage)."""
+    damage: str | None = None
+    broken = [s for s in slots if s.damaged]
+    if broken:
+        damage = f"the header of {broken[0].path} is damaged"
     chain = sorted((s for s in slots if s.current), key=_seq)
-    for a, b in itertools.pairwise(chain):
+    for i, (a, b) in enumerate(itertools.pairwise(chain)):
         if _seq(b) != _seq(a) + 1:
-            raise WalCorruptionError(
-                f"log segment {_seq(a) + 1} is missing or its header is damaged",
-                segment=b.path,
-                offset=0,
-            )
+            message = f"log segment {_seq(a) + 1} is missing or its header is damaged"
+            if not lenient:
+                raise WalCorruptionError(message, segment=b.path, offset=0)
+            damage = damage or f"{message} ({b.path} follows a gap)"
+            chain = chain[: i + 1]
+            break
     next_lsn = max([1, *(s.header.base_lsn for s in slots if s.header is not None)])
     if not chain:
         report = RecoveryReport(0, 0, True, False, 0, 0)
-        return Recovered(slots, [], [], next_lsn, next_lsn - 1, report)
+        return Recovered(slots, [], [], next_lsn, next_lsn - 1, report, damage)
 
     last_lsn = _header(chain[0]).base_lsn - 1
     committed: tuple[int, int, int, int] | None = None  # chain index, end, LSN, CRC
@@ -174,7 +234,12 @@ def recover(slots: list[Slot], max_record_size: int) -> Recovered:
     tail = bytes(window.read(slot.end, 4))
     partial = tail == header.tag.to_bytes(4, "little")
     if not (clean and following is None):
-        _check_torn_not_corrupt(chain, index, slot.end, last_lsn + 1, max_record_size)
+        try:
+            _check_torn_not_corrupt(chain, index, slot.end, last_lsn + 1, max_record_size)
+        except WalCorruptionError as exc:
+            if not lenient:
+                raise
+            damage = damage or str(exc)
 
     if committed is None:
         resume_index, end, lsn, crc = 0, fmt.SEGMENT_HEADER_SIZE, _header(chain[0]).base_lsn - 1, 0
@@ -197,6 +262,7 @@ def recover(slots: list[Slot], max_record_size: int) -> Recovered:
         max(next_lsn, lsn + 1),
         lsn,
         report,
+        damage,
     )
 
 

@@ -57,6 +57,11 @@ class Slot:
     last_lsn: int = 0  # LSN of the last committed record (base_lsn - 1 when none)
     last_crc: int = 0  # its CRC: the chain seed for the next record
     generation: int = 0  # bumped at every header write, so replay can notice recycling
+    capacity: int = 0  # bytes the segment may fill before the log rolls (0: not decided yet)
+    # Salvage only: the header is damaged (R1), and `guess` is the best guess of it (the
+    # salt reads its records), None when even the salt is implausible.
+    damaged: bool = False
+    guess: fmt.SegmentHeader | None = None
 
     @property
     def current(self) -> bool:

@@ -614,6 +614,70 @@ _LOCAL_TABLES: dict[tuple[int, str], _LocalShared] = {}
 _LOCAL_LOCK = threading.Lock()
 
 
+class PeekReaderTable:
+    """The reader table as a writer that is still opening sees it: `live()` and `oldest()`
+    read the file without creating, locking, trimming or reclaiming anything, so an open
+    that then fails leaves `NAME-readers` as it was (or absent). The writer opens the real
+    table (`open_table`) once its open has succeeded.
+
+    A missing file means no reader: every reader creates it before publishing. A slot whose
+    lock no one holds is a dead owner's and counts for nothing (the real table reclaims it
+    later); a slot failing its checksum under a held lock counts as (0, 0). Linux only (it
+    tests locks with F_OFD_GETLK, which needs no write access); `peek_table` falls back to
+    the real table elsewhere."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def claim(self) -> ReaderSlot:
+        raise InvalidArgumentError("a peek at the reader table cannot claim a slot")
+
+    def oldest(self, db_id: bytes) -> Stamp | None:
+        return min(self.live(db_id), default=None)
+
+    def live(self, db_id: bytes) -> list[Stamp]:
+        """Every live stamp for `db_id`, sorted. O(slots): one open, one pread, one fcntl
+        per in-use slot. Raises InvalidArgumentError for a bad id, OSError."""
+        _check_db_id(db_id)
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return []
+        try:
+            file = _OfdFile(fd)
+            table = os.pread(fd, HEADER_SIZE + MAX_SLOTS * SLOT_SIZE, 0)
+            stamps: list[Stamp] = []
+            for index in range(max(len(table) - HEADER_SIZE, 0) // SLOT_SIZE):
+                start = _span(index)[0]
+                raw = table[start : start + SLOT_SIZE]
+                if raw == _ZERO_SLOT or not file.held(*_span(index)):
+                    continue
+                record = unpack_slot(raw)
+                if record is None:
+                    stamps.append((0, 0))
+                elif record.in_use and record.db_id == db_id:
+                    stamps.append(record.stamp)
+            return sorted(stamps)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Nothing to release: the peek holds no descriptor between calls."""
+
+    def forget(self) -> None:
+        """Nothing to forget."""
+
+
+def peek_table(vfs: VFS, db_path: str) -> ReaderTable:
+    """What a writer that is still opening reads the reader table with: a `PeekReaderTable`
+    for real files on Linux; elsewhere `open_table` (an in-memory layer's table writes no
+    file; the POSIX-lock fallback needs the process's shared descriptor, which creates it).
+    Raises as `open_table`."""
+    if isinstance(vfs, OsVFS) and _USE_OFD:
+        return PeekReaderTable(db_path + "-readers")
+    return open_table(vfs, db_path)
+
+
 def open_table(vfs: VFS, db_path: str) -> ReaderTable:
     """A FileReaderTable on `db_path + "-readers"` when `vfs` is an OsVFS; otherwise a
     LocalReaderTable from a process-wide registry keyed by (id(vfs), db_path), so several

@@ -29,7 +29,10 @@ def test_open_and_first_get_read_a_few_pages_not_the_index() -> None:
         assert db.get("/p/012345") == b"v12345"
         reads = counting.calls
         assert len(db) == 30_000
-    assert reads <= 12, reads  # headers, the log, one root-to-leaf path per tree
+    # Headers, a header per log file (segment files start at 1 MiB and grow, so a log of a
+    # few MiB spans several), the log's records, one root-to-leaf path per tree.
+    logs = len([n for n in mem.listdir("/d") if "-wal" in n])
+    assert reads <= 10 + logs, (reads, logs)
 
 
 def test_large_documents_are_contiguous_and_64_byte_aligned(tmp_path: Path) -> None:
