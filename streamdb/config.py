@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from streamdb import checks
 from streamdb.errors import InvalidArgumentError
 
 KiB = 1 << 10
@@ -39,6 +40,11 @@ class Config:
     lock_timeout: float = 0.0
 
     def __post_init__(self) -> None:
+        """Check every field (InvalidArgumentError naming it, as for any argument)."""
+        for name in ("page_size", "max_document_size", "max_db_size", "page_cache_size",
+                     "versions_to_keep"):
+            checks.integer(getattr(self, name), name, minimum=-(1 << 63))
+        checks.flag(self.use_mmap, "use_mmap")
         size = self.page_size
         if size < 4 * KiB or size > 64 * KiB or size & (size - 1):
             raise InvalidArgumentError(f"page_size must be a power of two, 4 KiB..64 KiB: {size}")
@@ -50,13 +56,20 @@ class Config:
             raise InvalidArgumentError("page_cache_size must be >= 0")
         if self.versions_to_keep < 1:
             raise InvalidArgumentError("versions_to_keep must be >= 1")
-        if self.compression not in (None, "snappy", "lz4", "zstd"):
-            raise InvalidArgumentError(f"unknown compression {self.compression!r}")
-        if self.encryption_key is not None and len(self.encryption_key) != 32:
-            raise InvalidArgumentError("encryption_key must be 32 bytes (AES-256)")
-        if self.checksum not in ("xxh3", "crc32c"):
-            raise InvalidArgumentError(f"unknown checksum {self.checksum!r}")
-        if self.durability not in ("full", "normal", "off"):
-            raise InvalidArgumentError(f"unknown durability {self.durability!r}")
-        if self.lock_timeout < 0:
+        checks.choice(self.compression, "compression", (None, "snappy", "lz4", "zstd"))
+        key = self.encryption_key
+        if key is not None:
+            if not isinstance(key, bytes | bytearray | memoryview):
+                raise InvalidArgumentError(
+                    f"encryption_key must be 32 bytes (AES-256), not {type(key).__name__}")
+            if memoryview(key).nbytes != 32:
+                raise InvalidArgumentError("encryption_key must be 32 bytes (AES-256)")
+            object.__setattr__(self, "encryption_key", bytes(key))
+        checks.choice(self.checksum, "checksum", ("xxh3", "crc32c"))
+        checks.choice(self.durability, "durability", ("full", "normal", "off"))
+        timeout = self.lock_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise InvalidArgumentError(
+                f"lock_timeout must be a number of seconds, not {timeout!r:.40}")
+        if not timeout >= 0:  # NaN too
             raise InvalidArgumentError("lock_timeout must be >= 0")

@@ -46,8 +46,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import wal
+from streamdb import checks, follower, logs, maintenance, salvage, tables
 from streamdb import errors as E
-from streamdb import follower, logs, maintenance, salvage, tables
 from streamdb.config import Config
 from streamdb.errmap import io_error, wal_error
 from streamdb.maintenance import VerifyReport
@@ -56,7 +56,7 @@ from streamdb.pins import Counters, Pins, State, drain_all
 from streamdb.reads import DocumentInfo, ReadMethods, Snapshot
 from streamdb.storage import btree
 from streamdb.storage.catalog import KIND_FREE, LATEST, Catalog
-from streamdb.storage.docio import CHUNK, DocReader, Ingest, Transform
+from streamdb.storage.docio import CHUNK, DocReader, Ingest, Transform, as_bytes, check_source
 from streamdb.storage.freespace import FreeSpace, Stamp
 from streamdb.storage.header import (
     CHECKSUM_CRC32C,
@@ -97,6 +97,10 @@ if TYPE_CHECKING:
     from streamdb import arrow
 
 __all__ = ["Database", "DocumentInfo", "Snapshot", "Stats", "open"]
+
+# Any C-contiguous object with the buffer protocol (bytes, bytearray, memoryview, numpy
+# arrays, array.array, mmap): collections.abc.Buffer, from Python 3.12.
+Buffer = Any
 
 RELEASE_INTERVAL = 0.05  # seconds between reader-table scans when the file would grow
 _OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
@@ -146,11 +150,16 @@ class Database(ReadMethods, Transactions):
         vfs: VFS | None = None,
         recover: str | None = None,
     ) -> None:
+        readonly = checks.flag(readonly, "readonly")
         salvage.check_mode(recover, readonly)
         self._recover = recover
         # What an open with recover="truncate-log" dropped; None when nothing was.
         self.recovery: salvage.LogRecovery | None = None
-        self.path = os.fspath(path)
+        self.path = checks.fspath(path, "the database path")
+        if config is not None and not isinstance(config, Config):
+            raise E.InvalidArgumentError(
+                f"config must be a streamdb.Config, not {type(config).__name__}: "
+                f"streamdb.open(path, streamdb.Config(...))")
         self.config = config or Config()
         self.readonly = readonly
         self._db = self
@@ -245,10 +254,25 @@ class Database(ReadMethods, Transactions):
                 return
             except BlockingIOError as exc:
                 if time.monotonic() >= deadline:
-                    raise E.LockedError(f"{self.path} is open for writing elsewhere") from exc
+                    raise E.LockedError(self._lock_holder(file)) from exc
                 time.sleep(0.01)
             except OSError as exc:
                 raise io_error(exc, f"locking {self.path}") from exc
+
+    def _lock_holder(self, file: Any) -> str:
+        """Why the writer lock is taken, in words: by a Database of this process (named),
+        or by another process."""
+        try:
+            ours = file.identity()
+        except OSError:
+            ours = None
+        for other in list(_OPEN):
+            if (not other.readonly and ours is not None and other._pins.closed is None
+                    and other._pager.file.identity() == ours):
+                return (f"{self.path} is already open for writing in this process "
+                        f"({other!r}): share that Database between threads (it is "
+                        f"thread-safe), or close it before opening the file again")
+        return f"{self.path} is open for writing in another process"
 
     def _read_or_create_header(self, file: Any) -> Header:
         """The current header copy (H2 in storage/header.py); a new database for an empty or
@@ -644,6 +668,8 @@ class Database(ReadMethods, Transactions):
         new version of the document. `get_table` reads it back. Raises as `write_document`."""
         from streamdb.arrow.writer import write_ipc
 
+        checks.choice(compression, "compression", (None, "lz4", "zstd"))
+        path_key(path)
         sink = io.BytesIO()
         write_ipc(sink, table, format="file", compression=compression)
         return self.write_document(path, sink.getbuffer())
@@ -664,11 +690,14 @@ class Database(ReadMethods, Transactions):
         is not Arrow data. O(batch bytes)."""
         tables.append_batch(self, path, batch)
     def write_documents(self, items: Iterable[tuple[str, object]]) -> list[uuid.UUID]:
-        """Write many documents atomically: all are visible after one fsync, or none."""
+        """Write many documents atomically: all are visible after one fsync, or none.
+        `items` is an iterable of (path, data) pairs, data as for `write_document`; every
+        pair is checked (InvalidPathError, InvalidArgumentError) before anything is
+        written."""
+        batch = _pairs(items)
         with self._writing() as tx:
             ids = []
-            for path, data in items:
-                key = path_key(path)
+            for key, path, data in batch:
                 doc_id_bytes = self._catalog.lookup(key)
                 doc = self._catalog.doc(doc_id_bytes) if doc_id_bytes is not None else None
                 if doc_id_bytes is not None and doc is None:
@@ -701,7 +730,7 @@ class Database(ReadMethods, Transactions):
                 ids.append(doc_id)
             return ids
 
-    def append_message(self, path: str, payload: bytes | bytearray | memoryview, *,
+    def append_message(self, path: str, payload: Buffer, *,
                        checksum: str | None = "xxh3") -> int:
         """Append one framed message to the message log at `path` (created if absent, with
         `checksum`: "xxh3", "crc32", "crc16" or None, recorded with it). The log grows in
@@ -709,18 +738,30 @@ class Database(ReadMethods, Transactions):
         transaction: when it commits), and visible atomically. Returns the message's index.
         Raises InvalidArgumentError for a path that holds a plain document or a log with
         another checksum, DocumentTooLargeError past max_document_size."""
-        return self.append_messages(path, (payload,), checksum=checksum)
+        return self.append_messages(path, (as_bytes(payload, "payload"),), checksum=checksum)
 
-    def append_messages(self, path: str,
-                        payloads: Iterable[bytes | bytearray | memoryview], *,
+    def append_messages(self, path: str, payloads: Iterable[Buffer], *,
                         checksum: str | None = "xxh3") -> int:
-        """`append_message` for many payloads in one commit (one fsync). Returns the index
-        of the first. O(total bytes + 256 KiB)."""
-        return logs.append_messages(self, path, payloads, checksum)
+        """`append_message` for many payloads (each bytes-like: any C-contiguous buffer) in
+        one commit (one fsync). Returns the index of the first. O(total bytes + 256 KiB)."""
+        checks.choice(checksum, "checksum", ("xxh3", "crc32", "crc16", None))
+        path_key(path)
+        if isinstance(payloads, str | bytes | bytearray | memoryview):
+            raise E.InvalidArgumentError(
+                "payloads must be an iterable of bytes-like messages (append_message takes "
+                "one)")
+        try:
+            views = [as_bytes(p, "a message") for p in payloads]
+        except TypeError:
+            raise E.InvalidArgumentError(
+                f"payloads must be an iterable of bytes-like messages, not "
+                f"{type(payloads).__name__}") from None
+        return logs.append_messages(self, path, views, checksum)
 
     def bind_to_path(self, doc_id: uuid.UUID, path: str) -> None:
         """Make `path` name the document `doc_id` too (an alias). A path that named another
         document is moved; that document is deleted if it has no path left."""
+        doc_id = checks.doc_id(doc_id)
         key = path_key(path)
         with self._writing():
             if self._catalog.doc(doc_id.bytes) is None:
@@ -758,6 +799,7 @@ class Database(ReadMethods, Transactions):
 
     def set_quick_mode(self, on: bool) -> None:
         """Skip payload checksum verification on reads (metadata checks stay on)."""
+        on = checks.flag(on, "on")
         if on and not self._warned_quick:
             warnings.warn("StreamDB quick mode: document checksums are not verified on read",
                           stacklevel=2)
@@ -814,14 +856,24 @@ class Database(ReadMethods, Transactions):
             self._check_no_tx("verify()")
             return maintenance.verify(self)
 
-    def backup(self, dest: str | os.PathLike[str]) -> None:
-        """Write a consistent copy of the database to `dest` (one .db file: it is
-        checkpointed first), under a temporary name, fsynced, then renamed, so `dest` is
-        never half written. O(file size); writers wait meanwhile, readers do not."""
+    def backup(self, dest: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        """Write a consistent copy of the database to `dest`: one file that opens as a
+        database on its own (the database is checkpointed first). It is written under a
+        temporary name beside `dest`, fsynced, then renamed, so `dest` is never half
+        written and a failed backup leaves it as it was.
+
+        Raises InvalidArgumentError when `dest` is one of this database's own files (the
+        database, its log `NAME-wal` and `NAME-wal.N`, its reader table `NAME-readers`),
+        however spelled (links count), or exists and `overwrite` is false. O(file size);
+        writers wait meanwhile, readers do not."""
+        from streamdb.backup import backup
+
+        overwrite = checks.flag(overwrite, "overwrite")
+        dest = checks.fspath(dest, "the backup destination")
         with self._write_lock:
             self._check_open()
             self._check_no_tx("backup()")
-            maintenance.backup(self, dest)
+            backup(self, dest, overwrite=overwrite)
 
     def compact(self) -> None:
         """Rewrite the database into a new file holding only what is live, each version
@@ -953,6 +1005,7 @@ class Database(ReadMethods, Transactions):
         version until closed); "wb" buffers and writes a new version when closed."""
         from streamdb.fileobj import DocumentReader, DocumentWriter
 
+        checks.choice(mode, "mode", ("rb", "wb"))
         if mode == "rb":
             return DocumentReader(self, *self._hold_latest(path), path)
         if mode == "wb":
@@ -960,6 +1013,23 @@ class Database(ReadMethods, Transactions):
             self._check_writable()
             return DocumentWriter(self, path)
         raise E.InvalidArgumentError(f"mode must be 'rb' or 'wb', not {mode!r}")
+
+
+def _pairs(items: object) -> list[tuple[bytes, str, object]]:
+    """`write_documents`' items as (key, path, data), each checked. O(items)."""
+    if isinstance(items, str | bytes | bytearray | memoryview) or not isinstance(
+            items, Iterable):
+        raise E.InvalidArgumentError(
+            f"write_documents takes an iterable of (path, data) pairs, not "
+            f"{type(items).__name__}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise E.InvalidArgumentError(
+                f"write_documents item {i} must be a (path, data) pair, not {item!r:.60}")
+        path, data = item
+        out.append((path_key(path), path, check_source(data)))
+    return out
 
 
 def _after_fork_in_child() -> None:

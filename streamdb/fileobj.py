@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamdb.errors import InvalidArgumentError
 from streamdb.pins import State
+from streamdb.storage.docio import as_bytes
 from streamdb.storage.records import Version
 
 if TYPE_CHECKING:
@@ -83,8 +84,10 @@ class DocumentReader(io.RawIOBase):
 
 class DocumentWriter(io.RawIOBase):
     """Collects bytes (in memory up to 1 MiB, then in a temporary file) and writes them as
-    a new version of the document when closed. Leaving a `with` block by an exception
-    discards them."""
+    a new version of the document when `close()` is called or a `with` block ends
+    normally. Leaving a `with` block by an exception discards them, and so does a writer
+    that is never closed: one the garbage collector finds (dropped, or left behind by an
+    exception) commits nothing."""
 
     def __init__(self, db: Database, path: str) -> None:
         super().__init__()
@@ -99,9 +102,12 @@ class DocumentWriter(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
+        """Append the bytes of `data` (any C-contiguous buffer). Returns their count.
+        Raises InvalidArgumentError for a str or anything else that is not bytes-like,
+        ValueError once closed (as io does)."""
         if self.closed:
             raise ValueError("write to a closed document writer")
-        return self._spool.write(data)
+        return self._spool.write(as_bytes(data, "data written to a document"))
 
     def close(self) -> None:
         if self.closed:
@@ -118,3 +124,11 @@ class DocumentWriter(io.RawIOBase):
                  tb: TracebackType | None) -> None:
         self._discard = exc_type is not None
         self.close()
+
+    def __del__(self) -> None:
+        # Never closed: abandoned (or its close raised). Commit nothing.
+        self._discard = True
+        if not getattr(self, "_spool", None) or self.closed:
+            return
+        self._spool.close()
+        io.RawIOBase.close(self)

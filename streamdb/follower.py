@@ -26,7 +26,6 @@ F5. Without mmap, the page cache may hold free pages it read ahead, which the wr
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -45,19 +44,11 @@ ATTEMPTS = 1000  # loads that may start over (F1, F3) before giving up
 UNPROVEN_ATTEMPTS = 25  # reads of a lone pre-mirroring header copy before giving up (H3)
 
 def _same_file(db: Database) -> bool:
-    """True while the path still names the file we have open (F3). Non-OS file layers
-    have no inodes: there compaction is not followed."""
-    fileno = getattr(db._pager.file, "fileno", None)
-    if not callable(fileno):
-        return True
+    """True while the path still names the file we have open (F3)."""
     try:
-        ours = os.fstat(fileno())
-        now = os.stat(db.path)
-    except FileNotFoundError:
-        return False
+        return db._vfs.identity(db.path) == db._pager.file.identity()
     except OSError as exc:
         raise io_error(exc, f"checking {db.path}") from exc
-    return (ours.st_dev, ours.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _reopen(db: Database) -> None:

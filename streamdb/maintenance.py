@@ -49,6 +49,9 @@ def write_checkpoint(db: Database, *, force: bool = False,
             or at != db._header.checkpoint_lsn or space.free_at_end()):
         return  # nothing since the last checkpoint
     db._release_space()  # the new trees may use pages freed by durable changes
+    # Free pages at the end of the file are given back to the file system (cut off at the
+    # end, once the new header is durable); new pages go before them.
+    space.trim_end()
     leaf_max = db._page_size // 4
 
     def to_pages(doc: DocRecord) -> DocRecord:
@@ -71,9 +74,8 @@ def write_checkpoint(db: Database, *, force: bool = False,
     for name, items in streams.items():
         refs[name], _ = btree.build(db._store, items, kind=_KINDS[name])
     # 2. The free map as it will be once the new header is durable and no reader holds an
-    #    older state. Free pages at the end of the file are given back to the file system
-    #    (cut off below, once the new header is durable).
-    space.trim_end()
+    #    older state.
+    space.trim_end()  # what step 1 gave back at the end
     refs["free"] = _write_free_tree(db, old_pages)
     pager.sync()
     # 3. Both header copies (H1 in storage/header.py), then the log may forget what the
@@ -102,11 +104,13 @@ def write_checkpoint(db: Database, *, force: bool = False,
 
 def _write_free_tree(db: Database, old_pages: list[int]) -> btree.TreeRef:
     """The free tree of the checkpoint being written: the extents free once its header is
-    durable (free now, pending, and the old trees' pages), stored in pages free now, so the
-    file does not grow by a tree per checkpoint. Its own pages must not be in the map it
-    holds, and how many it needs depends on the map: pages are taken (lowest first) or given
-    back until the count is stable (a page or two; a few rounds at most), else it goes past
-    the end of the file, where writing it changes nothing. O(extents) per round."""
+    durable (free now, pending, and the old trees' pages), stored in pages free now (small
+    extents first, `FreeSpace.take_small`), so the file does not grow by a tree per
+    checkpoint. Its own pages must not be in the map it holds, and how many it needs
+    depends on the map: pages are taken or given back until the count is stable (a page or
+    two; a few rounds at most), else it goes past the end of the file, where writing it
+    changes nothing. Pages past the end are taken too when no small extent is free. O(extents
+    x list) per round."""
     space, page_size = db._space, db._page_size
 
     def items() -> list[tuple[bytes, bytes]]:
@@ -125,7 +129,7 @@ def _write_free_tree(db: Database, old_pages: list[int]) -> btree.TreeRef:
             return btree.build(_Reserved(db._store, reserved), items(),
                                kind=KIND_FREE)[0]
         if need > len(reserved):
-            reserved += space.take_lowest(need - len(reserved))
+            reserved += space.take_small(need - len(reserved))
             if len(reserved) < need:  # no more free pages: the rest past the end
                 end = space.file_pages
                 space.file_pages += need - len(reserved)
@@ -309,40 +313,6 @@ def rebuild_index(db: Database) -> None:
     suffix = sorted(key[::-1] for key, _ in mapping)
     db._checkpoint(force=True, index={"paths": iter(mapping),
                                       "suffix": ((k, b"") for k in suffix)})
-
-def backup(db: Database, dest: str | os.PathLike[str]) -> None:
-    """Write a consistent copy of the database to `dest` (a single .db file), under a
-    temporary name, fsynced, then renamed, so `dest` is never half written.
-
-    The writer checkpoints, then copies the file: O(file size), writers wait meanwhile. A
-    read-only open copies the state it reads, document by document, into a new file:
-    O(live data), the writer goes on."""
-    target = os.fspath(dest)
-    tmp = target + ".tmp-backup"
-    try:
-        if db.readonly:
-            write_copy(db, tmp).close()
-        else:
-            if db._failed is None:
-                db._checkpoint()
-            _copy_file(db, tmp)
-        db._vfs.rename(tmp, target)
-        db._vfs.sync_dir(os.path.dirname(os.path.abspath(target)))
-    except OSError as exc:
-        raise _io(exc, f"backing up to {target}") from exc
-
-
-def _copy_file(db: Database, tmp: str) -> None:
-    out = db._vfs.open(tmp, create=True)
-    try:
-        out.truncate(0)
-        size = db._space.file_pages * db._page_size
-        for offset in range(0, size, 1 << 20):
-            out.pwritev([db._pager.read(offset, min(1 << 20, size - offset))], offset)
-        out.sync()
-    finally:
-        out.close()
-
 
 def compact(db: Database) -> None:
     """Rewrite the database into a new file holding only what is live, each version

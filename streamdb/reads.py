@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from streamdb import checks
 from streamdb import errors as E
 from streamdb.errmap import io_error
 from streamdb.logs import read_messages
@@ -103,8 +104,10 @@ class ReadMethods(ABC):
         O(length); every chunk touched is verified (unless quick mode). Raises
         NotFoundError, InvalidArgumentError, ChecksumMismatch naming the path and offset.
         """
-        if offset < 0 or (length is not None and length < 0):
-            raise E.InvalidArgumentError("offset and length must be >= 0")
+        if version is not None or length is not None or type(offset) is not int or offset:
+            version = checks.optional_integer(version, "version", minimum=1)
+            offset = checks.integer(offset, "offset")
+            length = checks.optional_integer(length, "length")
         state = self._enter()
         try:
             v = version_at(state, path, version)
@@ -147,6 +150,7 @@ class ReadMethods(ABC):
         path) for bytes that are not Arrow IPC."""
         from streamdb import arrow
 
+        validate = checks.flag(validate, "validate")
         view = self.get_view(path)
         try:
             return arrow.read_ipc(view, validate=validate)
@@ -160,8 +164,7 @@ class ReadMethods(ABC):
         fixed when the iterator is created; its pages stay readable until the iterator is
         exhausted, closed or collected. Raises ClosedError from `next()` once the database
         is closed."""
-        if chunk_size is not None and chunk_size <= 0:
-            raise E.InvalidArgumentError("chunk_size must be > 0")
+        chunk_size = checks.optional_integer(chunk_size, "chunk_size", minimum=1)
         held, v = self._hold_latest(path)
         return self._stream(held, path, v, chunk_size or v.chunk_size or CHUNK)
 
@@ -194,12 +197,14 @@ class ReadMethods(ABC):
         it is when the iterator is created (appends after that are not seen). Memory
         O(256 KiB). Raises NotFoundError, InvalidArgumentError (not a message log),
         ChecksumMismatch and CorruptionError naming the path."""
-        if start < 0:
-            raise E.InvalidArgumentError("start must be >= 0")
+        start = checks.integer(start, "start")
         held, v = self._hold_latest(path)
-        if v.log is None:
+        if v.log is None or v.log.framing == ARROW_STREAM:
             self._db._pins.release_later(held)
-            raise E.InvalidArgumentError(f"{path!r} is a document, not a message log")
+            if v.log is None:
+                raise E.InvalidArgumentError(f"{path!r} is a document, not a message log")
+            raise E.InvalidArgumentError(
+                f"{path!r} holds an Arrow stream, not a message log: read it with get_table")
         return self._messages(held, path, v, start)
 
     def _messages(self, state: State, path: str, v: Version, start: int) -> Iterator[memoryview]:
@@ -291,6 +296,7 @@ class ReadMethods(ABC):
 
     def list_paths(self, doc_id: uuid.UUID) -> list[str]:
         """The paths naming a document (the id -> paths lookup). O(log n)."""
+        doc_id = checks.doc_id(doc_id)
         state = self._enter()
         try:
             doc = state.catalog.doc(doc_id.bytes, state.lsn)

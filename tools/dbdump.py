@@ -104,6 +104,10 @@ class ReadOnlyFile:
     def lock(self) -> None:
         self._refuse()
 
+    def identity(self) -> tuple[int, int]:
+        st = os.fstat(self._fd)
+        return st.st_dev, st.st_ino
+
     def close(self) -> None:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1

@@ -67,6 +67,10 @@ class FaultyVFS:
         self._tick("sync_dir")
         self.inner.sync_dir(path)
 
+    def identity(self, path: str) -> tuple[int, int] | None:
+        self._tick("identity")
+        return self.inner.identity(path)
+
 
 class _FaultyFile:
     def __init__(self, vfs: FaultyVFS, inner: VFile) -> None:
@@ -100,6 +104,10 @@ class _FaultyFile:
     def lock(self) -> None:
         self._vfs._tick("lock")
         self._inner.lock()
+
+    def identity(self) -> tuple[int, int]:
+        self._vfs._tick("identity")
+        return self._inner.identity()
 
     def close(self) -> None:
         # Closing never fails: a test must be able to tidy up after any injected fault.

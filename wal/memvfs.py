@@ -115,6 +115,9 @@ class MemoryFile:
             self._inode.pending.clear()
             self._vfs.syncs += 1
 
+    def identity(self) -> tuple[int, int]:
+        return 0, id(self._inode)
+
     def lock(self) -> None:
         with self._vfs._lock:
             self._check()
@@ -180,6 +183,17 @@ class MemoryVFS:
                 if _dirname(name) == path:
                     self._durable_names[name] = inode
             self.syncs += 1
+
+    def identity(self, path: str) -> tuple[int, int] | None:
+        """A file's inode (names are never links here), or a directory's name: (0, id) for
+        files, (1, hash) for directories that hold something."""
+        with self._lock:
+            inode = self._names.get(path)
+            if inode is not None:
+                return 0, id(inode)
+            if any(_dirname(name) == path.rstrip("/") for name in self._names):
+                return 1, hash(path.rstrip("/"))
+            return None
 
     def read_file(self, path: str) -> bytes:
         """The visible contents of a file (for tests)."""

@@ -52,6 +52,10 @@ class VFile(Protocol):
         """Take an exclusive advisory lock held until close; BlockingIOError if held elsewhere."""
         ...
 
+    def identity(self) -> tuple[int, int]:
+        """(device, inode) of the open file, as `VFS.identity` gives for a path naming it."""
+        ...
+
     def close(self) -> None:
         """Release the descriptor (and the lock). Idempotent."""
         ...
@@ -78,6 +82,11 @@ class VFS(Protocol):
 
     def sync_dir(self, path: str) -> None:
         """Make creations, renames and removals in directory `path` durable."""
+        ...
+
+    def identity(self, path: str) -> tuple[int, int] | None:
+        """(device, inode) of the file or directory `path` names, links followed; None if
+        nothing is there. Two paths name the same file exactly when these are equal."""
         ...
 
 
@@ -146,6 +155,10 @@ class OsFile:
             else:
                 os.fsync(self._fd)
 
+    def identity(self) -> tuple[int, int]:
+        st = os.fstat(self._fd)
+        return st.st_dev, st.st_ino
+
     def lock(self) -> None:
         # flock, not lockf: POSIX record locks vanish when *any* descriptor of the file closes.
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -174,6 +187,13 @@ class OsVFS:
 
     def listdir(self, path: str) -> list[str]:
         return os.listdir(path or ".")
+
+    def identity(self, path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path or ".")
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
 
     def sync_dir(self, path: str) -> None:
         fd = os.open(path or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

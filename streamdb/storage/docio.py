@@ -86,40 +86,100 @@ def known_size(data: object) -> int | None:
     """The number of bytes `data` will yield, when that can be told without reading it."""
     if isinstance(data, bytes | bytearray | memoryview):
         return memoryview(data).nbytes
-    if isinstance(data, io.IOBase) and data.seekable():
+    if not isinstance(data, str):
         try:
+            return memoryview(data).nbytes  # type: ignore[arg-type]
+        except TypeError:
+            pass  # not a buffer: a file object, an iterable, or something refused later
+    if isinstance(data, io.IOBase):
+        try:
+            if not data.seekable():
+                return None
             here = data.tell()
             end = data.seek(0, io.SEEK_END)
             data.seek(here)
             return end - here
-        except OSError:
+        except (OSError, ValueError):  # a closed file: reading it says so
             return None
     return None
 
 
-def source_pieces(data: object) -> Iterator[memoryview]:
-    """The bytes of a bytes-like object, a binary file object, or an iterable of bytes-like
-    chunks, in pieces of at most PIECE bytes. Raises InvalidArgumentError for anything
-    else (a str in particular: encode it first)."""
+def as_bytes(data: object, what: str) -> memoryview:
+    """The bytes of any C-contiguous object with the buffer protocol (bytes, bytearray,
+    memoryview, numpy arrays, array.array, mmap, ...) as a flat byte view, no copy.
+    Raises InvalidArgumentError naming `what` for a str, a non-contiguous buffer, or an
+    object that is not bytes-like. O(1)."""
+    if isinstance(data, str):
+        raise InvalidArgumentError(f"{what} must be bytes, not str: encode it first")
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{what} must be bytes-like, not {type(data).__name__}") from None
+    if not view.c_contiguous:
+        raise InvalidArgumentError(
+            f"{what} must be C-contiguous (a non-contiguous buffer, such as a strided numpy "
+            f"view, has no single run of bytes: copy it first, e.g. numpy.ascontiguousarray)")
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _buffer(data: object) -> memoryview | None:
+    """`as_bytes(data)`, or None if `data` does not have the buffer protocol."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return as_bytes(data, "document data")
+    try:
+        memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return as_bytes(data, "document data")
+
+
+def check_source(data: object) -> object:
+    """`data` if it can be a document's source (what `source_pieces` takes), checked as far
+    as that can be without reading it: a str, a non-contiguous buffer, or something that is
+    neither bytes-like, readable nor iterable raises InvalidArgumentError. O(1)."""
     if isinstance(data, str):
         raise InvalidArgumentError("documents are bytes: encode the str first")
-    if isinstance(data, bytes | bytearray | memoryview):
-        view = memoryview(data).cast("B")
+    if _buffer(data) is None and not callable(getattr(data, "read", None)) and not isinstance(
+            data, Iterable):
+        raise InvalidArgumentError(
+            f"a document is bytes-like, a binary file object or an iterable of chunks, "
+            f"not {type(data).__name__}")
+    return data
+
+
+def source_pieces(data: object) -> Iterator[memoryview]:
+    """The bytes of a bytes-like object (anything C-contiguous with the buffer protocol:
+    numpy arrays, array.array, mmap), a binary file object, or an iterable of bytes-like
+    chunks, in pieces of at most PIECE bytes. Raises InvalidArgumentError for anything
+    else (a str in particular: encode it first; a closed or text-mode file)."""
+    if isinstance(data, str):
+        raise InvalidArgumentError("documents are bytes: encode the str first")
+    view = _buffer(data)
+    if view is not None:
         for start in range(0, len(view), PIECE):
             yield view[start : start + PIECE]
         return
     read = getattr(data, "read", None)
     if callable(read):
         while True:
-            piece = read(PIECE)
+            try:
+                piece = read(PIECE)
+            except OSError as exc:
+                if isinstance(exc, io.UnsupportedOperation):
+                    raise InvalidArgumentError(
+                        f"the file object cannot be read: {exc}") from exc
+                raise  # a failed read: the database reports it as a storage error
+            except ValueError as exc:  # a closed file
+                raise InvalidArgumentError(f"the file object cannot be read: {exc}") from exc
             if not piece:
                 return
             if isinstance(piece, str):
                 raise InvalidArgumentError("the file object is in text mode: open it with 'rb'")
-            yield memoryview(piece).cast("B")
+            yield as_bytes(piece, "what the file object's read() returned")
     if isinstance(data, Iterable):
         for item in data:
-            if isinstance(item, str) or not isinstance(item, bytes | bytearray | memoryview):
+            if isinstance(item, str) or _buffer(item) is None:
                 raise InvalidArgumentError(
                     f"document chunks must be bytes-like, not {type(item).__name__}"
                 )

@@ -25,6 +25,7 @@ from sortedcontainers import SortedDict, SortedList
 from streamdb.errors import StorageFullError
 
 Stamp = tuple[int, int]  # (header generation, lsn), compared as a tuple
+SMALL = 8  # pages: extents this size or smaller are where tree pages go first
 
 
 class FreeSpace:
@@ -171,13 +172,32 @@ class FreeSpace:
         self._oldest_cache = None
         return freed
 
-    def take_lowest(self, count: int) -> list[int]:
-        """Up to `count` free pages, lowest first, taken out of the map (not necessarily
-        contiguous; fewer if fewer are free; the file never grows). O(extents touched x
-        log n)."""
+    def allocate_scattered(self) -> int:
+        """One page that need not sit next to any other (a tree page): from the smallest
+        free extent, else past the end of the file, so the largest extent stays whole for
+        documents; from it only when the file cannot grow (max_pages). O(log n)."""
+        taken = self.take_small(1)
+        if taken:
+            return taken[0]
+        if self.file_pages < self.max_pages:
+            self.file_pages += 1
+            return self.file_pages - 1
+        return self.allocate(1)
+
+    def take_small(self, count: int) -> list[int]:
+        """Up to `count` free pages for pages that need not be contiguous (tree pages),
+        taken out of the map from the smallest extents first (lowest pages of each), so the
+        large ones stay whole for documents: never from the largest extent, unless it has
+        at most SMALL pages or is more than half the file (a mostly empty file: using its
+        first pages lets the end of the file go free, to be cut off). Fewer if those run
+        out; the file never grows. O(extents x log n)."""
         pages: list[int] = []
-        while len(pages) < count and self._by_start:
-            start, size = map(int, self._by_start.peekitem(0))
+        usable = list(self._by_size)  # (size, start), smallest first
+        if usable and SMALL < usable[-1][0] and 2 * usable[-1][0] <= self.file_pages:
+            usable.pop()
+        for size, start in map(lambda e: (int(e[0]), int(e[1])), usable):
+            if len(pages) >= count:
+                break
             take = min(size, count - len(pages))
             self._remove(start, size)
             if size > take:

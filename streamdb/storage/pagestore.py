@@ -35,10 +35,14 @@ class PageStore:
             raise io_error(exc, f"reading page {page_no}") from exc
 
     def allocate(self, n_pages: int) -> int:
+        """Pages for a tree: one page (leaf or internal) anywhere, from small free extents
+        first (`FreeSpace.allocate_scattered`); an overflow chain contiguous."""
         if self.at_end:
             start = self.space.file_pages
             self.space.file_pages += n_pages
             return start
+        if n_pages == 1:
+            return self.space.allocate_scattered()
         return self.space.allocate(n_pages)
 
     def write_pages(self, page_no: int, data: bytes | bytearray | memoryview) -> None:

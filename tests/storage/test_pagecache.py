@@ -315,6 +315,9 @@ class RacingFile:
     def lock(self) -> None:
         self.file.lock()
 
+    def identity(self) -> tuple[int, int]:
+        return self.file.identity()
+
     def close(self) -> None:
         self.file.close()
 

@@ -229,6 +229,9 @@ class _HookVFS:
     def sync_dir(self, path: str) -> None:
         self.inner.sync_dir(path)
 
+    def identity(self, path: str) -> tuple[int, int] | None:
+        return self.inner.identity(path)
+
 
 class _HookFile:
     def __init__(self, vfs: _HookVFS, inner: wal.VFile) -> None:
@@ -259,6 +262,9 @@ class _HookFile:
 
     def lock(self) -> None:
         raise AssertionError("a tail never locks")
+
+    def identity(self) -> tuple[int, int]:
+        return self._inner.identity()
 
     def close(self) -> None:
         self._inner.close()
