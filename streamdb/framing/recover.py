@@ -157,7 +157,8 @@ def _check_torn(file: Any, deframer: DefaultDeframer, good: int, size: int,
     except _OverBudget:
         raise TailNotTorn(
             f"the {tail} bytes after the last good frame could not be searched for valid "
-            f"frames within the work limit ({budget} bytes hashed): not cut as a torn tail",
+            f"frames within the work limit ({budget} bytes hashed, {CANDIDATE_WORK} more per "
+            f"frame checked): not shown to be a torn tail, and nothing was cut",
             offset=good, tail=tail) from None
     if found is not None:
         raise TailNotTorn(
