@@ -27,17 +27,23 @@ input, so a replay is exact. The target (`run_one`) runs, on S:
 4. re-framing what came out with the matching framer: `StreamWriter.write_many` and `write()`
    (random buffer sizes; `BoundedFramer` under small limits) and `frame()`, the payloads as
    bytes, bytearray, or memoryviews of bytes or of 2- and 4-byte items;
-5. `recover(io.BytesIO(S))`, with and without `truncate=True`;
+5. `recover(io.BytesIO(S))`, with and without `truncate=True`, against an oracle written from
+   the rules of docs/format/framing.md ("Recovery"): a backward pass over every offset after
+   the point where decoding stopped, finding the first chain of valid frames that proves
+   the bytes there corrupt rather than torn;
 6. `TlvDecoder` on S, in one piece and in random pieces, and `TlvEncoder` on what came out.
 
 Accepted: payloads, then a clean end, `UnexpectedEof`, `FrameTooLarge` or `ChecksumMismatch`
-(TLV: the first two). A bug (`HarnessBug`, or an exception named after its type and the
-innermost `streamdb` function): any other exception; payloads, error type or offset, or
-consumed prefix that differ from the reference in any step; re-framed payloads that are not
-the consumed prefix of S byte for byte; error details that do not match the bytes (offset,
-`FrameTooLarge.length`, `ChecksumMismatch.expected`/`computed`); a payload that is writable or
-changes after it was handed out (zero copy: a view stays valid); `recover` disagreeing with
-the reference, or truncating anything but a torn tail; a step whose tracemalloc peak passes
+(TLV: the first two); from `recover`, also `TailNotTorn` where the rules refuse the tail. A
+bug (`HarnessBug`, or an exception named after its type and the innermost `streamdb`
+function): any other exception; payloads, error type or offset, or consumed prefix that
+differ from the reference in any step; re-framed payloads that are not the consumed prefix of
+S byte for byte; error details that do not match the bytes (offset, `FrameTooLarge.length`,
+`ChecksumMismatch.expected`/`computed`); a payload that is writable or changes after it was
+handed out (zero copy: a view stays valid); `recover` disagreeing with the reference or the
+oracle (cutting a tail that valid frames follow, a refusal naming another frame, a refusal
+for the work limit when all of the search is within it), raising after changing the file, or
+truncating anything but a torn tail; a step whose tracemalloc peak passes
 `MEMORY_BASE + MEMORY_PER_BYTE * len(input)` (a claimed length must not size a buffer); an
 input running past `TIME_LIMIT` seconds (watchdog). Bugs are saved to fuzz/crashes/
 (`framing-<signature>.bin`, minimized, with a `.txt` traceback).
@@ -73,7 +79,18 @@ if str(FUZZ_DIR) not in sys.path:
 import fuzzkit  # noqa: E402
 
 import streamdb.framing as fr  # noqa: E402
-from streamdb.errors import ChecksumMismatch, FrameTooLarge, UnexpectedEof  # noqa: E402
+from streamdb.errors import (  # noqa: E402
+    ChecksumMismatch,
+    CorruptionError,
+    FrameTooLarge,
+    UnexpectedEof,
+)
+from streamdb.framing.recover import (  # noqa: E402
+    CANDIDATE_WORK,
+    SCAN_WORK_MAX,
+    SCAN_WORK_PER_BYTE,
+    UNCHECKED_TAIL,
+)
 
 CORPUS_DIR = FUZZ_DIR / "corpus" / "framing"
 CRASH_DIR = FUZZ_DIR / "crashes"
@@ -458,19 +475,123 @@ def check_reframed(case: Case, ref: Decoded, rng: random.Random, budget: int) ->
         raise HarnessBug("reframed-differs: Framer.frame", "the frames are not the prefix")
 
 
-def check_recover(case: Case, ref: Decoded, budget: int) -> None:
+ORACLE_HASH_CAP = 64 << 20  # bytes the recover oracle hashes at most (else it checks less)
+
+
+@dataclasses.dataclass
+class TailVerdict:
+    """What the rules of docs/format/framing.md ("Recovery") make of the bytes after the last
+    good frame when the decoding stopped inside a frame: `torn` (cut them), or refused with
+    `frame_offset` (the first valid frame of a chain proving corruption) or without.
+    `work` bounds the work `recover`'s search may spend (each frame checked once)."""
+
+    torn: bool
+    frame_offset: int | None
+    work: int
+    exact: bool  # False: the oracle did not hash everything (too costly), verdict unknown
+
+
+def tail_verdict(case: Case, ref: Decoded) -> TailVerdict:
+    """The oracle, written from the documented rules, independently of recover.py: a
+    backward pass over every offset after the bad point, each frame checked once."""
+    s, hs, good = case.stream, case.header_size, ref.consumed
+    checksum = case.checksum()
+    if checksum is None or checksum.size == 0:
+        largest = max((len(p) for p in ref.payloads), default=0)
+        too_long = len(s) - good > max(UNCHECKED_TAIL, hs + largest)
+        return TailVerdict(not too_long, None, 0, True)
+    k = checksum.size
+    need = -(-32 // (8 * k))  # frames carrying 32 bits of checksum in all
+    end = len(s)
+    lengths: dict[int, int] = {}
+    work = hashed = 0
+    for pos in range(good + 1, end - hs + 1):
+        n = struct.unpack_from("<I", s, pos)[0]
+        if n <= case.limit and pos + hs + n <= end:
+            lengths[pos] = n
+            work += CANDIDATE_WORK + n
+            hashed += n
+    if hashed > ORACLE_HASH_CAP:
+        return TailVerdict(False, None, work, False)
+    # chain[pos] = (evidence frames, at most `need`; whether the chain ends exactly at the end)
+    chain: dict[int, tuple[int, bool]] = {end: (0, True)}
+    for pos in range(end - 1, good, -1):
+        n = lengths.get(pos)
+        if n is None:
+            chain[pos] = (0, False)
+            continue
+        stored = int.from_bytes(s[pos + 4 : pos + hs], "little")
+        payload = s[pos + hs : pos + hs + n]
+        if checksum.compute(payload) % (1 << 8 * k) != stored:
+            chain[pos] = (0, False)
+            continue
+        own = 0 if stored == 0 and payload == bytes(n) else 1  # zero fill proves nothing
+        evidence, at_end = chain[pos + hs + n]
+        chain[pos] = (min(need, own + evidence), at_end)
+    for pos in range(good + 1, end - hs + 1):
+        if s[pos : pos + hs] == bytes(hs):  # a chain never starts in zero fill
+            continue
+        evidence, at_end = chain[pos]
+        if evidence >= need or (at_end and evidence >= 1 and evidence + 1 >= need):
+            return TailVerdict(False, pos, work, True)
+    return TailVerdict(True, None, work, True)
+
+
+def proves(case: Case, pos: int) -> bool:
+    """Whether the chain of valid frames from `pos` proves valid data (forward walk)."""
     s, hs = case.stream, case.header_size
-    if isinstance(ref.error, FrameTooLarge):
-        torn = ref.error.length + hs + ref.consumed > len(s)
-    else:
-        torn = isinstance(ref.error, UnexpectedEof)
-    error = None if torn or isinstance(ref.error, UnexpectedEof) else ref.error
+    checksum = case.checksum()
+    assert checksum is not None
+    need = -(-32 // (8 * checksum.size))
+    evidence = 0
+    while pos + hs <= len(s):
+        n = struct.unpack_from("<I", s, pos)[0]
+        if n > case.limit or pos + hs + n > len(s):
+            return False
+        stored = int.from_bytes(s[pos + 4 : pos + hs], "little")
+        payload = s[pos + hs : pos + hs + n]
+        if checksum.compute(payload) % (1 << 8 * checksum.size) != stored:
+            return False
+        evidence += 0 if stored == 0 and payload == bytes(n) else 1
+        pos += hs + n
+        if evidence >= need or (pos == len(s) and evidence >= 1 and evidence + 1 >= need):
+            return True
+    return False
+
+
+def check_recover(case: Case, ref: Decoded, budget: int) -> str:
+    """`recover` against the reference decoding and the oracle: damage reported (a length
+    above the limit included, wherever it ends), a torn tail cut only with `truncate`, and
+    TailNotTorn, leaving the file as it was, exactly when the rules refuse the tail. Returns
+    what recover did: clean, damage, torn, corrupt (valid frames follow) or refused."""
+    s = case.stream
+    stopped_inside = isinstance(ref.error, UnexpectedEof)
+    error = None if stopped_inside else ref.error
+    verdict = tail_verdict(case, ref) if stopped_inside else None
+    tail = len(s) - ref.consumed
+    outcome = "clean" if ref.error is None else "damage" if error is not None else "torn"
     for truncate in (False, True):
         name = f"recover(truncate={truncate})"
+        refused: fr.TailNotTorn | None = None
         with step(name, budget):
             file = io.BytesIO(s)
-            result = fr.recover(file, case.deframer(), truncate=truncate)
+            try:
+                result = fr.recover(file, case.deframer(), truncate=truncate)
+            except fr.TailNotTorn as exc:
+                refused = exc
             after = file.getvalue()
+        if refused is not None:
+            if after != s:
+                raise HarnessBug(f"recover-modified: {name}",
+                                 f"raised {refused!r} and left {len(after)} of {len(s)} bytes")
+            check_refusal(case, ref, verdict, refused, name)
+            outcome = "refused" if refused.frame_offset is None else "corrupt"
+            continue
+        torn = stopped_inside
+        if verdict is not None and verdict.exact and not verdict.torn:
+            raise HarnessBug(f"recover-cut-untorn: {name}",
+                             f"{tail} bytes at {ref.consumed} are not a torn tail (valid "
+                             f"frame at {verdict.frame_offset}), recover said torn")
         expect = (len(ref.payloads), ref.consumed, len(s), torn, truncate and torn)
         got = (result.frames, result.good_offset, result.size, result.torn, result.truncated)
         if got != expect:
@@ -485,6 +606,38 @@ def check_recover(case: Case, ref: Decoded, budget: int) -> None:
         if after != (s[: ref.consumed] if truncate and torn else s):
             raise HarnessBug(f"recover-modified: {name}",
                              f"{len(after)} bytes left of {len(s)}, torn={torn}")
+    return outcome
+
+
+def check_refusal(case: Case, ref: Decoded, verdict: TailVerdict | None,
+                  exc: fr.TailNotTorn, name: str) -> None:
+    """TailNotTorn must be what the oracle says, or a search that passed its work limit."""
+    s, tail = case.stream, len(case.stream) - ref.consumed
+    if verdict is None:
+        raise HarnessBug(f"recover-refused-damage: {name}", f"{exc!r} after {ref.ending}")
+    if not isinstance(exc, CorruptionError) or (exc.offset, exc.tail) != (ref.consumed, tail):
+        raise HarnessBug(f"recover-refusal-details: {name}",
+                         f"{exc!r}: offset {exc.offset}, tail {exc.tail}; expected "
+                         f"{ref.consumed}, {tail}")
+    found = exc.frame_offset
+    if found is not None:
+        if verdict.exact:
+            right = found == verdict.frame_offset
+        else:  # at least a chain that proves, not starting in zero fill
+            right = (ref.consumed < found and proves(case, found)
+                     and any(s[found : found + case.header_size]))
+        if not right:
+            raise HarnessBug(f"recover-refusal-frame: {name}",
+                             f"valid frame at {found}, expected {verdict.frame_offset}")
+        return
+    if case.checksum() is None:  # a deframer without checksums: the size rule
+        if verdict.torn:
+            raise HarnessBug(f"recover-refused-torn: {name}", f"{exc!r}")
+        return
+    budget = min(SCAN_WORK_MAX, SCAN_WORK_PER_BYTE * tail)
+    if verdict.work <= budget:  # the search cannot have passed its limit
+        raise HarnessBug(f"recover-refused-within-budget: {name}",
+                         f"{exc!r}; all of the search is {verdict.work} of {budget}")
 
 
 def check_tlv(case: Case, ref: Decoded) -> None:
@@ -568,7 +721,7 @@ def _run(data: bytes) -> str:
             same(ref, read_stream(case, make(), how, size, name, rng), name)
 
     check_reframed(case, ref, rng, budget)
-    check_recover(case, ref, budget)
+    recovered = check_recover(case, ref, budget)
 
     name = "TlvDecoder, one piece"
     with step(name, budget):
@@ -581,7 +734,7 @@ def _run(data: bytes) -> str:
 
     frames = "0" if not ref.payloads else "1" if len(ref.payloads) == 1 else "2+"
     return f"{case.kind}{'/small' if case.small else ''}: {frames} frames, {ref.ending}; " \
-           f"TLV {tlv.ending}"
+           f"recover {recovered}; TLV {tlv.ending}"
 
 
 # -- generating streams -----------------------------------------------------------------------

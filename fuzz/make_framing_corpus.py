@@ -69,6 +69,14 @@ def build(rng: random.Random) -> dict[str, Case]:
                                                      valid + U32.pack(0xFFFFFFFF) + bytes(12))
         corpus[f"length-past-eof-by-1-{kind}"] = Case(
             kind, False, valid + U32.pack(20 - hs + 1) + bytes(20 - 4))
+        # A length past the end with whole frames after it (frame 4 of 10): corruption that
+        # recover must refuse to cut for a checksummed deframer.
+        corrupt = bytearray(valid)
+        corrupt[4 * hs + sum(sizes[:4]) + 2] = 0x40
+        corpus[f"length-past-eof-frames-follow-{kind}"] = Case(kind, False, bytes(corrupt))
+    # A "torn tail" longer than one frame, for a deframer that cannot check frames.
+    corpus["unchecked-tail-over-4KiB-default"] = Case(
+        "default", False, frame_all("default", [b"x" * 10]) + U32.pack(1 << 20) + b"y" * 5000)
     # Past the default limit of 2 GiB, at it, and lengths below it that claim more than the
     # input holds (UnexpectedEof, and no buffer sized from them).
     corpus["length-2GiB-plus-1-default"] = Case("default", False,

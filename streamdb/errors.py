@@ -19,7 +19,9 @@ StreamDbError
 ├── UnsupportedError                  unknown format version, unsupported type, ...
 ├── FramingError                      framed streams and TLV (streamdb.framing)
 │   ├── UnexpectedEof                 the input ends inside a frame (never EOFError)
-│   └── FrameTooLarge                 a length above the configured maximum
+│   ├── FrameTooLarge                 a length above the configured maximum
+│   └── TailNotTorn                   recover() will not cut what is not a torn tail; also a
+│                                     CorruptionError
 └── ArrowError                        Arrow data and IPC (streamdb.arrow)
     └── ArrowFormatError              malformed IPC input; also a CorruptionError
         └── ArrowLimitError           input beyond a configured decoding limit
@@ -146,6 +148,23 @@ class FrameTooLarge(FramingError):
         self.length = length
         self.limit = limit
         self.offset = offset
+
+
+class TailNotTorn(FramingError, CorruptionError):
+    """`recover` stopped inside a frame (the way a torn tail ends a file) but will not cut
+    the `tail` bytes from `offset` (where the last good frame ends) off: valid frames follow
+    (`frame_offset`, the first one's offset: the stream is corrupt at `offset`), or they
+    cannot be shown to be one unfinished frame (`frame_offset` None: too long for a deframer
+    without checksums, which may not match the writer's framer, or the search for frames
+    passed its work limit). The file is left as it was."""
+
+    offset: int
+
+    def __init__(self, message: str, *, offset: int, tail: int,
+                 frame_offset: int | None = None) -> None:
+        super().__init__(message, offset=offset)
+        self.tail = tail
+        self.frame_offset = frame_offset
 
 
 class ArrowError(StreamDbError):

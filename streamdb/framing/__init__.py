@@ -14,7 +14,13 @@ Byte layout: docs/format/framing.md. The codec (`frames`, `tlv`, `buffer`) is sa
 `streams` and `aio` move the bytes.
 """
 
-from streamdb.errors import ChecksumMismatch, FrameTooLarge, FramingError, UnexpectedEof
+from streamdb.errors import (
+    ChecksumMismatch,
+    FrameTooLarge,
+    FramingError,
+    TailNotTorn,
+    UnexpectedEof,
+)
 from streamdb.framing.aio import AsyncStreamReader, AsyncStreamWriter
 from streamdb.framing.checksums import Checksum, Crc16, Crc32, XxHash64
 from streamdb.framing.frames import (
@@ -51,6 +57,7 @@ __all__ = [
     "Recovery",
     "StreamReader",
     "StreamWriter",
+    "TailNotTorn",
     "Tlv",
     "TlvDecoder",
     "TlvEncoder",

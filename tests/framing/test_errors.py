@@ -6,7 +6,13 @@ import pytest
 
 import streamdb.framing
 from streamdb import errors
-from streamdb.framing import ChecksumMismatch, FrameTooLarge, FramingError, UnexpectedEof
+from streamdb.framing import (
+    ChecksumMismatch,
+    FrameTooLarge,
+    FramingError,
+    TailNotTorn,
+    UnexpectedEof,
+)
 
 
 @pytest.mark.parametrize("error", [
@@ -45,3 +51,16 @@ def test_the_framing_package_exports_the_same_classes() -> None:
     assert streamdb.framing.FrameTooLarge is errors.FrameTooLarge
     assert streamdb.framing.FramingError is errors.FramingError
     assert streamdb.framing.ChecksumMismatch is errors.ChecksumMismatch
+    assert streamdb.framing.TailNotTorn is errors.TailNotTorn
+
+
+def test_tail_not_torn_is_framing_and_corruption_with_its_offsets() -> None:
+    error = TailNotTorn("valid frames follow", offset=240, tail=23_760, frame_offset=264)
+    assert isinstance(error, FramingError) and isinstance(error, errors.CorruptionError)
+    assert isinstance(error, errors.StreamDbError) and not isinstance(error, EOFError)
+    assert (error.offset, error.tail, error.frame_offset) == (240, 23_760, 264)
+    assert "offset 240" in str(error)
+    refused = TailNotTorn("more than one frame", offset=16, tail=23_984)
+    assert refused.frame_offset is None
+    with pytest.raises(errors.CorruptionError):
+        raise refused

@@ -2,11 +2,13 @@
 
 Every file of fuzz/corpus/framing/ and a fixed, seeded run of 400 inputs (the corpus, 20
 generated streams, then mutations) go through the harness target: `FrameDecoder` in one
-piece and in many, `StreamReader` over several sources, re-framing, `recover`, `TlvDecoder`.
-Accepted: payloads, then a clean end or `UnexpectedEof`, `FrameTooLarge`,
-`ChecksumMismatch`; the harness raises on anything else (another exception, results that
-depend on the piece sizes, re-framed payloads that are not the consumed input, a step
-tracing more than 1 MiB + 64 bytes per input byte, more than 2 s for an input).
+piece and in many, `StreamReader` over several sources, re-framing, `recover` (against an
+oracle of the rules of docs/format/framing.md, "Recovery"), `TlvDecoder`. Accepted:
+payloads, then a clean end or `UnexpectedEof`, `FrameTooLarge`, `ChecksumMismatch` (from
+`recover`, also `TailNotTorn` where the rules refuse); the harness raises on anything else
+(another exception, results that depend on the piece sizes, re-framed payloads that are not
+the consumed input, a step tracing more than 1 MiB + 64 bytes per input byte, more than 2 s
+for an input).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def test_seeded_fuzz_run() -> None:
     assert not bugs, hint + "\n\n".join(bugs)
     endings = {label.split("; ")[0].split(", ")[-1] for label in stats.outcomes}
     assert {"clean", "UnexpectedEof", "FrameTooLarge", "ChecksumMismatch"} <= endings
+    recovered = {label.split("; ")[1] for label in stats.outcomes}
+    assert {f"recover {r}" for r in ("clean", "damage", "torn", "corrupt")} <= recovered
 
 
 # -- bugs the fuzzer found ---------------------------------------------------------------------
