@@ -101,11 +101,11 @@ def test_readme_files_of_a_database(tmp_path: Path) -> None:
     name = tmp_path / "data.db"
     streamdb.open(name).close()
     sizes = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
-    assert sizes == {"data.db": 16384, "data.db-wal": 16 << 20, "data.db-readers": 64}
+    assert sizes == {"data.db": 16384, "data.db-wal": 1 << 20, "data.db-readers": 64}
     with streamdb.open(name) as db:
         db.write_document("/a", b"x" * 1000)
         db.checkpoint()
-        assert (tmp_path / "data.db-wal.1").stat().st_size == 16 << 20
+        assert (tmp_path / "data.db-wal.1").stat().st_size == 2 << 20
     streamdb.open(name, readonly=True).close()
     assert (tmp_path / "data.db-readers").stat().st_size == 64 + 64 * 64
     lazy = tmp_path / "lazy.db"

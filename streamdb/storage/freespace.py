@@ -193,7 +193,7 @@ class FreeSpace:
         out; the file never grows. O(extents x log n)."""
         pages: list[int] = []
         usable = list(self._by_size)  # (size, start), smallest first
-        if usable and SMALL < usable[-1][0] and 2 * usable[-1][0] <= self.file_pages:
+        if usable and usable[-1][0] > SMALL and 2 * usable[-1][0] <= self.file_pages:
             usable.pop()
         for size, start in map(lambda e: (int(e[0]), int(e[1])), usable):
             if len(pages) >= count:
