@@ -37,7 +37,9 @@ def optional_integer(value: object, name: str, *, minimum: int = 0) -> int | Non
 
 def flag(value: object, name: str) -> bool:
     """A bool (numpy's bool too): `"no"` is not False, so nothing but a bool is taken."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    kind = type(value)
+    if isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool",
+                                                                                     "bool_")):
         return bool(value)
     raise InvalidArgumentError(f"{name} must be True or False, not {value!r:.40}")
 

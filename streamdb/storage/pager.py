@@ -110,10 +110,19 @@ class Pager:
                 return current
             if self._closed or self._fd is None:
                 raise ClosedError("the database file is closed")
-            self.size = max(self.size, self.file.size())
-            if end > self.size:
-                raise ValueError("read beyond the end of the file")
-            fresh = _map(self._fd, self.size)
+            # The file as it is now: it grows, and a checkpoint may cut free pages off its
+            # end (a map past the end would fault on them).
+            for _ in range(8):
+                self.size = self.file.size()
+                if end > self.size:
+                    raise ValueError("read beyond the end of the file")
+                try:
+                    fresh = _map(self._fd, self.size)
+                    break
+                except ValueError:  # cut shorter between the size and the map: look again
+                    continue
+            else:
+                raise ValueError("the file keeps shrinking under the map")
             self._map = fresh
             if current is not None:
                 self._retire(current)
