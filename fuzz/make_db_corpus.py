@@ -602,10 +602,10 @@ def _logs_damaged(valid: dict[str, bytes]) -> dict[str, bytes]:
 # Images written before both header copies were kept identical (legacy-*: the copies are
 # the last two generations, without the mirrored flag), which this script no longer makes.
 # Also kept: fuzzer findings (open-failed-*: opens that failed after writing, found before
-# an open wrote nothing until it succeeded).
+# an open wrote nothing until it succeeded; found-*: other findings, named after the bug).
 KEPT = ("stale-header-at-another-page-size.bin.gz", "legacy-closed.bin.gz",
         "legacy-closed-zstd+aes.bin.gz", "legacy-power-loss.bin.gz")
-KEPT_PATTERNS = ("open-failed-*",)
+KEPT_PATTERNS = ("open-failed-*", "found-*")
 
 
 def main() -> int:

@@ -109,7 +109,11 @@ class Catalog:
 
     def _decode(self, doc_id: bytes) -> DocRecord | None:
         raw = self.docs.get(doc_id)
-        return None if raw is None else decode_doc(uuid.UUID(bytes=doc_id), raw)
+        if raw is None:
+            return None
+        if len(doc_id) != 16:  # a damaged paths tree names it
+            raise CorruptionError(f"a document id of {len(doc_id)} bytes: {doc_id[:32]!r}")
+        return decode_doc(uuid.UUID(bytes=doc_id), raw)
 
     def lookup(self, key: bytes, at: int = LATEST) -> bytes | None:
         """The doc id a path key names at LSN `at`, or None. O(log n)."""
@@ -181,7 +185,13 @@ class Catalog:
             keys = sorted(self.d_docs)
         delta = [(k, v) for k in keys if (v := _at(self.d_docs.get(k), at)) is not _ABSENT]
         for key, value in _merge_items(self.docs.items(), delta):
-            yield value if isinstance(value, DocRecord) else decode_doc(uuid.UUID(bytes=key), value)
+            if isinstance(value, DocRecord):
+                yield value
+                continue
+            if len(key) != 16:
+                raise CorruptionError(f"the docs tree holds a key of {len(key)} bytes, not a "
+                                      f"16-byte document id: {key[:32]!r}")
+            yield decode_doc(uuid.UUID(bytes=key), value)
 
     # -- changes ---------------------------------------------------------------------------
 
