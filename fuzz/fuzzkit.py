@@ -82,11 +82,13 @@ class Encodable(Protocol):
 def write_corpus(out: Path, corpus: Mapping[str, Encodable], *, check: bool,
                  run_one: Callable[[bytes], object], signature: Callable[[BaseException], str],
                  width: int = 40) -> int:
-    """Replace the `*.bin` files of `out` with `corpus` (name -> case); with `check`, print
-    each file's outcome under `run_one`. Returns 0 (a main()'s exit status)."""
+    """Replace the `*.bin` files of `out` with `corpus` (name -> case), keeping fuzzer
+    findings saved by hand as `found-*.bin`; with `check`, print each file's outcome under
+    `run_one`. Returns 0 (a main()'s exit status)."""
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.bin"):
-        old.unlink()
+        if not old.name.startswith("found-"):
+            old.unlink()
     total = 0
     for name, case in sorted(corpus.items()):
         data = case.encode()

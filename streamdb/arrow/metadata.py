@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamdb.arrow import types as t
@@ -265,7 +266,29 @@ def read_field(ft: Table, budget: _Budget, depth: int, dict_ids: dict[int, t.Fie
             raise ArrowFormatError(f"dictionary id {ident} is used by two fields")
         dict_ids[ident] = f
         return f
-    return t.Field(name, ty, nullable, _read_kv(ft, 6))
+    f = t.Field(name, ty, nullable, _read_kv(ft, 6))
+    _check_canonical_extension(f)
+    return f
+
+
+# Canonical extension types (the Arrow format's list) whose storage type is fixed: others'
+# storage is checked by those who know them. A reader that knows these (pyarrow) refuses
+# them on any other storage, and so do we, rather than hand out what it cannot take.
+_CANONICAL: dict[str, tuple[str, Callable[[t.DataType], bool]]] = {
+    "arrow.uuid": ("fixed_size_binary(16)",
+                   lambda ty: isinstance(ty, t.FixedSizeBinaryType) and ty.width == 16),
+    "arrow.bool8": ("int8", lambda ty: isinstance(ty, t.IntType) and (ty.bits, ty.signed)
+                    == (8, True)),
+    "arrow.json": ("utf8 or large_utf8", lambda ty: isinstance(ty, t.Utf8Type)),
+}
+
+
+def _check_canonical_extension(f: t.Field) -> None:
+    name = next((v for k, v in f.metadata if k == "ARROW:extension:name"), None)
+    rule = _CANONICAL.get(name) if isinstance(name, str) else None
+    if rule is not None and not rule[1](f.type):
+        raise ArrowFormatError(f"field {f.name!r}: the extension type {name} is stored as "
+                               f"{rule[0]}, not {f.type}")
 
 
 _CACHE: OrderedDict[tuple[bytes, int, Limits], tuple[t.Schema, dict[int, t.Field]]] = (

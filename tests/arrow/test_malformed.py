@@ -781,3 +781,27 @@ def test_api_misuse_is_invalid_argument() -> None:
     # pyarrow (and any Arrow stream) is written as ours
     arrow.write_ipc(sink, pa.table({"x": [1, 2]}), format="stream")
     assert arrow.read_ipc(sink.getvalue()).to_pydict() == {"x": [1, 2]}
+
+
+@pytest.mark.parametrize(("name", "storage", "ok"), [
+    ("arrow.uuid", pa.binary(16), True), ("arrow.uuid", pa.binary(4), False),
+    ("arrow.uuid", pa.binary(0), False), ("arrow.bool8", pa.int8(), True),
+    ("arrow.bool8", pa.uint8(), False), ("arrow.json", pa.large_string(), True),
+    ("arrow.json", pa.int32(), False), ("example.other", pa.binary(3), True),
+])
+def test_canonical_extension_types_on_another_storage_are_refused(
+        name: str, storage: Any, ok: bool) -> None:
+    """A fuzzer finding: arrow.uuid over fixed_size_binary(0) was read, then pyarrow refused
+    it. Canonical extension types with a fixed storage are checked at read."""
+    field = pa.field("x", storage, metadata={"ARROW:extension:name": name,
+                                             "ARROW:extension:metadata": ""})
+    sink = io.BytesIO()
+    # Through pyarrow's writer as plain storage with the metadata set: what another
+    # producer may send. pyarrow writes the field metadata as given.
+    with pa.ipc.new_stream(sink, pa.schema([field])) as w:
+        w.write_table(pa.table({"x": pa.array([], storage)}, schema=pa.schema([field])))
+    if ok:
+        assert arrow.read_ipc(sink.getvalue()).schema.fields[0].name == "x"
+    else:
+        with pytest.raises(ArrowFormatError, match=name):
+            arrow.read_ipc(sink.getvalue())
