@@ -94,7 +94,7 @@ from fuzzkit import Bug, FuzzStats, input_files, read_input, slug  # noqa: E402
 from fuzzkit import watchdog as hang_watchdog  # noqa: E402
 
 import streamdb  # noqa: E402
-import streamdb.database  # noqa: E402
+import streamdb.engine.writes  # noqa: E402
 import streamdb.logs  # noqa: E402
 import wal  # noqa: E402
 import wal.log  # noqa: E402
@@ -247,7 +247,7 @@ def deterministic(seed: int) -> Iterator[None]:
     patches: list[tuple[dict[str, Any], str, object]] = [
         (vars(btree), "secrets", fake), (vars(wal.log), "secrets", fake),
         (vars(wal.segments), "secrets", fake), (vars(uuid), "uuid4", fake.uuid4),
-        (vars(streamdb.database), "time", clock), (vars(streamdb.logs), "time", clock),
+        (vars(streamdb.engine.writes), "time", clock), (vars(streamdb.logs), "time", clock),
         (vars(transform), "os", types.SimpleNamespace(urandom=fake.urandom)),
     ]
     saved = [(ns, name, ns[name]) for ns, name, _ in patches]

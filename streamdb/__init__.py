@@ -11,6 +11,7 @@ See `streamdb.database.Database` for the whole API and `streamdb.errors` for the
 
 from streamdb.config import Config
 from streamdb.database import Database, Stats, open
+from streamdb.engine import LogRecovery, LogRecoveryWarning
 from streamdb.errors import (
     ArrowError,
     ArrowFormatError,
@@ -34,7 +35,6 @@ from streamdb.errors import (
 )
 from streamdb.maintenance import VerifyReport
 from streamdb.reads import DocumentInfo, Snapshot
-from streamdb.salvage import LogRecovery, LogRecoveryWarning
 
 __version__ = "0.1.0"
 

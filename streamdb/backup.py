@@ -24,16 +24,15 @@ from typing import TYPE_CHECKING
 
 from streamdb import errors as E
 from streamdb.errmap import io_error
-from streamdb.maintenance import write_copy
 from streamdb.storage.logfiles import log_files
 
 if TYPE_CHECKING:
-    from streamdb.database import Database
+    from streamdb.engine import Engine
 
 _OWN_SUFFIX = re.compile(r"(-wal(\.\d+)?|-readers|\.compact)?")
 
 
-def backup(db: Database, dest: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+def backup(db: Engine, dest: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """`Database.backup` (see there), writer lock held. The writer checkpoints, then copies
     the file: O(file size). A read-only open copies the state it reads, document by
     document, into a new file: O(live data), the writer goes on. Raises
@@ -47,28 +46,23 @@ def backup(db: Database, dest: str | os.PathLike[str], *, overwrite: bool = Fals
     tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}."
                        f"{secrets.token_hex(6)}.backup")
     try:
-        if db.readonly:
-            write_copy(db, tmp).close()
-        else:
-            if db._failed is None:
-                db._checkpoint()
-            _copy_file(db, tmp)
-        db._vfs.rename(tmp, target)
-        db._vfs.sync_dir(directory)
+        db.copy_to(tmp)
+        db.vfs.rename(tmp, target)
+        db.vfs.sync_dir(directory)
     except BaseException as exc:
         # B3: the destination is untouched; the temporary file goes (if removing it fails
         # too, the first error is the one to report, and the name is unique).
         with contextlib.suppress(OSError):
-            if db._vfs.exists(tmp):
-                db._vfs.remove(tmp)
+            if db.vfs.exists(tmp):
+                db.vfs.remove(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, E.StreamDbError):
             raise io_error(exc, f"backing up to {target}") from exc
         raise
 
 
-def _check_destination(db: Database, target: str, overwrite: bool) -> None:
+def _check_destination(db: Engine, target: str, overwrite: bool) -> None:
     """B1 and B2. A few stats; raises InvalidArgumentError or OSError."""
-    vfs, name = db._vfs, os.path.basename(target)
+    vfs, name = db.vfs, os.path.basename(target)
     if not name:
         raise E.InvalidArgumentError(f"backup destination {target!r} names a directory")
     base = os.path.basename(db.path)
@@ -80,28 +74,15 @@ def _check_destination(db: Database, target: str, overwrite: bool) -> None:
     if found is None:
         return
     own = [db.path, *log_files(vfs, db.path), db.path + "-readers", db.path + ".compact"]
-    if found == db._pager.file.identity() or found in {vfs.identity(p) for p in own}:
+    if found == db.file_identity() or found in {vfs.identity(p) for p in own}:
         raise _refuse(db, target)
     if not overwrite:
         raise E.InvalidArgumentError(
             f"backup destination {target} exists: pass overwrite=True to replace it")
 
 
-def _refuse(db: Database, target: str) -> E.InvalidArgumentError:
+def _refuse(db: Engine, target: str) -> E.InvalidArgumentError:
     return E.InvalidArgumentError(
         f"backup destination {target} is one of the files of the database {db.path} (the "
         f"database, its log NAME-wal and NAME-wal.N, or its reader table NAME-readers): "
         f"back up to another name")
-
-
-def _copy_file(db: Database, tmp: str) -> None:
-    """The database file up to its last used page, into a new file at `tmp`, fsynced."""
-    out = db._vfs.open(tmp, create=True)
-    try:
-        out.truncate(0)
-        size = db._space.file_pages * db._page_size
-        for offset in range(0, size, 1 << 20):
-            out.pwritev([db._pager.read(offset, min(1 << 20, size - offset))], offset)
-        out.sync()
-    finally:
-        out.close()

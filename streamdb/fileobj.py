@@ -7,8 +7,8 @@ import tempfile
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from streamdb.engine.pins import State
 from streamdb.errors import InvalidArgumentError
-from streamdb.pins import State
 from streamdb.storage.docio import as_bytes
 from streamdb.storage.records import Version
 
@@ -52,12 +52,12 @@ class DocumentReader(io.RawIOBase):
     def _pread(self, length: int) -> bytes:
         if self._state is None:
             raise ValueError("read from a closed document reader")
-        pins = self._db._pins
-        pins.begin()
+        engine = self._db._engine
+        engine.op_begin()
         try:
-            data = self._db._read(self._state, self._path, self._version, self._pos, length)
+            data = engine.read(self._state, self._path, self._version, self._pos, length)
         finally:
-            pins.end()
+            engine.op_end()
         self._pos += len(data)
         return data
 
@@ -73,13 +73,13 @@ class DocumentReader(io.RawIOBase):
     def close(self) -> None:
         state, self._state = self._state, None
         if state is not None:
-            self._db._pins.release(state, op=False)
+            self._db._engine.let_go(state)
         super().close()
 
     def __del__(self) -> None:
         state, self._state = getattr(self, "_state", None), None
         if state is not None:
-            self._db._pins.release_later(state)
+            self._db._engine.let_go_later(state)
 
 
 class DocumentWriter(io.RawIOBase):

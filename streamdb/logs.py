@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from streamdb import errors as E
+from streamdb.engine.pins import State
 from streamdb.errmap import io_error
 from streamdb.framing.checksums import Checksum, Crc16, Crc32, XxHash64
 from streamdb.framing.frames import (
@@ -28,9 +29,7 @@ from streamdb.framing.frames import (
 )
 from streamdb.framing.streams import StreamReader
 from streamdb.paths import path_key
-from streamdb.pins import State
 from streamdb.storage.docio import CHUNK, checksum
-from streamdb.storage.logio import LogAppend
 from streamdb.storage.records import (
     ARROW_STREAM,
     FRAMINGS,
@@ -44,7 +43,7 @@ from streamdb.storage.records import (
 from streamdb.storage.transform import TAG
 
 if TYPE_CHECKING:
-    from streamdb.database import Database
+    from streamdb.engine import Engine
 
 _CHECKSUMS: dict[int, Checksum | None] = {0: None, 1: XxHash64(), 2: Crc32(), 3: Crc16(),
                                           ARROW_STREAM: None}
@@ -55,28 +54,29 @@ def framing_name(framing: int) -> str | None:
     return _NAMES.get(framing)
 
 
-def append_messages(db: Database, path: str, payloads: Iterable[bytes | bytearray | memoryview],
-                    framing: str | None, *, arrow: bool = False) -> int:
+def append_messages(engine: Engine, path: str,
+                    payloads: Iterable[bytes | bytearray | memoryview], framing: str | None, *,
+                    arrow: bool = False) -> int:
     """`Database.append_messages`: the index of the first message appended. With `arrow`
     (and framing "arrow"), the payloads are Arrow IPC messages, stored unframed."""
     if framing not in FRAMINGS or (framing == "arrow") != arrow:
         raise E.InvalidArgumentError(f"unknown message checksum {framing!r}: one of "
                                      f"{', '.join(repr(f) for f in FRAMINGS if f != 'arrow')}")
     key = path_key(path)
-    with db._writing() as tx:
-        doc_id_bytes = db._catalog.lookup(key)
-        doc = db._catalog.doc(doc_id_bytes) if doc_id_bytes is not None else None
+    with engine.writing():
+        doc = engine.lookup_doc(key)
+        cipher, algorithm = engine.cipher, engine.checksum_algorithm
         now = time.time()
         if doc is None:
             doc_id = uuid.uuid4()
             log = LogTable(FRAMINGS[framing], 0, ())
-            if db._cipher is None:
-                v = Version(1, 0, 0, now, now, db._header.checksum, CHUNK, (),
-                            (checksum(db._header.checksum, b""),), b"", doc=doc_id.bytes,
+            if cipher is None:
+                v = Version(1, 0, 0, now, now, algorithm, CHUNK, (),
+                            (checksum(algorithm, b""),), b"", doc=doc_id.bytes,
                             log=replace(log, starts=((0, NO_FRAME),)))
             else:  # no chunk yet; sealed chunks of CHUNK - TAG bytes fill whole pages
-                v = Version(1, 0, 0, now, now, db._header.checksum, CHUNK - TAG,
-                            salt=db._cipher.new_salt(), doc=doc_id.bytes, log=log)
+                v = Version(1, 0, 0, now, now, algorithm, CHUNK - TAG,
+                            salt=cipher.new_salt(), doc=doc_id.bytes, log=log)
         else:
             doc_id, v = doc.doc_id, doc.latest
             if v.log is None:
@@ -107,27 +107,26 @@ def append_messages(db: Database, path: str, payloads: Iterable[bytes | bytearra
             pos += len(head) + (len(payload) if type(payload) is bytes
                                 else memoryview(payload).nbytes)
             count += 1
-            if pos > db.config.max_document_size:
+            if pos > engine.config.max_document_size:
                 raise E.DocumentTooLargeError(
                     f"the log {path!r} would exceed max_document_size="
-                    f"{db.config.max_document_size}")
+                    f"{engine.config.max_document_size}")
         if count == v.log.count:
             return count
-        append = LogAppend(db._pager, db._space, db._cipher)
-        tx.ingests.append(append)
+        append = engine.log_append()
         try:
-            grown = append.run(v, frames, starts, count, db._next_lsn(), now)
+            grown = append.run(v, frames, starts, count, engine.next_lsn(), now)
         except OSError as exc:
             raise io_error(exc, f"appending to {path!r}") from exc
-        db._count("bytes_written", len(frames))
+        engine.count_written(len(frames))
         if doc is None:
-            db._log([Op(OP_CREATE, doc_id, path=key, version=grown)])
+            engine.log([Op(OP_CREATE, doc_id, path=key, version=grown)])
         else:
-            db._log([Op(OP_EXTEND, doc_id, version=grown)])
+            engine.log([Op(OP_EXTEND, doc_id, version=grown)])
         return v.log.count
 
 
-def read_messages(db: Database, state: State, path: str, v: Version,
+def read_messages(engine: Engine, state: State, path: str, v: Version,
                   start: int) -> Iterator[memoryview]:
     """The messages of LOG version `v` from index `start`, verified; `state` is pinned
     for the caller, who releases it when this ends. Raises ChecksumMismatch and
@@ -148,7 +147,7 @@ def read_messages(db: Database, state: State, path: str, v: Version,
     cs = _CHECKSUMS[log.framing]
     longest = min(v.size, LENGTH_MAX)  # no frame is longer than the log (nor than 4 GiB)
     deframer = ChecksumDeframer(cs, longest) if cs is not None else DefaultDeframer(longest)
-    source = _LogSource(db, state, path, v, chunk * v.chunk_size + offset)
+    source = _LogSource(engine, state, path, v, chunk * v.chunk_size + offset)
     base = source.pos
     try:
         for payload in StreamReader(source, deframer, read_size=CHUNK).messages():
@@ -177,9 +176,9 @@ class _LogSource:
     """The bytes of a LOG version from `pos` on, as a file-like source, read (and
     verified) a chunk at a time."""
 
-    def __init__(self, db: Database, state: State, path: str, v: Version, pos: int) -> None:
-        self.db, self.state, self.path, self.v, self.pos = db, state, path, v, pos
-        self.reader = db._doc_reader(state, path, v)
+    def __init__(self, engine: Engine, state: State, path: str, v: Version, pos: int) -> None:
+        self.engine, self.state, self.path, self.v, self.pos = engine, state, path, v, pos
+        self.reader = engine.doc_reader(state, path, v)
 
     def read(self, n: int) -> bytes:
         left = self.v.size - self.pos
@@ -188,6 +187,6 @@ class _LogSource:
         # To the end of this chunk (each chunk is verified once), unless a frame needs more.
         cs = self.v.chunk_size
         n = min(left, n if n > cs else cs - self.pos % cs)
-        data = self.db._read(self.state, self.path, self.v, self.pos, n, self.reader)
+        data = self.engine.read(self.state, self.path, self.v, self.pos, n, self.reader)
         self.pos += len(data)
         return data

@@ -22,10 +22,10 @@ import numpy as np
 
 from streamdb import checks
 from streamdb import errors as E
+from streamdb.engine import Engine, State
 from streamdb.errmap import io_error
 from streamdb.logs import read_messages
 from streamdb.paths import path_key, search_key
-from streamdb.pins import State
 from streamdb.storage.docio import CHUNK
 from streamdb.storage.header import CHECKSUM_XXH3
 from streamdb.storage.records import ARROW_STREAM, DocRecord, Version
@@ -33,7 +33,6 @@ from streamdb.storage.transform import CODEC_NAMES
 
 if TYPE_CHECKING:
     from streamdb import arrow
-    from streamdb.database import Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +82,7 @@ def version_at(state: State, path: str, version: int | None) -> Version:
 class ReadMethods(ABC):
     """The read methods; subclasses say which state a call reads (`_enter`/`_leave`)."""
 
-    _db: Database
+    _engine: Engine
 
     @abstractmethod
     def _enter(self) -> State:
@@ -95,7 +94,7 @@ class ReadMethods(ABC):
 
     def _hold(self, state: State) -> State:
         """Pin `state` beyond this call (a stream's or a view's lifetime)."""
-        return self._db._pins.acquire(state, op=False)
+        return self._engine.hold(state)
 
     def get(self, path: str, version: int | None = None, offset: int = 0,
             length: int | None = None) -> bytes:
@@ -111,7 +110,7 @@ class ReadMethods(ABC):
         state = self._enter()
         try:
             v = version_at(state, path, version)
-            return self._db._read(state, path, v, offset,
+            return self._engine.read(state, path, v, offset,
                                   v.size - offset if length is None else length)
         finally:
             self._leave(state)
@@ -128,16 +127,15 @@ class ReadMethods(ABC):
         try:
             v = version_at(state, path, None)
             try:
-                view = self._db._reader(state, path, v).view()
+                view = self._engine.counted_reader(state, path, v).view()
             except OSError as exc:
                 raise io_error(exc, f"reading {path!r}") from exc
             if view is None:
-                return memoryview(self._db._read(state, path, v, 0, v.size)).toreadonly()
+                return memoryview(self._engine.read(state, path, v, 0, v.size)).toreadonly()
             # The view's exporter is a numpy array we can watch: when the last view of it
             # dies, so does the array, and its finaliser lets the pages go.
             holder = np.frombuffer(view.toreadonly(), dtype=np.uint8)
-            pins = self._db._pins
-            weakref.finalize(holder, pins.release_later, self._hold(state))
+            weakref.finalize(holder, self._engine.let_go_later, self._hold(state))
             return holder.data
         finally:
             self._leave(state)
@@ -178,18 +176,18 @@ class ReadMethods(ABC):
             self._leave(state)
 
     def _stream(self, state: State, path: str, v: Version, step: int) -> Iterator[bytes]:
-        pins = self._db._pins
+        engine = self._engine
         try:
-            reader = self._db._doc_reader(state, path, v)
+            reader = engine.doc_reader(state, path, v)
             for offset in range(0, v.size, step):
-                pins.begin()
+                engine.op_begin()
                 try:
-                    data = self._db._read(state, path, v, offset, step, reader)
+                    data = engine.read(state, path, v, offset, step, reader)
                 finally:
-                    pins.end()
+                    engine.op_end()
                 yield data
         finally:
-            pins.release_later(state)  # may run in the garbage collector
+            engine.let_go_later(state)  # may run in the garbage collector
 
     def messages(self, path: str, start: int = 0) -> Iterator[memoryview]:
         """The messages of the log at `path` from index `start`, each verified against
@@ -200,7 +198,7 @@ class ReadMethods(ABC):
         start = checks.integer(start, "start")
         held, v = self._hold_latest(path)
         if v.log is None or v.log.framing == ARROW_STREAM:
-            self._db._pins.release_later(held)
+            self._engine.let_go_later(held)
             if v.log is None:
                 raise E.InvalidArgumentError(f"{path!r} is a document, not a message log")
             raise E.InvalidArgumentError(
@@ -208,11 +206,10 @@ class ReadMethods(ABC):
         return self._messages(held, path, v, start)
 
     def _messages(self, state: State, path: str, v: Version, start: int) -> Iterator[memoryview]:
-        pins = self._db._pins
         try:
-            yield from read_messages(self._db, state, path, v, start)
+            yield from read_messages(self._engine, state, path, v, start)
         finally:
-            pins.release_later(state)
+            self._engine.let_go_later(state)
 
     async def get_async(self, path: str) -> bytes:
         """`get` on a worker thread, so the event loop is not blocked."""
@@ -315,9 +312,9 @@ class Snapshot(ReadMethods):
     Raises ClosedError once it, or its database, is closed.
     """
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._state: State | None = db._pins.acquire(db._own_state(), op=False)
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._state: State | None = engine.hold()
 
     @property
     def lsn(self) -> int:
@@ -333,16 +330,16 @@ class Snapshot(ReadMethods):
     def _enter(self) -> State:
         # A pin of its own per call: a close() from another thread mid-read cannot let
         # the pages go under it.
-        return self._db._pins.acquire(self._live())
+        return self._engine.pin(self._live())
 
     def _leave(self, state: State) -> None:
-        self._db._pins.release(state)
+        self._engine.unpin(state)
 
     def close(self) -> None:
         """Release the state (its pages may be reused after this). Idempotent."""
         state, self._state = self._state, None
         if state is not None:
-            self._db._pins.release(state, op=False)
+            self._engine.let_go(state)
 
     def __enter__(self) -> Snapshot:
         return self
@@ -354,8 +351,8 @@ class Snapshot(ReadMethods):
     def __del__(self) -> None:
         state, self._state = getattr(self, "_state", None), None
         if state is not None:
-            self._db._pins.release_later(state)
+            self._engine.let_go_later(state)
 
     def __repr__(self) -> str:
         where = "closed" if self._state is None else f"lsn={self._state.lsn}"
-        return f"<streamdb.Snapshot of {self._db.path!r} {where}>"
+        return f"<streamdb.Snapshot of {self._engine.path!r} {where}>"

@@ -30,14 +30,16 @@ def append_batch(db: Database, path: str, batch: Any) -> None:
                                          f"not a {type(batch).__name__}")
         batch = ArrowTable.from_arrow(batch)  # pyarrow, Polars, ...
     table = batch if isinstance(batch, ArrowTable) else ArrowTable(batch.schema, [batch])
-    with db._writing() as tx:
-        doc_key = db._catalog.lookup(path_key(path))
-        doc = db._catalog.doc(doc_key) if doc_key is not None else None
+    engine = db._engine
+    key = path_key(path)
+    with engine.writing() as tx:
+        doc = engine.lookup_doc(key)
+        doc_key = doc.doc_id.bytes if doc is not None else None
         # The writer of this handle's last append knows which dictionaries the stream
         # holds, if that append is still the document's latest version. Appends inside
         # a transaction (which may roll back) neither use nor remember it.
         own = not tx.user
-        last = db._ipc_appends.pop(path, None) if own else None
+        last = engine.take_ipc_writer(path) if own else None
         writer = None
         schema = table.schema
         if doc is not None:
@@ -60,14 +62,13 @@ def append_batch(db: Database, path: str, batch: Any) -> None:
             writer.write_batch(b)
         messages = writer.sink.getbuffer()
         if messages.nbytes:
-            logs.append_messages(db, path, [messages], "arrow", arrow=True)
+            logs.append_messages(engine, path, [messages], "arrow", arrow=True)
         writer.sink = io.BytesIO()
-        doc_key = db._catalog.lookup(path_key(path))
-        latest = db._catalog.doc(doc_key).latest  # type: ignore[arg-type, union-attr]
+        grown = engine.lookup_doc(key)
+        assert grown is not None
+        latest = grown.latest
     if own:
-        if len(db._ipc_appends) >= 64:
-            del db._ipc_appends[next(iter(db._ipc_appends))]
-        db._ipc_appends[path] = ((doc_key, latest.lsn, latest.size), writer)
+        engine.keep_ipc_writer(path, (grown.doc_id.bytes, latest.lsn, latest.size), writer)
 
 
 def _check_stream(path: str, v: Version) -> None:

@@ -1,7 +1,7 @@
 """The page cache of the `pread` path (docs/design.md, section 5):
 `streamdb/storage/pagecache.py`, the Pager's use of it (and of madvise on the map), and a
 database opened with `Config(use_mmap=False)`, writer and read-only follower (rule F5 of
-streamdb/follower.py).
+streamdb/engine/follow.py).
 
 Unit tests run the cache over an in-memory "file" whose `pread` counts its calls, so they can
 tell a read served from the cache (no call) from one that went to the file.
@@ -712,12 +712,12 @@ def test_random_range_reads_keep_the_cache_within_its_size(tmp_path: Path) -> No
 
 
 def doc_pages(db: streamdb.Database, path: str) -> set[int]:
-    v = version_at(db._pins.current, path, None)
+    v = version_at(db._engine._pins.current, path, None)
     return {p for start, n in v.extents for p in range(start, start + n)}
 
 
 def cache_of(db: streamdb.Database) -> PageCache:
-    cache = db._pager.cache
+    cache = db._engine._pager.cache
     assert cache is not None, "use_mmap=False: the Pager has a cache"
     return cache
 
@@ -766,7 +766,7 @@ def test_with_mmap_a_sequential_stream_is_advised_ahead_and_nothing_is_cached(
     with streamdb.open(tmp_path / "m.db") as db:
         db.write_document("/big", data)
     with streamdb.open(tmp_path / "m.db") as db:
-        assert db._pager.mapped and db._pager.cache is None
+        assert db._engine._pager.mapped and db._engine._pager.cache is None
         assert read_stream(db, "/big") == data
         stats = db.stats()
         assert stats.cache_prefetches > 0  # pages advised with MADV_WILLNEED

@@ -26,7 +26,6 @@ import threading
 import traceback
 
 import streamdb
-from streamdb import follower
 from tests.streamdb import stressdocs as sd
 from tests.streamdb.proc_writer import MEMBERS, SINGLES, say
 
@@ -83,8 +82,8 @@ def background(db: streamdb.Database, seed: int, reads: list[int],
 
 
 def diagnose(db: streamdb.Database) -> None:
-    print(f"reader state: lsn {db._pins.current.lsn}, header generation "
-          f"{db._header.generation}, path still names our file: {follower._same_file(db)}",
+    print(f"reader state: lsn {db._engine._pins.current.lsn}, header generation "
+          f"{db._engine._header.generation}, path still names our file: {db._engine._same_file()}",
           file=sys.stderr, flush=True)
 
 

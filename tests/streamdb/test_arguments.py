@@ -193,12 +193,12 @@ def test_get_version_names_the_argument_not_a_missing_version(db: Database) -> N
 def test_set_quick_mode_takes_only_bools(db: Database) -> None:
     with pytest.raises(InvalidArgumentError):
         db.set_quick_mode("no")  # type: ignore[arg-type]
-    assert not db._quick
+    assert not db._engine.quick
     with pytest.warns(UserWarning):
         db.set_quick_mode(True)
-    assert db._quick
+    assert db._engine.quick
     db.set_quick_mode(np.bool_(False))
-    assert not db._quick
+    assert not db._engine.quick
 
 
 # -- buffers as data ---------------------------------------------------------------------------

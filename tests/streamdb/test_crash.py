@@ -46,8 +46,7 @@ def check(disk: MemoryVFS, out: dbworkload.Outcome, config: Config = dbworkload.
         got = dbworkload.contents(db)
         allowed = [out.acked] + ([out.pending] if out.pending is not None else [])
         assert got in allowed, (sorted(got), [sorted(a) for a in allowed], out.error)
-        db._catalog._check()
-        db._space._check()
+        db._engine._check()
         report = db.verify()  # every kept version, every chunk decoded and authenticated
         assert report.ok, report.problems
         db.write_document("/after", b"usable")
@@ -78,7 +77,7 @@ def stored_versions(config: Config) -> list[records.Version]:
     seen: dict[tuple[bytes, int], records.Version] = {}
 
     def observe(db: streamdb.Database) -> None:
-        for rec in db._catalog.iter_docs():
+        for rec in db._engine._catalog.iter_docs():
             for v in rec.versions:
                 seen.setdefault((rec.doc_id.bytes, v.version), v)
 

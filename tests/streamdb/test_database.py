@@ -309,7 +309,7 @@ def test_flipped_data_byte_is_a_checksum_error_naming_the_path(tmp_path: Path) -
     data = os.urandom(100_000)
     with streamdb.open(path) as db:
         db.write_document("/victim", data)
-        (extent,) = version_at(db._pins.current, "/victim", None).extents
+        (extent,) = version_at(db._engine._pins.current, "/victim", None).extents
     raw = bytearray(path.read_bytes())
     raw[extent[0] * 8192 + 1234] ^= 0x01
     path.write_bytes(bytes(raw))
@@ -327,7 +327,7 @@ def test_a_headerless_database_beside_a_log_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     db = streamdb.open(path)
     db.write_document("/old", b"from another life")
-    db._forget()  # leave the log behind without a checkpoint
+    db._engine._forget()  # leave the log behind without a checkpoint
     path.write_bytes(b"")  # the database file is replaced by an empty one
     log = (tmp_path / "t.db-wal").read_bytes()
     with pytest.raises(streamdb.CorruptionError, match="remove the log"):

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 import streamdb
-from streamdb import maintenance
+from streamdb.engine.checkpoint import KINDS
 from streamdb.errors import CorruptionError, StreamDbError
 from streamdb.storage import btree, btree_format, docio, transform
 from wal.memvfs import MemoryVFS
@@ -258,7 +258,7 @@ def test_tree_walk_ends_on_a_cycle() -> None:
     vfs = MemoryVFS()
     vfs.write_file(harness.DB_PATH, case.db)
     with streamdb.open(harness.DB_PATH, harness.CONFIG, vfs=vfs) as db:
-        ref = db._header.trees["paths"]
+        ref = db._engine._header.trees["paths"]
     assert ref.height == 2  # an internal root
     buf = bytearray(case.db)
     at = ref.root * harness.PAGE + btree_format.HEADER_SIZE + 8  # child 1
@@ -270,7 +270,7 @@ def test_tree_walk_ends_on_a_cycle() -> None:
     try:
         with pytest.raises(CorruptionError, match="level"):
             list(db)  # reads notice
-        walk = btree.Tree(db._store, ref, kind=maintenance._KINDS["paths"]).pages()
+        walk = btree.Tree(db._engine._store, ref, kind=KINDS["paths"]).pages()
         try:
             seen = list(itertools.islice(walk, pages + 1))
         except CorruptionError:
@@ -287,7 +287,7 @@ def _logged_extent_past_eof() -> bytes:
     with harness.deterministic(1):
         db = streamdb.open(harness.DB_PATH, harness.CONFIG, vfs=vfs)
         db.write_document("/big", harness.noise("big", 70_000))
-        doc = db._catalog.doc(db.get_id_by_path("/big").bytes)
+        doc = db._engine._catalog.doc(db.get_id_by_path("/big").bytes)
         assert doc is not None
         ((first, count),) = doc.latest.extents
         image = vfs.crash(keep="all")

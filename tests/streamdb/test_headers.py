@@ -22,6 +22,7 @@ import pytest
 
 import streamdb
 from streamdb import Config
+from streamdb.engine import Engine
 from streamdb.storage.header import FLAG_MIRRORED, HEADER_SIZE, Copies, read_copies
 from wal.memvfs import MemoryVFS
 
@@ -113,23 +114,22 @@ def between_copies() -> tuple[Files, State]:
     _first_steps(db)
     _later_steps(db)
     state = contents(db)
-    real = streamdb.Database._write_headers
+    real = Engine._write_headers
 
-    def first_copy_only(self: streamdb.Database, header: object, first: int) -> None:
+    def first_copy_only(self: Engine, header: object, first: int) -> None:
         page = header.pack().ljust(PAGE, b"\x00")  # type: ignore[attr-defined]
         self._pager.write_pages(first, page)
         self._pager.sync()
         raise _Crash
 
-    streamdb.Database._write_headers = first_copy_only  # type: ignore[method-assign]
+    Engine._write_headers = first_copy_only  # type: ignore[method-assign]
     try:
         with pytest.raises(_Crash):
             db.checkpoint()
         image = files(mem.crash(keep="none"))
     finally:
-        streamdb.Database._write_headers = real  # type: ignore[method-assign]
-    db._failed = "crashed"  # close without another checkpoint
-    db.close()
+        Engine._write_headers = real  # type: ignore[method-assign]
+    db._engine.crash()
     copies = read_copies(lambda n, off: image[DB][off : off + n])
     assert copies.a is not None and copies.b is not None
     assert copies.a.generation != copies.b.generation
@@ -282,7 +282,7 @@ def test_new_databases_and_checkpoints_write_both_copies_alike() -> None:
         db.write_document("/x", b"1")
         db.checkpoint()
         copies = on_disk(mem)
-        assert copies.mirrored and copies.a == db._header
+        assert copies.mirrored and copies.a == db._engine._header
 
 
 def test_a_crash_between_the_copies_is_mirrored_before_anything_is_written() -> None:
@@ -308,15 +308,14 @@ def legacy(*, recycle: bool) -> tuple[Files, State, int]:
     _first_steps(db)
     _later_steps(db)
     state = contents(db)
-    older = replace(db._header, flags=db._header.flags & ~FLAG_MIRRORED)
+    older = replace(db._engine._header, flags=db._engine._header.flags & ~FLAG_MIRRORED)
     if recycle:
         db.checkpoint()
     else:
-        db._header = older.next(checkpoint_lsn=db._applied_lsn)  # never written
-    newer = replace(db._header, flags=db._header.flags & ~FLAG_MIRRORED)
+        db._engine._header = older.next(checkpoint_lsn=db._engine._applied_lsn)  # never written
+    newer = replace(db._engine._header, flags=db._engine._header.flags & ~FLAG_MIRRORED)
     image = files(mem.crash(keep="all"))
-    db._failed = "done"
-    db.close()
+    db._engine.crash()
     data = bytearray(image[DB])
     if recycle:
         data[(newer.generation % 2) * PAGE : (newer.generation % 2) * PAGE + PAGE] = (

@@ -41,7 +41,7 @@ def test_large_documents_are_contiguous_and_64_byte_aligned(tmp_path: Path) -> N
     with streamdb.open(tmp_path / "t.db") as db:
         data = np.arange(500_000, dtype=np.float64)
         db.write_document("/arr", data.tobytes())
-        assert len(version_at(db._pins.current, "/arr", None).extents) == 1
+        assert len(version_at(db._engine._pins.current, "/arr", None).extents) == 1
         view = db.get_view("/arr")
         arr = np.frombuffer(view, dtype=np.float64)
         assert arr.ctypes.data % 64 == 0

@@ -304,14 +304,14 @@ def test_close_waits_for_reads_in_flight(path: Path, monkeypatch: pytest.MonkeyP
     db.write_document("/big", big)
     db.write_document("/small", b"s")
     entered, release, closed = threading.Event(), threading.Event(), threading.Event()
-    real = db._read
+    real = db._engine.read
 
     def held_read(*args: Any) -> bytes:
         entered.set()
         release.wait(WAIT)
         return real(*args)
 
-    monkeypatch.setattr(db, "_read", held_read)
+    monkeypatch.setattr(db._engine, "read", held_read)
     result: dict[str, object] = {}
 
     def read() -> None:
@@ -331,7 +331,7 @@ def test_close_waits_for_reads_in_flight(path: Path, monkeypatch: pytest.MonkeyP
     closer = threading.Thread(target=close)
     closer.start()
     deadline = time.monotonic() + WAIT
-    while db._pins.closed is None:  # close() has begun refusing new operations...
+    while db._engine.closed is None:  # close() has begun refusing new operations...
         assert time.monotonic() < deadline
         time.sleep(0.001)
     with pytest.raises(streamdb.ClosedError):

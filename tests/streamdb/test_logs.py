@@ -103,9 +103,9 @@ def read_all(r: ReadMethods, path: str, start: int = 0) -> list[bytes]:
 
 
 def latest(db: streamdb.Database, path: str) -> Version:
-    doc_id = db._catalog.lookup(path.encode())
+    doc_id = db._engine._catalog.lookup(path.encode())
     assert doc_id is not None, path
-    doc = db._catalog.doc(doc_id)
+    doc = db._engine._catalog.doc(doc_id)
     assert doc is not None, path
     return doc.latest
 
@@ -114,7 +114,7 @@ def physical(db: streamdb.Database, path: str, offset: int) -> int:
     """The file offset of byte `offset` of the log at `path` (stored on pages)."""
     v = latest(db, path)
     assert v.inline is None and v.extents, "the log is inline, not on pages"
-    page = db._page_size
+    page = db._engine._page_size
     base = 0
     for first, count in v.extents:
         if offset < base + count * page:
@@ -806,12 +806,14 @@ def test_tampering_with_an_encrypted_log_is_detected(tmp_path: Path) -> None:
         assert v.log is not None and len(set(v.log.salts)) == 2
         # Chunk 0 keeps the first append's salt; swapping salts, or giving chunk 0 the
         # other append's salt, fails authentication (the checksums still match).
-        assert bytes(DocReader(db._pager, v, "/log", verify=True, cipher=db._cipher).chunk(0)
-                     )[12:112] == model[0]
+        engine = db._engine
+        assert bytes(DocReader(engine._pager, v, "/log", verify=True, cipher=engine.cipher)
+                     .chunk(0))[12:112] == model[0]
         for salts in (v.log.salts[::-1], (v.log.salts[-1],) * len(v.log.salts)):
             forged = replace(v, log=replace(v.log, salts=salts))
             with pytest.raises(streamdb.AuthenticationError, match="/log"):
-                DocReader(db._pager, forged, "/log", verify=True, cipher=db._cipher).chunk(0)
+                DocReader(engine._pager, forged, "/log", verify=True,
+                          cipher=engine.cipher).chunk(0)
         where = physical(db, "/log", 1000)  # a stored byte of chunk 0
     raw = bytearray(path.read_bytes())
     raw[where] ^= 0x01
@@ -1041,8 +1043,7 @@ def crash_check(disk: MemoryVFS, out: Outcome, cfg: Config = CRASH_CONFIG) -> No
         assert got in allowed, ({p: len(m) for p, m in got.items()}, out.error)
         report = db.verify()
         assert report.ok, report.problems
-        db._catalog._check()
-        db._space._check()
+        db._engine._check()
         before = got.get("/log", ())
         # A large append first: on pages and new extents whatever the recovered log was
         # (test_a_small_append_after_a_checkpoint_keeps_the_log covers the small one).

@@ -34,7 +34,7 @@ from typing import IO
 import pytest
 
 import streamdb
-from streamdb import follower
+from streamdb.engine import Engine
 from streamdb.reads import version_at
 from streamdb.storage.readers import HEADER_SIZE, FileReaderTable
 from tests.streamdb import stressdocs as sd
@@ -272,14 +272,13 @@ def process_stress(tmp_path: Path, seed: int, duration: float) -> None:
         assert state == ledger.model
         assert {p: db.get(p) for p in db} == {p: sd.make(p, g) for p, g in state.items()}
         assert db.stats().readers == 0
-        table = db._table
+        table = db._engine._table
         assert isinstance(table, FileReaderTable)
         table._check()
         # Killed readers' slots were reclaimed: the table holds no entry at all.
         raw = (path.parent / (path.name + "-readers")).read_bytes()[HEADER_SIZE:]
         assert raw == bytes(len(raw))
-        db._catalog._check()
-        db._space._check()
+        db._engine._check()
         report = db.verify()
         assert report.ok, report.problems
     with streamdb.open(path) as db:
@@ -315,7 +314,7 @@ def test_reader_process_keeps_its_pages_until_it_leaves(tmp_path: Path, leave: s
         db.write_document("/big", big)
         db.write_document("/small", b"x" * 100)
         db.checkpoint()
-        old = version_at(db._pins.current, "/big", None).extents
+        old = version_at(db._engine._pins.current, "/big", None).extents
         old_pages = {p for start, count in old for p in range(start, start + count)}
         reader = Proc("holder", [str(HERE / "proc_reader.py"), str(path), "0", "hold", "/big"],
                       tmp_path / "holder.log")
@@ -333,9 +332,9 @@ def test_reader_process_keeps_its_pages_until_it_leaves(tmp_path: Path, leave: s
                     db.delete(f"/new/{i - 1}")
                     db.gc()
             db.gc()
-            free = {p for start, count in db._space.extents()
+            free = {p for start, count in db._engine._space.extents()
                     for p in range(start, start + count)}
-            used = {p for d in db._catalog.iter_docs() for v in d.versions
+            used = {p for d in db._engine._catalog.iter_docs() for v in d.versions
                     for start, count in v.extents for p in range(start, start + count)}
             assert not old_pages & (free | used), "pages a reader process holds were reused"
 
@@ -361,13 +360,14 @@ def test_reader_process_keeps_its_pages_until_it_leaves(tmp_path: Path, leave: s
                 reader.popen.wait(WAIT)
         db.gc()
         assert db.stats().readers == 0
-        free = {p for start, count in db._space.extents() for p in range(start, start + count)}
+        free = {p for start, count in db._engine.free_extents()
+                for p in range(start, start + count)}
         assert old_pages <= free, "the old document's pages were not freed"
         pages = db.stats().file_pages
         db.write_document("/again", big)  # fits in the freed space: the file does not grow
         assert db.stats().file_pages == pages
         assert db.get("/again") == big
-        db._space._check()
+        db._engine._space._check()
         assert db.verify().ok
 
 
@@ -390,16 +390,16 @@ def test_refresh_racing_a_compaction_never_follows_the_new_files_log(
         writer.checkpoint()
         reader.refresh()
         assert reader.get("/a") == old
-        real = follower._follow
+        real = Engine._follow
 
-        def follow(db: streamdb.Database) -> None:
-            if db is reader:  # after refresh()'s same-file check, before its log poll
-                monkeypatch.setattr(follower, "_follow", real)
+        def follow(engine: Engine) -> None:
+            if engine is reader._engine:  # after refresh()'s same-file check, before its poll
+                monkeypatch.setattr(Engine, "_follow", real)
                 writer.compact()
                 writer.write_document("/a", new)
-            real(db)
+            real(engine)
 
-        monkeypatch.setattr(follower, "_follow", follow)
+        monkeypatch.setattr(Engine, "_follow", follow)
         reader.refresh()
         assert reader.get("/a") in (old, new)  # the state before, or after: never garbage
         reader.refresh()
@@ -420,7 +420,7 @@ def test_a_read_starting_while_refresh_reloads_keeps_its_pages(tmp_path: Path) -
         assert reader.get("/a") == v1
         writer.delete("/a")
         writer.checkpoint()  # a new header: the next refresh() reloads
-        slot = reader._slot
+        slot = reader._engine._slot
         assert slot is not None
         real = slot.publish
         streams: list[Iterator[bytes]] = []
@@ -452,15 +452,15 @@ def test_a_read_during_a_reload_after_compaction_finds_its_file_open(
         reader.refresh()
         assert reader.get("/a") == a
         writer.compact()  # the next refresh() reopens
-        real = follower._follow
+        real = Engine._follow
         during: list[bytes] = []
 
-        def follow(db: streamdb.Database) -> None:
-            if db is reader and not during:  # the reload has opened the new file
+        def follow(engine: Engine) -> None:
+            if engine is reader._engine and not during:  # the reload has opened the new file
                 during.append(reader.get("/a"))  # another thread's read, now
-            real(db)
+            real(engine)
 
-        monkeypatch.setattr(follower, "_follow", follow)
+        monkeypatch.setattr(Engine, "_follow", follow)
         reader.refresh()
         assert during == [a]
         assert reader.get("/a") == a

@@ -1,5 +1,5 @@
 """`streamdb.open(path, recover="truncate-log")`: salvaging a damaged log (rules L1-L4 in
-streamdb.salvage). Each damaged log is refused without `recover`; with it the database holds
+streamdb.engine.salvage). Each damaged log is refused without `recover`; with it the database holds
 exactly the committed prefix before the damage, the copies are the damaged files byte for
 byte, the report says what was dropped, and afterwards the database opens without `recover`.
 A crash at any point of the salvage leaves the damaged state or the recovered one."""
@@ -18,9 +18,8 @@ import pytest
 
 import streamdb
 import wal.log as wlog
-from streamdb import Config
+from streamdb import Config, LogRecovery, LogRecoveryWarning
 from streamdb.errors import CorruptionError, InvalidArgumentError, StreamDbError
-from streamdb.salvage import LogRecovery, LogRecoveryWarning
 from wal import format as fmt
 from wal.faults import FaultyVFS
 from wal.memvfs import MemoryVFS
@@ -61,7 +60,7 @@ def written(count: int = 30, *, checkpoint_after: int | None = None) -> Image:
         path, data = f"/d/{i:03d}", bytes([i % 251]) * 700
         db.write_document(path, data)
         docs.append((path, data))
-        lsns.append(db._applied_lsn)
+        lsns.append(db._engine._applied_lsn)
         if checkpoint_after == i:
             db.checkpoint()
     disk = mem.crash(keep="all")
@@ -133,7 +132,7 @@ def check_salvage(image: Image, kept: int, dropped_lsns: tuple[int, int] | None,
         assert db.recovery is None
         assert contents(db) == dict(image.docs[:kept])
         db.write_document("/after", b"usable")
-        assert db._applied_lsn > max(image.lsns)
+        assert db._engine._applied_lsn > max(image.lsns)
     with streamdb.open(DB, CONFIG, vfs=after.crash(keep="none")) as db:
         assert db.get("/after") == b"usable"
     return report
@@ -185,7 +184,7 @@ def test_a_record_that_contradicts_the_checkpoint() -> None:
     docs = [("/a", b"a" * 300), ("/b", b"b" * 300)]
     for path, data in docs:
         db.write_document(path, data)
-    kept_lsn = db._applied_lsn
+    kept_lsn = db._engine._applied_lsn
     db.delete("/a")
     db.write_document("/c", b"c" * 300)
     disk = mem.crash(keep="all")

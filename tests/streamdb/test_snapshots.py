@@ -26,7 +26,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import streamdb
 from streamdb import Config
-from streamdb.maintenance import tree_pages
 from streamdb.reads import ReadMethods
 from streamdb.storage.header import HEADER_PAGES
 from streamdb.storage.readers import FileReaderTable
@@ -70,27 +69,26 @@ def check_pages(db: streamdb.Database) -> None:
             assert page not in owners, f"page {page} is both {owners[page]} and {what}"
             owners[page] = what
 
-    for doc in db._catalog.iter_docs():
+    for doc in db._engine._catalog.iter_docs():
         for v in doc.versions:
             for start, count in v.extents:
                 own(start, count, f"{doc.paths!r} v{v.version}")
-    for page in tree_pages(db, db._header.trees):
+    for page in db._engine.tree_pages():
         own(page, 1, "tree")
-    for start, count in db._space.extents():
+    for start, count in db._engine._space.extents():
         own(start, count, "free")
-    for start, count, _stamp in db._space.pending:
+    for start, count, _stamp in db._engine._space.pending:
         own(start, count, "pending")
-    leaked = sorted(set(range(HEADER_PAGES, db._space.file_pages)) - set(owners))
+    leaked = sorted(set(range(HEADER_PAGES, db._engine._space.file_pages)) - set(owners))
     assert not leaked, f"{len(leaked)} leaked pages, first {leaked[:10]}"
-    assert max(owners, default=0) < db._space.file_pages
+    assert max(owners, default=0) < db._engine._space.file_pages
 
 
 def check_all(db: streamdb.Database) -> None:
     """The internal invariant checks the library offers, plus page accounting."""
-    db._catalog._check()
-    db._space._check()
-    if isinstance(db._table, FileReaderTable):
-        db._table._check()
+    db._engine._check()
+    if isinstance(db._engine._table, FileReaderTable):
+        db._engine._table._check()
     check_pages(db)
 
 

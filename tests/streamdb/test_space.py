@@ -133,19 +133,18 @@ def test_a_crash_after_reuse_recovers_with_no_page_owned_twice() -> None:
         db.write_document("/a", expected["/a"])
         expected[f"/b{i}"] = rng.randbytes(200_000)
         db.write_document(f"/b{i}", expected[f"/b{i}"])
-    pages = db._space.file_pages
+    pages = db._engine._space.file_pages
     assert pages < (300_000 * 8 + 200_000 * 6) // 4096  # some pages were reused
     crashed = mem.crash(keep="none")  # every commit was fsynced (durability "full")
-    db._failed = "crashed"
-    db.close()
+    db._engine.crash()
     with streamdb.open("/d/x.db", config, vfs=crashed) as again:
         assert {p: again.get(p) for p in again} == expected
-        owned = {(s, c) for d in again._catalog.iter_docs() for v in d.versions
+        owned = {(s, c) for d in again._engine._catalog.iter_docs() for v in d.versions
                  for s, c in v.extents}
-        for start, count, _ in again._space.pending:
+        for start, count, _ in again._engine._space.pending:
             for s, c in owned:
                 assert start + count <= s or s + c <= start, "a pending page is owned"
-        again._space._check()
+        again._engine._space._check()
         report = again.verify()
         assert report.ok, report.problems
         for i in range(6):  # allocate everything again: nothing owned is handed out

@@ -76,7 +76,7 @@ class DatabaseMachine(RuleBasedStateMachine):
     def power_loss(self, keep: str, seed: int) -> None:
         # Every acknowledged write was fsynced (durability="full"), so nothing may be lost.
         self.disk = self.disk.crash(keep=keep, rng=random.Random(seed))  # type: ignore[arg-type]
-        self.db._forget()  # the old process is gone: drop it without a checkpoint
+        self.db._engine._forget()  # the old process is gone: drop it without a checkpoint
         self.db = streamdb.open(DB, CONFIG, vfs=self.disk)
 
     @invariant()
@@ -89,8 +89,7 @@ class DatabaseMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         report = self.db.verify()
         assert report.ok, report.problems
-        self.db._catalog._check()
-        self.db._space._check()
+        self.db._engine._check()
         self.db.close()
 
 

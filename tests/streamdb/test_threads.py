@@ -401,11 +401,10 @@ def expected(model: dict[str, int]) -> dict[str, bytes]:
 
 
 def check_database(db: streamdb.Database) -> None:
-    db._catalog._check()
-    db._space._check()
-    assert isinstance(db._table, FileReaderTable)
-    db._table._check()
-    cache = db._pager.cache  # the page cache of the pread path
+    db._engine._check()
+    assert isinstance(db._engine._table, FileReaderTable)
+    db._engine._table._check()
+    cache = db._engine._pager.cache  # the page cache of the pread path
     assert (cache is not None) == (not db.config.use_mmap and db.config.page_cache_size > 0)
     if cache is not None:
         cache._check()

@@ -193,7 +193,7 @@ def test_power_loss_mid_transaction_keeps_the_committed_prefix(keep: str) -> Non
     with db.transaction():
         db.write_document("/after", b"committed after the rollback")
     after_rollback = disk.crash(keep=keep, rng=random.Random(9))  # type: ignore[arg-type]
-    db._forget()  # the process is gone: no checkpoint, no rollback
+    db._engine._forget()  # the process is gone: no checkpoint, no rollback
     for lost in crashed:
         with streamdb.open("/d/t.db", config(), vfs=lost) as again:
             assert contents(again) == before

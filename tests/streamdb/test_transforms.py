@@ -112,17 +112,17 @@ def make_source(kind: str, data: bytes, piece: int = CHUNK + 4099) -> object:
 
 
 def latest(db: streamdb.Database, path: str) -> Version:
-    doc_id = db._catalog.lookup(path_key(path))
+    doc_id = db._engine._catalog.lookup(path_key(path))
     assert doc_id is not None
-    doc = db._catalog.doc(doc_id)
+    doc = db._engine._catalog.doc(doc_id)
     assert doc is not None
     return doc.latest
 
 
 def version_of(db: streamdb.Database, path: str, number: int) -> Version:
-    doc_id = db._catalog.lookup(path_key(path))
+    doc_id = db._engine._catalog.lookup(path_key(path))
     assert doc_id is not None
-    doc = db._catalog.doc(doc_id)
+    doc = db._engine._catalog.doc(doc_id)
     assert doc is not None
     (v,) = [v for v in doc.versions if v.version == number]
     return v
@@ -380,7 +380,7 @@ def test_other_page_sizes_and_crc32c(tmp_path: Path, page_size: int) -> None:
             assert db.info("/t/4095" if page_size == 4096 else "/t/65535").checksum == "crc32c"
             check_all(db, docs, full=False)
         with streamdb.open(path, cfg) as db:
-            assert db._page_size == page_size
+            assert db._engine._page_size == page_size
             check_all(db, docs, full=False)
             assert db.verify().ok
         docs.clear()
@@ -635,7 +635,7 @@ def test_tampered_chunks_on_disk_are_detected(tmp_path: Path, tamper: Tamper,
     path = tmp_path / "t.db"
     docs = _tamper_db(path)
     with streamdb.open(path, config(None, KEY)) as db:
-        page = db._page_size
+        page = db._engine._page_size
         vs = {name: latest(db, name) for name in docs}
         vs["/v@1"] = version_of(db, "/v", 1)
     raw = bytearray(path.read_bytes())
@@ -661,7 +661,7 @@ def test_tampered_chunks_on_disk_are_detected(tmp_path: Path, tamper: Tamper,
 
 
 def _stored(db: streamdb.Database, v: Version) -> list[bytes]:
-    reader = DocReader(db._pager, v, "x", verify=True, cipher=db._cipher)
+    reader = DocReader(db._engine._pager, v, "x", verify=True, cipher=db._engine._cipher)
     return [bytes(reader.stored_chunk(i, verify=True)) for i in range(reader.chunk_count())]
 
 
@@ -676,7 +676,7 @@ def _inline(v: Version, chunks: list[bytes]) -> Version:
 
 
 def _read_all(db: streamdb.Database, v: Version, verify: bool) -> bytes:
-    reader = DocReader(db._pager, v, "/tampered", verify=verify, cipher=db._cipher)
+    reader = DocReader(db._engine._pager, v, "/tampered", verify=verify, cipher=db._engine._cipher)
     return reader.read(0, v.size)
 
 
@@ -735,7 +735,7 @@ def test_metadata_bound_to_sealed_chunks_is_authenticated(tmp_path: Path, codec:
             assert exc.value.path == "/tampered" and "/tampered" in str(exc.value), name
         # Without the key, a sealed chunk is never handed out.
         with pytest.raises(EncryptionError):
-            DocReader(db._pager, v, "/a", verify=verify).read(0, 10)
+            DocReader(db._engine._pager, v, "/a", verify=verify).read(0, 10)
 
 
 def test_unencrypted_compressed_damage_is_a_checksum_mismatch(tmp_path: Path) -> None:
@@ -745,7 +745,7 @@ def test_unencrypted_compressed_damage_is_a_checksum_mismatch(tmp_path: Path) ->
         db.write_document("/z", data)
         v = latest(db, "/z")
         assert v.inline is None and v.codec == 3 and not v.encrypted
-        spans = chunk_spans(v, db._page_size, 1)
+        spans = chunk_spans(v, db._engine._page_size, 1)
         db.checkpoint()
     raw = bytearray(path.read_bytes())
     off, n = spans[0]
@@ -780,8 +780,8 @@ def test_damage_in_a_compressed_document_names_the_logical_offset(tmp_path: Path
         db.write_document("/z", data)
         v = latest(db, "/z")
         assert v.inline is None
-        spans = chunk_spans(v, db._page_size, 2)
-        assert spans[0][0] - v.extents[0][0] * db._page_size != 2 * CHUNK
+        spans = chunk_spans(v, db._engine._page_size, 2)
+        assert spans[0][0] - v.extents[0][0] * db._engine._page_size != 2 * CHUNK
     raw = bytearray(path.read_bytes())
     off, n = spans[0]
     raw[off + n // 2] ^= 0x20

@@ -39,7 +39,7 @@ def build(path: Path) -> dict[str, bytes]:
 
 def tree_pages(path: Path, name: str) -> list[int]:
     with streamdb.open(path, CONFIG) as db:
-        return db._tree_pages({name: db._header.trees[name]})
+        return db._engine._tree_pages({name: db._engine._header.trees[name]})
 
 
 def flip(path: Path, offset: int) -> None:
@@ -75,7 +75,7 @@ def test_a_flipped_document_byte_is_named(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     build(path)
     with streamdb.open(path, CONFIG) as db:
-        (first, _), = version_at(db._pins.current, "/big", None).extents
+        (first, _), = version_at(db._engine._pins.current, "/big", None).extents
     flip(path, first * 4096 + 5000)
     with streamdb.open(path, CONFIG) as db:
         report = db.verify()

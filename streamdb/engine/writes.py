@@ -1,4 +1,4 @@
-"""Writes and transactions: how the one writer applies, logs, commits and undoes.
+"""The engine's writer: how the one writer applies, logs, commits and undoes.
 
 Every write runs as a transaction: its own (one write, one commit), or the calling thread's
 `transaction()`. A write's operations are applied to the catalog under LSNs above the
@@ -13,6 +13,10 @@ X2. A failing log (a failed write or fsync) takes the whole transaction with it,
 X3. Undone documents' pages go back to free space, unless a view, stream or snapshot taken
     inside the transaction still reads them: then they wait for it (`_orphans`).
 X4. Transactions do not nest; maintenance that checkpoints is refused inside one.
+
+The write operations the façade and the features use (`write_documents`, `bind`, `unbind`,
+`prune`, and inside `writing()`: `lookup_doc`, `log`, `log_append`, ...) are this part's
+public methods.
 """
 
 from __future__ import annotations
@@ -20,28 +24,34 @@ from __future__ import annotations
 import contextlib
 import errno
 import threading
-from abc import ABC, abstractmethod
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Any
 
 import wal
 from streamdb import errors as E
+from streamdb.engine.base import EngineFields
 from streamdb.errmap import io_error, wal_error
-from streamdb.pins import Pins, State
-from streamdb.storage.catalog import Catalog
-from streamdb.storage.docio import PageWrite
-from streamdb.storage.freespace import FreeSpace
-from streamdb.storage.header import Header
-from streamdb.storage.pager import Pager
-from streamdb.storage.records import Op, encode_op
-
-if TYPE_CHECKING:
-    from streamdb.config import Config
+from streamdb.storage.docio import CHUNK, Ingest, PageWrite, Transform
+from streamdb.storage.logio import LogAppend
+from streamdb.storage.records import (
+    OP_BIND,
+    OP_CREATE,
+    OP_PRUNE,
+    OP_UNBIND,
+    OP_VERSION,
+    DocRecord,
+    Op,
+    Version,
+    encode_op,
+)
+from streamdb.storage.transform import Cipher
 
 CHECKPOINT_LOG_BYTES = 128 << 20  # checkpoint when this much has been logged since the last
-_SYNC = {"full": "full", "normal": "batch", "off": "off"}
+SYNC = {"full": "full", "normal": "batch", "off": "off"}
 
 
 @dataclass(slots=True)
@@ -55,64 +65,15 @@ class Tx:
     logged: int = 0  # their bytes
 
 
-class Transactions(ABC):
-    """The write machinery of `Database` (a mixin: the attributes and the abstract
-    methods below are the database's)."""
-
-    path: str
-    config: Config
-    _vfs: wal.VFS
-    _write_lock: threading.RLock
-    _tx: Tx | None
-    _tx_owner: int | None
-    _failed: str | None
-    _wal: wal.WriteAheadLog | None
-    _catalog: Catalog
-    _space: FreeSpace
-    _pager: Pager
-    _pins: Pins
-    _header: Header
-    _applied_lsn: int
-    _logged_bytes: int
-    _orphans: list[tuple[list[tuple[int, int]], set[State]]]
-
-    @abstractmethod
-    def _check_writable(self) -> None:
-        """Raise unless writes are allowed now."""
-
-    @abstractmethod
-    def _publish(self) -> None:
-        """Make the catalog at `_applied_lsn` the state new reads see."""
-
-    @abstractmethod
-    def _replay(self, *, opening: bool = False, until: int | None = None) -> int:
-        """Apply the log's committed records past `_applied_lsn` (below `until`), then
-        publish; returns how many."""
-
-    @abstractmethod
-    def _horizon(self) -> int:
-        """The lowest LSN any reader may read the catalog at."""
-
-    @abstractmethod
-    def _count(self, name: str, n: int = 1) -> None:
-        """Bump a `stats()` counter."""
-
-    @abstractmethod
-    def _checkpoint(self, *, force: bool = False,
-                    index: dict[str, Iterator[tuple[bytes, bytes]]] | None = None) -> None:
-        """Write a checkpoint (D4)."""
+class Writes(EngineFields):
+    """The writer part of `Engine` (rules X1-X4)."""
 
     def transaction(self) -> Transaction:
-        """A context manager that makes every write, delete, bind and unbind this thread
-        makes through the database inside it one atomic commit (one fsync) when the block
-        exits, and none of them if it raises. This thread's reads see its pending writes;
-        other threads' reads do not, and their writes wait for it. Transactions do not
-        nest (InvalidArgumentError). `gc`, `checkpoint`, `compact`, `backup` and `verify`
-        are refused inside one."""
+        """`Database.transaction()`: see there."""
         return Transaction(self)
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[Tx]:
+    def writing(self) -> Iterator[Tx]:
         """One write: join this thread's transaction, or run as a transaction of its own.
 
         Its operations are applied to the catalog as it goes (so it sees its own earlier
@@ -120,7 +81,7 @@ class Transactions(ABC):
         transaction is undone alone and the transaction goes on. Only a failing log takes
         the whole transaction with it."""
         with self._write_lock:
-            self._check_writable()
+            self.check_writable()
             own = self._tx is None
             if own:
                 self._begin(user=False)
@@ -138,6 +99,131 @@ class Transactions(ABC):
                 raise
             if own:
                 self._commit()
+
+    # -- the write operations ------------------------------------------------------------
+
+    def write_documents(self, batch: list[tuple[bytes, str, object]]) -> list[uuid.UUID]:
+        """New versions of the documents at the given path keys (creating them), from
+        checked (key, path, data) triples: one atomic commit (one fsync), or nothing.
+        Memory O(64 KiB + 1 MiB) a document whatever its size. Raises as
+        `Database.write_documents`."""
+        with self.writing() as tx:
+            ids = []
+            catalog, header = self._catalog, self._header
+            for key, path, data in batch:
+                doc_id_bytes = catalog.lookup(key)
+                doc = catalog.doc(doc_id_bytes) if doc_id_bytes is not None else None
+                if doc_id_bytes is not None and doc is None:
+                    raise E.CorruptionError("a path names a missing document", path=path)
+                doc_id = uuid.uuid4() if doc is None else doc.doc_id
+                number = 1 if doc is None else doc.latest.version + 1
+                ingest = Ingest(self._pager, self._space, header.checksum,
+                                self.config.max_document_size,
+                                Transform(self._codec, self._cipher, doc_id.bytes, number))
+                tx.ingests.append(ingest)
+                try:
+                    stored = ingest.run(data)
+                except OSError as exc:
+                    raise io_error(exc, f"writing {path!r}") from exc
+                self._count("bytes_written", stored.size)
+                now = time.time()
+                version = Version(
+                    number, self._next_lsn(), stored.size,
+                    now if doc is None else doc.versions[-1].created, now,
+                    header.checksum, CHUNK, tuple(ingest.extents), stored.sums,
+                    stored.inline, self._codec if stored.table else 0,
+                    sum(n for n, _, _ in stored.table) if stored.table else -1,
+                    stored.table, stored.salt, doc_id.bytes,
+                )
+                if doc is None:
+                    self._log([Op(OP_CREATE, doc_id, path=key, version=version)])
+                else:
+                    self._log([Op(OP_VERSION, doc_id, version=version)])
+                ids.append(doc_id)
+            return ids
+
+    def bind(self, doc_id: uuid.UUID, key: bytes) -> None:
+        """Make the path key name the document too; NotFoundError if there is none."""
+        with self.writing():
+            if self._catalog.doc(doc_id.bytes) is None:
+                raise E.NotFoundError(f"no document {doc_id}")
+            self._log([Op(OP_BIND, doc_id, path=key)])
+
+    def unbind(self, key: bytes, path: str) -> None:
+        """Remove the path; NotFoundError (naming `path`) if it names nothing."""
+        with self.writing():
+            if self._catalog.lookup(key) is None:
+                raise E.NotFoundError(f"no document at {path!r}")
+            self._log([Op(OP_UNBIND, path=key)])
+
+    def gc(self) -> int:
+        """Drop versions beyond versions_to_keep, then checkpoint; the free pages after.
+        O(documents)."""
+        with self._write_lock:
+            self.check_no_tx("gc()")
+            keep = self.config.versions_to_keep
+            with self.writing():
+                ops = [Op(OP_PRUNE, d.doc_id, keep=keep)
+                       for d in self._catalog.iter_docs() if len(d.versions) > keep]
+                if ops:
+                    self._log(ops)
+            self._checkpoint()
+            return self._space.free_pages()
+
+    # -- inside `writing()`: what features that write build on ---------------------------
+
+    def lookup_doc(self, key: bytes) -> DocRecord | None:
+        """The document at a path key as this write sees it (its own changes included).
+        Raises CorruptionError when the path names a missing document. O(log n)."""
+        doc_id = self._catalog.lookup(key)
+        if doc_id is None:
+            return None
+        doc = self._catalog.doc(doc_id)
+        if doc is None:
+            raise E.CorruptionError("a path names a missing document")
+        return doc
+
+    @property
+    def checksum_algorithm(self) -> int:
+        """The chunk checksum new versions use (storage.header CHECKSUM_*)."""
+        return self._header.checksum
+
+    @property
+    def cipher(self) -> Cipher | None:
+        return self._cipher
+
+    def log_append(self) -> LogAppend:
+        """A grower of a message log's latest version, its pages given back if this write
+        is undone."""
+        assert self._tx is not None, "inside writing()"
+        append = LogAppend(self._pager, self._space, self._cipher)
+        self._tx.ingests.append(append)
+        return append
+
+    def next_lsn(self) -> int:
+        """The LSN the next operation of this write gets."""
+        return self._next_lsn()
+
+    def log(self, ops: list[Op]) -> None:
+        """Apply `ops` to this write (they commit with it)."""
+        self._log(ops)
+
+    def count_written(self, n: int) -> None:
+        self._count("bytes_written", n)
+
+    def take_ipc_writer(self, path: str) -> tuple[tuple[bytes | None, int, int], Any] | None:
+        """The IPC writer this handle's last `append_batch` to `path` left, and the
+        (document, LSN, size) it left the document at; forgotten here."""
+        return self._ipc_appends.pop(path, None)
+
+    def keep_ipc_writer(self, path: str, where: tuple[bytes | None, int, int],
+                        writer: Any) -> None:
+        """Remember the IPC writer of an `append_batch` that committed (the last 64)."""
+        if len(self._ipc_appends) >= 64:
+            del self._ipc_appends[next(iter(self._ipc_appends))]
+        self._ipc_appends[path] = (where, writer)
+
+    # -- transactions ---------------------------------------------------------------------
 
     def _begin(self, *, user: bool) -> None:
         self._collect_orphans()
@@ -278,7 +364,7 @@ class Transactions(ABC):
             self._wal.close()
             # Decided, replayed, then finished: the log's recovery writes only once the
             # replay has succeeded (wal rule R7).
-            self._wal = wal.open(self.path + "-wal", sync=_SYNC[self.config.durability],  # type: ignore[arg-type]
+            self._wal = wal.open(self.path + "-wal", sync=SYNC[self.config.durability],  # type: ignore[arg-type]
                                  vfs=self._vfs, finish=False)
             self._replay()  # in case the batch did reach the log after all
             self._wal.skip_to(self._applied_lsn)
@@ -291,7 +377,7 @@ class Transactions(ABC):
 class Transaction:
     """`Database.transaction()`: see there."""
 
-    def __init__(self, db: Transactions) -> None:
+    def __init__(self, db: Writes) -> None:
         self._db = db
         self._tx: Tx | None = None
 
@@ -301,7 +387,7 @@ class Transaction:
         try:
             if db._tx_owner == threading.get_ident():
                 raise E.InvalidArgumentError("transactions do not nest")
-            db._check_writable()
+            db.check_writable()
             db._begin(user=True)
             self._tx = db._tx
         except BaseException:

@@ -34,15 +34,12 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import wal
 from streamdb import errors as E
+from streamdb.engine.base import EngineFields
 from streamdb.errmap import io_error, wal_error
 from streamdb.storage.logfiles import log_files
-
-if TYPE_CHECKING:
-    from streamdb.database import Database
 
 RECOVER_MODES = ("truncate-log",)
 _COPY_CHUNK = 1 << 20
@@ -76,80 +73,83 @@ def check_mode(recover: str | None, readonly: bool) -> None:
         raise E.InvalidArgumentError("recover= needs a writer open, not readonly=True")
 
 
-def open_log(db: Database, sync: wal.SyncMode) -> LogRecovery | None:
-    """The writer's log open with recover="truncate-log" (L1-L4): leaves `db._wal` finished
-    and the catalog at the recovered state. O(log bytes) reads (twice when a batch
-    contradicts the checkpoint), the copies, a checkpoint, O(segments) header writes.
-    Raises what an open raises for anything but damage in the log (WalFormatError's
-    UnsupportedError, LockedError, ...), StorageIOError/StorageFullError from the files."""
-    path = db.path + "-wal"
-    try:
-        log = db._wal = wal.open(path, sync=sync, vfs=db._vfs, finish=False, salvage=True)
-    except wal.WalError as exc:
-        raise wal_error(exc, f"opening the log of {db.path}") from exc
-    reason = log.damage
-    try:
+class Salvage(EngineFields):
+    """The salvaging open of `Engine` (rules L1-L4)."""
+
+    def _salvage_log(self, sync: wal.SyncMode) -> LogRecovery | None:
+        """The writer's log open with recover="truncate-log" (L1-L4): leaves `self._wal` finished
+        and the catalog at the recovered state. O(log bytes) reads (twice when a batch
+        contradicts the checkpoint), the copies, a checkpoint, O(segments) header writes.
+        Raises what an open raises for anything but damage in the log (WalFormatError's
+        UnsupportedError, LockedError, ...), StorageIOError/StorageFullError from the files."""
+        path = self.path + "-wal"
         try:
-            kept_records = db._replay(opening=True)
-        except E.CorruptionError as exc:
-            # L1: a batch contradicts the checkpoint; the catalog holds part of it, so it
-            # is rebuilt from the checkpoint and the batches before that one.
-            cut = db._replay_batch
-            reason = f"a logged record contradicts the checkpoint ({exc})"
-            db._reload_state()
-            kept_records = db._replay(opening=True, until=cut)
-        if reason is None:
-            log.skip_to(db._applied_lsn)
-            log.finish()
-            return None
-        log.skip_to(db._applied_lsn)
-        kept = db._applied_lsn
-        found = log.survey(kept)
-    except wal.WalError as exc:
-        raise wal_error(exc, f"salvaging the log of {db.path}") from exc
-    copies = _copy_files(db)
-    db._checkpoint(force=True)  # the recovered state, durable in the database file (L3)
-    try:
-        log.finish(start_over=True)
-    except wal.WalError as exc:
-        raise wal_error(exc, f"starting the log of {db.path} over") from exc
-    report = LogRecovery(
-        reason=reason,
-        kept_lsn=kept,
-        records_kept=kept_records,
-        records_dropped=found.records,
-        bytes_dropped=found.bytes,
-        lsns_dropped=(found.first_lsn, found.last_lsn) if found.records else None,
-        copies=tuple(copies),
-    )
-    warnings.warn(
-        f"{db.path}: the log was damaged ({reason}); kept the state at LSN {kept}, dropped "
-        f"{found.records} records ({found.bytes} bytes); the damaged log is kept in "
-        f"{', '.join(os.path.basename(c) for c in copies)}",
-        LogRecoveryWarning, stacklevel=4)
-    return report
+            log = self._wal = wal.open(path, sync=sync, vfs=self._vfs, finish=False, salvage=True)
+        except wal.WalError as exc:
+            raise wal_error(exc, f"opening the log of {self.path}") from exc
+        reason = log.damage
+        try:
+            try:
+                kept_records = self._replay(opening=True)
+            except E.CorruptionError as exc:
+                # L1: a batch contradicts the checkpoint; the catalog holds part of it, so it
+                # is rebuilt from the checkpoint and the batches before that one.
+                cut = self._replay_batch
+                reason = f"a logged record contradicts the checkpoint ({exc})"
+                self._reload_state()
+                kept_records = self._replay(opening=True, until=cut)
+            if reason is None:
+                log.skip_to(self._applied_lsn)
+                log.finish()
+                return None
+            log.skip_to(self._applied_lsn)
+            kept = self._applied_lsn
+            found = log.survey(kept)
+        except wal.WalError as exc:
+            raise wal_error(exc, f"salvaging the log of {self.path}") from exc
+        copies = self._copy_log_files()
+        self._checkpoint(force=True)  # the recovered state, durable in the database file (L3)
+        try:
+            log.finish(start_over=True)
+        except wal.WalError as exc:
+            raise wal_error(exc, f"starting the log of {self.path} over") from exc
+        report = LogRecovery(
+            reason=reason,
+            kept_lsn=kept,
+            records_kept=kept_records,
+            records_dropped=found.records,
+            bytes_dropped=found.bytes,
+            lsns_dropped=(found.first_lsn, found.last_lsn) if found.records else None,
+            copies=tuple(copies),
+        )
+        warnings.warn(
+            f"{self.path}: the log was damaged ({reason}); kept the state at LSN {kept}, dropped "
+            f"{found.records} records ({found.bytes} bytes); the damaged log is kept in "
+            f"{', '.join(os.path.basename(c) for c in copies)}",
+            LogRecoveryWarning, stacklevel=4)
+        return report
 
 
-def _copy_files(db: Database) -> list[str]:
-    """L2: copy every log file beside the database; returns the copies' paths."""
-    vfs = db._vfs
-    try:
-        sources = log_files(vfs, db.path)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        suffix, n = f".damaged-{stamp}", 1
-        while any(vfs.exists(p + suffix) or vfs.exists(p + suffix + ".tmp") for p in sources):
-            n += 1
-            suffix = f".damaged-{stamp}-{n}"
-        copies = []
-        for source in sources:
-            target = source + suffix
-            _copy(vfs, source, target + ".tmp")
-            vfs.rename(target + ".tmp", target)
-            copies.append(target)
-        vfs.sync_dir(os.path.dirname(os.path.abspath(db.path)))
-    except OSError as exc:
-        raise io_error(exc, f"copying the damaged log of {db.path}") from exc
-    return copies
+    def _copy_log_files(self) -> list[str]:
+        """L2: copy every log file beside the database; returns the copies' paths."""
+        vfs = self._vfs
+        try:
+            sources = log_files(vfs, self.path)
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            suffix, n = f".damaged-{stamp}", 1
+            while any(vfs.exists(p + suffix) or vfs.exists(p + suffix + ".tmp") for p in sources):
+                n += 1
+                suffix = f".damaged-{stamp}-{n}"
+            copies = []
+            for source in sources:
+                target = source + suffix
+                _copy(vfs, source, target + ".tmp")
+                vfs.rename(target + ".tmp", target)
+                copies.append(target)
+            vfs.sync_dir(os.path.dirname(os.path.abspath(self.path)))
+        except OSError as exc:
+            raise io_error(exc, f"copying the damaged log of {self.path}") from exc
+        return copies
 
 
 def _copy(vfs: wal.VFS, source: str, target: str) -> None:
