@@ -61,6 +61,13 @@ class EngineFields(ABC):
     _pins: Pins
     _counters: Counters
     _quick: bool
+    # path -> where the latest version of a whole, plain, one-chunk document lies, for the
+    # fast read path: (bytes, or a memory map), start, end, checksum, checksum function
+    # (None: bytes already verified). Filled from the published state, emptied of what a
+    # state about to be published changes (`_publish`), under `_epoch`: odd while a publish
+    # is changing it, so a fill that raced it is dropped (a seqlock).
+    _locations: dict[str, tuple[Any, int, int, int, Any]]
+    _epoch: int
     _table: ReaderTable | None
     _slot: ReaderSlot | None
     _tail: wal.LogTail | None  # read-only opens follow the log with it
@@ -103,8 +110,9 @@ class EngineFields(ABC):
     # -- what one part of the engine calls in another ------------------------------------
 
     @abstractmethod
-    def _publish(self) -> None:
-        """Make the catalog at `_applied_lsn` the state new reads see."""
+    def _publish(self, touched: set[bytes] | None = None) -> None:
+        """Make the catalog at `_applied_lsn` the state new reads see; the cached locations
+        of the path keys `touched` (None: all) go first."""
 
     @abstractmethod
     def _horizon(self) -> int:

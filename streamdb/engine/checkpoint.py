@@ -123,7 +123,7 @@ class Checkpoints(EngineFields):
         for page in old_pages:
             space.defer(page, 1, stamp)
         self._catalog = self._new_catalog(refs)
-        self._publish()
+        self._publish(set())  # the same documents: cached locations stay
         self._release_space()
         end = space.file_pages * self._page_size
         if pager.file.size() > end:

@@ -68,6 +68,9 @@ import weakref
 from dataclasses import dataclass, replace
 from typing import Any
 
+import crc32c
+import xxhash
+
 import wal
 from streamdb import errors as E
 from streamdb.config import Config
@@ -77,6 +80,7 @@ from streamdb.engine.pins import Counters, Pins, State, drain_all
 from streamdb.engine.salvage import Salvage, check_mode
 from streamdb.engine.writes import SYNC, Writes
 from streamdb.errmap import io_error, wal_error
+from streamdb.paths import path_key
 from streamdb.storage import btree
 from streamdb.storage.catalog import KIND_FREE, LATEST, Catalog
 from streamdb.storage.docio import DocReader
@@ -101,6 +105,7 @@ from streamdb.storage.transform import CODECS, key_check, open_cipher
 from wal.vfs import VFS, OsVFS
 
 _OPEN: weakref.WeakSet[Engine] = weakref.WeakSet()
+LOCATIONS_MAX = 1 << 20  # cached document locations (about 150 bytes each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +168,8 @@ class Engine(Writes, Checkpoints, Follower, Salvage):
         self._refresh_lock = threading.Lock()
         self._logged_bytes = 0
         self._replay_batch = 0
+        self._locations = {}
+        self._epoch = 0
         try:
             file = self._vfs.open(path, create=not readonly)
         except FileNotFoundError as exc:
@@ -447,14 +454,27 @@ class Engine(Writes, Checkpoints, Follower, Salvage):
 
     # -- published states (C2) and what holds them --------------------------------------
 
-    def _publish(self) -> None:
-        """Make the catalog at the last applied LSN the state new reads see (C2)."""
+    def _publish(self, touched: set[bytes] | None = None) -> None:
+        """Make the catalog at the last applied LSN the state new reads see (C2). The
+        cached locations of the path keys `touched` (None: every one) go first, inside the
+        `_epoch` seqlock (P4): no fast read can then find a location the new state changed,
+        and no slow read that raced the publish can put one back."""
         state = State(self._catalog, self._applied_lsn, self._header.generation, self._pager)
         if getattr(self, "_pins", None) is None:
             self._pins = Pins(state, self._unpinned)
+            return
+        if touched is None or touched:
+            self._epoch += 1  # odd: changing
+            if touched is None:
+                self._locations = {}
+            else:
+                for key in touched:
+                    self._locations.pop(key.decode("utf-8", "replace"), None)
+            self._pins.publish(state)
+            self._epoch += 1
         else:
             self._pins.publish(state)
-            self._close_retired()
+        self._close_retired()
 
     def _horizon(self) -> int:
         """The lowest LSN a reader may read the catalog at (any, before the first
@@ -542,6 +562,93 @@ class Engine(Writes, Checkpoints, Follower, Salvage):
     def closed(self) -> str | None:
         """Why operations are refused (closed, or forked), or None while open."""
         return self._pins.closed
+
+    def fast_get(self, path: str) -> bytes | None:
+        """The latest version of a whole, plain, one-chunk document from its cached
+        location: a dict lookup, a lock-free pin (P4), a slice of the map and a checksum.
+        None when there is no usable entry (the caller takes `get_latest`). Never raises:
+        anything unexpected (a closed or retired map, a checksum that does not match) drops
+        the entry and leaves the caller the general path, which reports it."""
+        entry = self._locations.get(path)
+        if entry is None or (self._tx_owner is not None
+                             and self._tx_owner == threading.get_ident()):
+            return None  # a transaction's own reads see its pending writes
+        pins = self._pins
+        try:
+            slot = pins._local.slot
+        except AttributeError:
+            slot = pins.slot(self._counters)
+        slot.state = pins.current
+        try:
+            if self._locations.get(path) is not entry:  # taken out since: changed
+                return None
+            data, start, end, expected, digest = entry
+            if digest is not None:  # a slice of the map, verified
+                data = data[start:end]
+                if not self._quick and digest(data) != expected:
+                    self._locations.pop(path, None)
+                    return None
+            counts = slot.counts
+            counts["reads"] += 1
+            counts["bytes_read"] += end - start
+            return data  # type: ignore[no-any-return]
+        except (ValueError, TypeError, OSError):  # a retired map, closed: ask again
+            self._locations.pop(path, None)
+            return None
+        finally:
+            slot.state = None
+
+    def _forget_locations(self) -> None:
+        """Drop every cached location (P4)."""
+        self._epoch += 1
+        self._locations = {}
+        self._epoch += 1
+
+    def get_latest(self, path: str) -> bytes:
+        """The latest version of the document at `path`, through the general path; its
+        location is cached for `fast_get` when the document is whole, plain and one chunk,
+        read from the published state, and no publish raced the read (P4). Raises as
+        `Database.get`."""
+        epoch = self._epoch
+        key = path_key(path)
+        state = self.pin()
+        try:
+            doc = self.doc(state, key)
+            if doc is None:
+                raise E.NotFoundError(f"no document at {path!r}")
+            v = doc.latest
+            data = self.read(state, path, v, 0, v.size)
+            if (not epoch & 1 and len(v.sums) == 1 and not v.table
+                    and state is self._pins.current):
+                self._remember(path, state, v, data, epoch)
+            return data
+        finally:
+            self.unpin(state)
+
+    def _remember(self, path: str, state: State, v: Version, data: bytes,
+                  epoch: int) -> None:
+        """Cache where `v` (just read in full from the published `state`) lies."""
+        if v.inline is not None:
+            entry: tuple[Any, int, int, int, Any] = (data, 0, len(data), 0, None)
+        elif len(v.extents) == 1:
+            start = v.extents[0][0] * self._page_size
+            try:
+                mapped = state.pager.mapping(start, v.size)
+            except (ValueError, E.ClosedError):
+                return
+            if mapped is None:
+                return
+            digest = xxhash.xxh3_64_intdigest if v.checksum == CHECKSUM_XXH3 else (
+                crc32c.crc32c if v.checksum == CHECKSUM_CRC32C else None)
+            if digest is None:
+                return
+            entry = (mapped, start, start + v.size, v.sums[0], digest)
+        else:
+            return
+        if len(self._locations) >= LOCATIONS_MAX:
+            self._locations.pop(next(iter(self._locations)), None)
+        if self._epoch == epoch:  # no publish since the read began
+            self._locations[path] = entry
 
     def doc(self, state: State, key: bytes) -> DocRecord | None:
         """The document a path key names in `state`. O(log n)."""
@@ -727,6 +834,7 @@ class Engine(Writes, Checkpoints, Follower, Salvage):
                 except E.StreamDbError as exc:
                     error = exc
             self._pins.close(f"{self.path} is closed")  # no read starts, none is in flight
+            self._forget_locations()  # a fast read then finds nothing, and reports closed
             _OPEN.discard(self)
             held = self._pins.oldest()
             if held is not None and self._slot is None and self._table is not None:
@@ -759,6 +867,7 @@ class Engine(Writes, Checkpoints, Follower, Salvage):
         without any I/O (their locks and the parent's state are the parent's)."""
         self._pins.closed = (f"{self.path} was opened in process {self._pid}; after fork() "
                              f"the child must open the database again")
+        self._forget_locations()
         with contextlib.suppress(OSError):  # descriptors only: nothing is written
             if self._wal is not None:
                 self._wal.forget()

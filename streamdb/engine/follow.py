@@ -31,6 +31,7 @@ import time
 import wal
 from streamdb import errors as E
 from streamdb.engine.base import EngineFields
+from streamdb.engine.writes import touched
 from streamdb.errmap import io_error, wal_error
 from streamdb.storage.freespace import FreeSpace
 from streamdb.storage.pager import Pager
@@ -117,8 +118,9 @@ class Follower(EngineFields):
             return
         raise E.CorruptionError(f"{self.path}: no consistent state after {ATTEMPTS} attempts")
 
-    def _follow(self) -> None:
-        """Apply the batches committed since the last poll (F2). O(new log bytes)."""
+    def _follow(self) -> set[bytes]:
+        """Apply the batches committed since the last poll (F2); the path keys whose
+        documents they changed. O(new log bytes)."""
         try:
             assert self._tail is not None
             records = self._tail.poll()
@@ -130,14 +132,17 @@ class Follower(EngineFields):
             self._pager.forget_cached()
         catalog = self._catalog
         catalog.horizon = self._horizon()
+        changed: set[bytes] = set()
         for record in records:
             op = decode_op(record.payload)
             if op.version is not None:  # VERSION, CREATE
                 for start, count in op.version.extents:
                     self._space.claim(start, count)  # keeps page numbers in range
+            touched(catalog, op, changed)
             catalog.apply(op, record.lsn)
             self._applied_lsn = record.lsn
         catalog.mark()
+        return changed
 
     def _refresh_follower(self) -> None:
         """Move on to the last committed state: the new log batches, or a full `load` when a
@@ -148,14 +153,14 @@ class Follower(EngineFields):
                 self._load()
                 return
             try:
-                self._follow()
+                changed = self._follow()
             except wal.WalRecycledError:
                 self._load()
                 return
             if not self._same_file():  # F3: what was just read may be the new file's log
                 self._load()
                 return
-            self._publish()
+            self._publish(changed)
             self._publish_oldest()
 
     def _publish_oldest(self) -> None:

@@ -15,6 +15,11 @@ P2. The oldest pinned stamp bounds what the writer may reuse (FreeSpace.release)
 P3. After `close()` begins no operation starts; `close()` returns once those in flight end.
     Pins may outlive it (views), which keeps their pages out of reuse (the database
     publishes them in the reader table).
+P4. The fast read path pins without the lock: a thread stores the published state in its
+    `ReadSlot`, then checks that what it is about to read is still current (the engine
+    takes cached locations out before it publishes a state that changes them), and clears
+    the slot when done. `oldest` and `horizon` count slot states, so pages a fast read may
+    touch are not reused under it.
 """
 
 from __future__ import annotations
@@ -49,6 +54,18 @@ class State:
         return (self.gen, self.lsn)
 
 
+class ReadSlot:
+    """One thread's pin for the fast read path (docs/design.md, "Performance principles"):
+    the state it is reading now (None between reads), set with one attribute store instead
+    of a lock round trip, and its counters (the thread's dict in `Counters`)."""
+
+    __slots__ = ("__weakref__", "counts", "state")
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.state: State | None = None
+        self.counts = counts
+
+
 class Pins:
     """Held states and in-flight operations of one `Database`. Thread-safe; every method
     is O(1) except `oldest` and `horizon`, which are O(distinct held states)."""
@@ -70,8 +87,26 @@ class Pins:
         # the queue too, whichever comes first.
         self._later: collections.deque[State] = collections.deque()
         self._draining = threading.RLock()  # re-entered when release() drains again
+        # Fast-path pins, one per reading thread (P4). A thread's slot dies with it.
+        self._slots: weakref.WeakSet[ReadSlot] = weakref.WeakSet()
+        self._local = threading.local()
         _janitor.start()
         _ALL.add(self)
+
+    def slot(self, counters: Counters) -> ReadSlot:
+        """This thread's fast-path slot (made once per thread). O(1)."""
+        try:
+            slot: ReadSlot = self._local.slot
+            return slot
+        except AttributeError:
+            slot = self._local.slot = ReadSlot(counters.mine())
+            with self._lock:
+                self._slots.add(slot)
+            return slot
+
+    def _slot_states(self) -> list[State]:
+        """States fast-path readers hold now. Lock held. O(reading threads)."""
+        return [state for slot in list(self._slots) if (state := slot.state) is not None]
 
     def release_later(self, state: State) -> None:
         """`release(state, op=False)` from a finaliser: safe at any point. O(1)."""
@@ -140,16 +175,16 @@ class Pins:
             self.current = state
 
     def oldest(self) -> Stamp | None:
-        """The oldest held stamp, or None when nothing is held."""
+        """The oldest held stamp (fast-path pins included), or None when nothing is held."""
         self._drain()
         with self._lock:
-            return min((s.stamp for s in self._held), default=None)
+            return min((s.stamp for s in [*self._held, *self._slot_states()]), default=None)
 
     def horizon(self, catalog: Catalog) -> int:
-        """The lowest LSN any reader may read `catalog` at: held states of it and the
-        published state (which new readers take)."""
+        """The lowest LSN any reader may read `catalog` at: held states of it (fast-path
+        pins included) and the published state (which new readers take)."""
         with self._lock:
-            lsns = [s.lsn for s in self._held if s.catalog is catalog]
+            lsns = [s.lsn for s in [*self._held, *self._slot_states()] if s.catalog is catalog]
             if self.current.catalog is catalog:
                 lsns.append(self.current.lsn)
             return min(lsns, default=self.current.lsn)
@@ -240,6 +275,16 @@ class Counters:
             with self._lock:
                 self._all.append(mine)
         mine[name] += n
+
+    def mine(self) -> dict[str, int]:
+        """This thread's counters (registered on first use; kept after the thread ends)."""
+        try:
+            mine: dict[str, int] = self._local.counts
+        except AttributeError:
+            mine = self._local.counts = dict.fromkeys(self._names, 0)
+            with self._lock:
+                self._all.append(mine)
+        return mine
 
     def read(self, nbytes: int) -> None:
         """One read of `nbytes`: "reads" and "bytes_read" in one bump."""

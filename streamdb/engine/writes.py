@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -35,6 +35,7 @@ import wal
 from streamdb import errors as E
 from streamdb.engine.base import EngineFields
 from streamdb.errmap import io_error, wal_error
+from streamdb.storage.catalog import Catalog
 from streamdb.storage.docio import CHUNK, Ingest, PageWrite, Transform
 from streamdb.storage.logio import LogAppend
 from streamdb.storage.records import (
@@ -63,6 +64,9 @@ class Tx:
     payloads: list[bytes]  # the current write's log records, appended when it succeeds
     records: int = 0  # log records appended
     logged: int = 0  # their bytes
+    # path keys whose documents this transaction changed (their cached locations go when
+    # it is published)
+    touched: set[bytes] = field(default_factory=set)
 
 
 class Writes(EngineFields):
@@ -294,6 +298,7 @@ class Writes(EngineFields):
         tx = self._tx
         assert tx is not None
         for op in ops:
+            touched(self._catalog, op, tx.touched)
             lsn = self._next_lsn()
             self._catalog.apply(op, lsn)
             self._applied_lsn = lsn
@@ -337,7 +342,7 @@ class Writes(EngineFields):
         assert last == self._applied_lsn, (last, self._applied_lsn)
         self._tx = self._tx_owner = None
         self._catalog.mark()
-        self._publish()
+        self._publish(tx.touched)
         self._note_durable()
         self._count("commits")
         self._logged_bytes += tx.logged
@@ -372,6 +377,17 @@ class Writes(EngineFields):
             self._failed = None
         except (wal.WalError, E.StreamDbError) as again:
             self._failed = f"the log could not be reopened ({again})"
+
+
+def touched(catalog: Catalog, op: Op, into: set[bytes]) -> None:
+    """Add to `into` the path keys whose documents `op` changes: its path, and every path
+    of the document it names (as the catalog holds it before `op`). O(paths of the doc)."""
+    if op.path:
+        into.add(op.path)
+    if op.doc_id is not None and op.kind != OP_UNBIND:
+        doc = catalog.doc(op.doc_id.bytes)
+        if doc is not None:
+            into.update(doc.paths)
 
 
 class Transaction:

@@ -166,6 +166,15 @@ class Pager:
             raise ValueError("read beyond the end of the file")
         return data
 
+    def mapping(self, offset: int, length: int) -> mmap.mmap | None:
+        """The memory map that covers [offset, offset+length) now, for a caller that keeps
+        it to slice later (a cached location); None without a map. The map may be retired
+        (closed once no view of it lives): slicing it then raises ValueError, and the caller
+        asks again. Raises ValueError past the end of the file, ClosedError."""
+        if self._fd is None:
+            return None
+        return self._ensure_map(offset + length)
+
     def read_page(self, page_no: int) -> memoryview:
         return self.read(page_no * self.page_size, self.page_size)
 
