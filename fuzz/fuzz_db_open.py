@@ -248,6 +248,7 @@ def deterministic(seed: int) -> Iterator[None]:
         (vars(btree), "secrets", fake), (vars(wal.log), "secrets", fake),
         (vars(wal.segments), "secrets", fake), (vars(uuid), "uuid4", fake.uuid4),
         (vars(streamdb.engine.writes), "time", clock), (vars(streamdb.logs), "time", clock),
+        (vars(streamdb.engine.writes), "_ids", lambda n: [fake.uuid4() for _ in range(n)]),
         (vars(transform), "os", types.SimpleNamespace(urandom=fake.urandom)),
     ]
     saved = [(ns, name, ns[name]) for ns, name, _ in patches]

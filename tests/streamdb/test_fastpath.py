@@ -212,3 +212,24 @@ def test_a_fast_read_in_flight_keeps_its_pages(tmp_path: Path) -> None:
         used = {p for d in engine._catalog.iter_docs() for v in d.versions
                 for s, c in v.extents for p in range(s, s + c)}
         assert old & used, "once the read is done, its pages are reused"
+
+
+def test_batched_writes_leave_the_garbage_collector_as_they_found_it(tmp_path: Path) -> None:
+    import gc
+
+    with streamdb.open(tmp_path / "g.db") as db:
+        assert gc.isenabled()
+        db.write_documents([(f"/a{i}", bytes([i]) * 100) for i in range(50)])
+        assert gc.isenabled()
+        with pytest.raises(streamdb.InvalidArgumentError):
+            db.write_documents([("/ok", b"x"), ("/bad", [b"x", 5])])
+        assert gc.isenabled() and not db.exists("/ok")
+        gc.disable()
+        try:
+            db.write_documents([("/b", b"y")])
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        ids = db.write_documents([(f"/c{i}", b"z") for i in range(20)])
+        assert len(set(ids)) == 20 and all(i.version == 4 for i in ids)
+        assert [db.get_id_by_path(f"/c{i}") for i in range(20)] == ids
