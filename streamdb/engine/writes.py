@@ -25,6 +25,8 @@ import contextlib
 import errno
 import gc
 import os
+import random
+import sys
 import threading
 import time
 import uuid
@@ -366,9 +368,10 @@ class Writes(EngineFields):
             self._catalog.mark()
             return
         try:
-            if any(ingest.wrote_pages for ingest in tx.ingests):
-                self._pager.sync()  # the pages first: the log records point at them
-            last = self._wal.commit()
+            with handoff():
+                if any(ingest.wrote_pages for ingest in tx.ingests):
+                    self._pager.sync()  # the pages first: the log records point at them
+                last = self._wal.commit()
         except (OSError, wal.WalError) as exc:
             self._abort()
             if isinstance(exc, wal.WalError):
@@ -415,10 +418,51 @@ class Writes(EngineFields):
             self._failed = f"the log could not be reopened ({again})"
 
 
+_HANDOFF = threading.Lock()
+_handoff_depth = 0
+_handoff_saved = 0.0
+HANDOFF_INTERVAL = 0.0002  # seconds: the switch interval while a commit waits for the disk
+
+
+@contextlib.contextmanager
+def handoff() -> Iterator[None]:
+    """A commit's syscalls (the fsyncs) release the GIL; coming back, the writer waits for
+    it up to the interpreter's switch interval (5 ms by default) while reader threads keep
+    the interpreter busy, and a commit makes two or three such calls. So while one runs,
+    the switch interval is HANDOFF_INTERVAL (unless already shorter), and the previous value
+    is put back after the last concurrent commit ends. Reader threads then take turns more
+    often during the fsync, which costs them little; a process with one thread is left
+    alone. O(1)."""
+    global _handoff_depth, _handoff_saved
+    if threading.active_count() == 1:
+        yield
+        return
+    with _HANDOFF:
+        if not _handoff_depth:
+            _handoff_saved = sys.getswitchinterval()
+            if _handoff_saved > HANDOFF_INTERVAL:
+                sys.setswitchinterval(HANDOFF_INTERVAL)
+        _handoff_depth += 1
+    try:
+        yield
+    finally:
+        with _HANDOFF:
+            _handoff_depth -= 1
+            if not _handoff_depth and _handoff_saved > HANDOFF_INTERVAL:
+                sys.setswitchinterval(_handoff_saved)
+
+
+# Document ids: 122 random bits each, from a generator seeded from the system's randomness
+# (in each process: again after fork()), so a write makes no system call for them (one
+# would hand the GIL to reader threads and wait to get it back).
+_RANDOM = random.Random()
+os.register_at_fork(after_in_child=_RANDOM.seed)
+
+
 def _ids(n: int) -> list[uuid.UUID]:
-    """`n` random (version 4) document ids from one read of the system's randomness."""
-    raw = os.urandom(16 * n)
-    return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * n, 16)]
+    """`n` random (version 4) document ids. O(n), no system call."""
+    bits = _RANDOM.getrandbits
+    return [uuid.UUID(int=bits(128), version=4) for _ in range(n)]
 
 
 def touched(catalog: Catalog, op: Op, into: set[bytes]) -> None:
