@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 if __package__ in (None, ""):  # run as a script from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -86,7 +87,7 @@ class ReadOnlyFile:
     def size(self) -> int:
         return os.fstat(self._fd).st_size
 
-    def _refuse(self, *args: object) -> None:
+    def _refuse(self, *args: object) -> NoReturn:
         raise PermissionError(errno.EBADF, "dbdump never writes", self.path)
 
     def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
@@ -106,14 +107,12 @@ class ReadOnlyFile:
 
     def lock_range(self, start: int, length: int, *, wait: bool = False) -> bool:
         self._refuse()
-        return False
 
     def unlock_range(self, start: int, length: int) -> None:
         self._refuse()
 
     def range_locked(self, start: int, length: int) -> bool:
         self._refuse()
-        return False
 
     def map(self, size: int) -> FileMap | None:
         return None  # dbdump reads through pread

@@ -43,6 +43,7 @@ V7. `map(size)` is a read-only shared map of the file's first `size` bytes that 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -455,10 +456,11 @@ class OsFile:
             os.close(fd)
             return
         with _POSIX_LOCK:  # no lock may be taken between the check and the close
-            key = entry = None
+            key, entry = self._key, None
             if _POSIX:
-                key = self._key if self._key is not None else _key_of_fd(fd)
-                entry = _POSIX.get(key)
+                with contextlib.suppress(OSError):  # no identity: it can hold nothing
+                    key = key if key is not None else _key_of_fd(fd)
+                entry = _POSIX.get(key) if key is not None else None
             if key is None or entry is None:
                 os.close(fd)
                 return
