@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) tools/bench_wal.py
 	$(PY) tools/bench_store.py
 	$(PY) tools/bench_concurrency.py
+	$(PY) tools/bench_engine.py
 	$(PY) tools/bench_transforms.py
 	$(PY) tools/bench_framing.py
 	$(PY) tools/bench_arrow.py

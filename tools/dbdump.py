@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 if __package__ in (None, ""):  # run as a script from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -61,7 +62,7 @@ from streamdb.storage.transform import CODEC_NAMES
 from wal import format as fmt
 from wal.log import DEFAULT_MAX_RECORD_SIZE
 from wal.scan import Window, scan
-from wal.vfs import Buffer
+from wal.vfs import Buffer, FileMap
 
 LOG_NAMES = {number: name or "no checksum" for name, number in FRAMINGS.items()}
 KINDS = {"paths": KIND_PATHS, "suffix": KIND_SUFFIX, "docs": KIND_DOCS, "free": KIND_FREE}
@@ -74,7 +75,7 @@ MAX_LISTED = 10_000  # entries printed per listing; the rest are counted
 
 
 class ReadOnlyFile:
-    """A `wal.vfs.VFile` over a descriptor opened O_RDONLY: every write raises."""
+    """A `wal.vfs.VFile` over a descriptor opened O_RDONLY: every write and lock raises."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -86,7 +87,7 @@ class ReadOnlyFile:
     def size(self) -> int:
         return os.fstat(self._fd).st_size
 
-    def _refuse(self, *args: object) -> None:
+    def _refuse(self, *args: object) -> NoReturn:
         raise PermissionError(errno.EBADF, "dbdump never writes", self.path)
 
     def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
@@ -103,6 +104,18 @@ class ReadOnlyFile:
 
     def lock(self) -> None:
         self._refuse()
+
+    def lock_range(self, start: int, length: int, *, wait: bool = False) -> bool:
+        self._refuse()
+
+    def unlock_range(self, start: int, length: int) -> None:
+        self._refuse()
+
+    def range_locked(self, start: int, length: int) -> bool:
+        self._refuse()
+
+    def map(self, size: int) -> FileMap | None:
+        return None  # dbdump reads through pread
 
     def identity(self) -> tuple[int, int]:
         st = os.fstat(self._fd)

@@ -4,6 +4,11 @@
 opened (`calls`); call number `fail_at` (1-based) raises `OSError(errno)` without reaching
 `inner`, and so does every later call when `sticky=True`. With `fail_at=None` it only counts,
 which is how a test learns how many calls a scenario makes before sweeping N over them.
+
+Every method of `wal.vfs.VFS` and `VFile` counts, under its own name (`only` selects names),
+except `VFile.close()`, which never fails so that a test can always tidy up: the range
+locks (`lock_range`, `unlock_range`, `range_locked`) and `map` too. A failed call never
+reaches `inner`: a failed `unlock_range` leaves the range held until the handle closes.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import errno as _errno
 import os
 from collections.abc import Sequence
 
-from wal.vfs import VFS, Buffer, VFile
+from wal.vfs import VFS, Buffer, FileMap, VFile
 
 
 class FaultyVFS:
@@ -104,6 +109,22 @@ class _FaultyFile:
     def lock(self) -> None:
         self._vfs._tick("lock")
         self._inner.lock()
+
+    def lock_range(self, start: int, length: int, *, wait: bool = False) -> bool:
+        self._vfs._tick("lock_range")
+        return self._inner.lock_range(start, length, wait=wait)
+
+    def unlock_range(self, start: int, length: int) -> None:
+        self._vfs._tick("unlock_range")
+        self._inner.unlock_range(start, length)
+
+    def range_locked(self, start: int, length: int) -> bool:
+        self._vfs._tick("range_locked")
+        return self._inner.range_locked(start, length)
+
+    def map(self, size: int) -> FileMap | None:
+        self._vfs._tick("map")
+        return self._inner.map(size)
 
     def identity(self) -> tuple[int, int]:
         self._vfs._tick("identity")

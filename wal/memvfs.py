@@ -12,18 +12,24 @@ power loss (or a killed process) would leave it:
 - `tear=k` (with `keep="none"`): every unsynced write survives except the most recent
   one, of which only the first `k` bytes land.
 
+Files keep the rules of `wal.vfs` (V1-V7): `lock()` and the range locks belong to the
+handle and conflict between handles of one VFS (every handle lives in this process; a
+"killed process" is `crash()`, whose disk holds no lock); `map()` returns None, so readers
+of a file use `pread`.
+
 Thread-safe. Used by the tests of this package and of the database built on it.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from wal.vfs import Buffer
+from wal.vfs import _EOF, Buffer, FileMap, _end
 
 SECTOR = 512
 
@@ -41,6 +47,10 @@ class _Inode:
     durable: bytearray = field(default_factory=bytearray)
     pending: list[_Op] = field(default_factory=list)
     locked_by: int | None = None
+    ranges: list[tuple[int, int, int]] = field(default_factory=list)  # start, end, handle
+
+    def conflicts(self, owner: int, start: int, end: int) -> bool:
+        return any(o != owner and s < end and start < e for s, e, o in self.ranges)
 
 
 def _apply(buf: bytearray, op: _Op) -> None:
@@ -69,6 +79,7 @@ class MemoryFile:
         self.path = path
         self._inode = inode
         self._closed = False
+        self._token = next(_HANDLES)  # owns its range locks (not id(): ids are reused)
 
     def _check(self) -> None:
         if self._closed:
@@ -126,11 +137,61 @@ class MemoryFile:
                 raise BlockingIOError(11, "file is locked")
             self._inode.locked_by = id(self)
 
+    def lock_range(self, start: int, length: int, *, wait: bool = False) -> bool:
+        """V4, for this VFS's handles. O(ranges held on the file)."""
+        end = _end(start, length)
+        with self._vfs._lock:
+            self._check()
+            while self._inode.conflicts(self._token, start, end):
+                if not wait:
+                    return False
+                self._vfs._released.wait()
+                self._check()
+            self._inode.ranges.append((start, end, self._token))
+            return True
+
+    def unlock_range(self, start: int, length: int) -> None:
+        """V4: this handle's locks on those bytes go, split where needed. O(ranges held)."""
+        end = _end(start, length)
+        with self._vfs._lock:
+            self._check()
+            self._unlock(start, end)
+
+    def _unlock(self, start: int, end: int) -> None:
+        keep = []
+        for s, e, o in self._inode.ranges:
+            if o != self._token or e <= start or end <= s:
+                keep.append((s, e, o))
+                continue
+            if s < start:
+                keep.append((s, start, o))
+            if end < e:
+                keep.append((end, e, o))
+        self._inode.ranges = keep
+        self._vfs._released.notify_all()
+
+    def range_locked(self, start: int, length: int) -> bool:
+        """V4: another handle's lock on any of those bytes. O(ranges held)."""
+        end = _end(start, length)
+        with self._vfs._lock:
+            self._check()
+            return self._inode.conflicts(self._token, start, end)
+
+    def map(self, size: int) -> FileMap | None:
+        """None: a map could not see later writes to the simulated file (V7)."""
+        self._check()
+        return None
+
     def close(self) -> None:
         with self._vfs._lock:
-            if not self._closed and self._inode.locked_by == id(self):
-                self._inode.locked_by = None
+            if not self._closed:
+                if self._inode.locked_by == id(self):
+                    self._inode.locked_by = None
+                self._unlock(0, _EOF)
             self._closed = True
+
+
+_HANDLES = itertools.count(1)
 
 
 class MemoryVFS:
@@ -138,6 +199,7 @@ class MemoryVFS:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
+        self._released = threading.Condition(self._lock)  # a range lock was released
         self._names: dict[str, _Inode] = {}
         self._durable_names: dict[str, _Inode] = {}
         self._seq = 0

@@ -84,15 +84,17 @@ class Checkpoints(EngineFields):
         # the end, once the new header is durable); new pages go before them.
         space.trim_end()
         leaf_max = self._page_size // 4
+        moved = _PageWrites(pager)
 
         def to_pages(doc: DocRecord) -> DocRecord:
-            """Bytes that travelled in the log and are too big for a leaf go to pages."""
+            """Bytes that travelled in the log and are too big for a leaf go to pages
+            (written in runs of adjacent pages, one pwritev each, before the fsync)."""
             versions = []
             for v in doc.versions:
                 if v.inline is not None and len(v.inline) > leaf_max:
                     pages = -(-len(v.inline) // self._page_size)
                     start = space.allocate(pages)
-                    pager.write_pages(start, v.inline.ljust(pages * self._page_size, b"\x00"))
+                    moved.add(start, pages, v.inline)
                     v = replace(v, inline=None, extents=((start, pages),))
                 versions.append(v)
             return replace(doc, versions=tuple(versions))
@@ -104,6 +106,7 @@ class Checkpoints(EngineFields):
         streams.update(index or {})
         for name, items in streams.items():
             refs[name], _ = btree.build(self._store, items, kind=KINDS[name])
+        moved.flush()
         # 2. The free map as it will be once the new header is durable.
         space.trim_end()  # what step 1 gave back at the end
         refs["free"] = write_free_tree(self._store, space, old_pages)
@@ -240,8 +243,9 @@ class Checkpoints(EngineFields):
             file = vfs.open(tmp, create=True)
         except OSError as exc:
             raise io_error(exc, f"writing {tmp}") from exc
-        pager = Pager(file, self._page_size, use_mmap=self.config.use_mmap,
-                      cache_pages=self.config.page_cache_size)
+        # Written through a pager of its own (no map: the file is empty, and a pager's
+        # read path is fixed when it is made); the pager returned maps the written file.
+        pager = Pager(file, self._page_size, use_mmap=False, cache_pages=0)
         try:
             file.lock()
             space = FreeSpace(HEADER_PAGES, self._space.max_pages)
@@ -266,12 +270,13 @@ class Checkpoints(EngineFields):
             pager.write(0, [page, page])
             pager.sync()
             vfs.sync_dir(os.path.dirname(os.path.abspath(tmp)))
+            return Pager(file, self._page_size, use_mmap=self.config.use_mmap,
+                         cache_pages=self.config.page_cache_size)
         except BaseException as exc:
             pager.close()
             if isinstance(exc, OSError) and not isinstance(exc, E.StreamDbError):
                 raise io_error(exc, f"writing {tmp}") from exc
             raise
-        return pager
 
     def copy_to(self, tmp: str) -> None:
         """A backup at `tmp`: a writer checkpoints (unless failed), then copies its file; a
@@ -296,6 +301,37 @@ class Checkpoints(EngineFields):
             out.sync()
         finally:
             out.close()
+
+
+class _PageWrites:
+    """Documents bound for pages, written in runs of adjacent pages: one pwritev per run of
+    at most RUN_BUFFERS buffers (each document, then the zeros that fill its last page)."""
+
+    RUN_BUFFERS = 1024
+
+    def __init__(self, pager: Pager) -> None:
+        self._pager = pager
+        self._page = pager.page_size
+        self._zeros = bytes(self._page)
+        self._start = self._next = 0  # the run: pages [start, next)
+        self._buffers: list[bytes] = []
+
+    def add(self, start: int, pages: int, data: bytes) -> None:
+        if self._buffers and (start != self._next or len(self._buffers) >= self.RUN_BUFFERS):
+            self.flush()
+        if not self._buffers:
+            self._start = start
+        self._buffers.append(data)
+        pad = pages * self._page - len(data)
+        if pad:
+            self._buffers.append(self._zeros[:pad])
+        self._next = start + pages
+
+    def flush(self) -> None:
+        """Write the run so far (OSError passes through)."""
+        if self._buffers:
+            self._pager.write(self._start * self._page, self._buffers)
+            self._buffers = []
 
 
 def _nothing_freed(extents: tuple[tuple[int, int], ...], lsn: int) -> None:

@@ -1,12 +1,15 @@
 """The pager: page-granular I/O on the database file, through a `wal.vfs` file.
 
-Reads go through a read-only memory map when the file layer has a descriptor and mmap is
-enabled, so a document read can be a zero-copy `memoryview`; otherwise through `pread`,
-served by the LRU page cache (`pagecache.py`) when `cache_pages` > 0. Sequential reads are
-read ahead: by the cache, or on the map with `madvise(MADV_WILLNEED)`.
-Writes always use `pwritev` (never the map). The map is replaced, not resized, when the file
-grows: a map with live exported views cannot be closed (`BufferError`), so superseded maps
-are kept until their views are gone. The file is never truncated while mapped.
+Reads go through a read-only memory map when mmap is enabled and the file layer can map the
+file (`VFile.map`, wal.vfs rule V7), so a document read can be a zero-copy `memoryview`;
+otherwise through `pread`, served by the LRU page cache (`pagecache.py`) when there are
+`cache_pages`. Which path reads take is decided when the pager is made: an empty file, or a
+layer whose `map` returns None (the in-memory ones), is read through `pread` for good.
+Sequential reads are read ahead: by the cache, or on the map with `wal.vfs.will_need`
+(madvise). Writes always use `pwritev` (never the map). The map is replaced, not resized,
+when the file grows: a map with live exported views cannot be closed (`BufferError`), so
+superseded maps are kept until their views are gone. The pager cuts the file only under its
+remap lock, dropping a map that reaches past the new end (a read there would fault).
 
 Threads: any number may read while one writes. A remap happens under a lock; a reader that
 picked up a map another thread has just retired and closed retries with the current one.
@@ -16,33 +19,15 @@ Errors: OSError from the file layer propagates; the database translates it.
 
 from __future__ import annotations
 
-import mmap
-import os
+import errno
 import threading
 from collections.abc import Sequence
 
 from streamdb.errors import ClosedError
 from streamdb.storage.pagecache import STREAMS, CacheStats, PageCache
-from wal.vfs import Buffer, VFile
+from wal.vfs import Buffer, FileMap, VFile, will_need
 
 ADVISE_MAX = 4 << 20  # bytes advised ahead of a sequential reader of the map, at most
-
-
-def _map(fd: int, size: int) -> mmap.mmap:
-    """A read-only map of `size` bytes of the file open as `fd`.
-
-    mmap keeps a duplicate of the descriptor it maps, and a duplicate shares the writer's
-    flock: a map kept alive by a view would keep the database locked after close(). So the
-    map is made from a separate read-only open of the same file (Linux: /proc/self/fd),
-    whose duplicate holds no lock."""
-    try:
-        private = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:  # no /proc: map the descriptor itself
-        return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-    try:
-        return mmap.mmap(private, size, access=mmap.ACCESS_READ)
-    finally:
-        os.close(private)
 
 
 class _Advisor:
@@ -55,7 +40,7 @@ class _Advisor:
         self._lock = threading.Lock()
         self.advised = 0  # bytes
 
-    def after_read(self, m: mmap.mmap, offset: int, end: int) -> None:
+    def after_read(self, m: FileMap, offset: int, end: int) -> None:
         with self._lock:
             stream = self._streams.pop(offset, None)
             if len(self._streams) >= STREAMS:
@@ -68,15 +53,10 @@ class _Advisor:
             if until >= end + window // 2:  # advised far enough ahead already
                 self._streams[end] = (window, until)
                 return
-            start = max(end, until) // mmap.PAGESIZE * mmap.PAGESIZE
+            start = max(end, until)
             stop = min(len(m), end + window)
             self._streams[end] = (window, stop)
-        if stop > start:
-            try:
-                m.madvise(mmap.MADV_WILLNEED, start, stop - start)
-            except (OSError, ValueError):  # advice only; a closed or replaced map
-                return
-            self.advised += stop - start
+        self.advised += will_need(m, start, stop)  # advice only: 0 on a closed map
 
 
 class Pager:
@@ -85,21 +65,22 @@ class Pager:
         self.file = file
         self.page_size = page_size
         self.size = file.size()
-        fileno = getattr(file, "fileno", None)
-        self._fd: int | None = fileno() if use_mmap and callable(fileno) else None
-        self._map: mmap.mmap | None = None
-        self._retired: list[mmap.mmap] = []
+        # The first map, made now: whether the layer maps at all decides the read path.
+        self._map: FileMap | None = file.map(self.size) if use_mmap and self.size else None
+        self._mapped = self._map is not None
+        self._retired: list[FileMap] = []
         self._remap = threading.Lock()
         self._closed = False
         self.cache = (PageCache(lambda n, off: file.pread(n, off), page_size, cache_pages)
-                      if self._fd is None and cache_pages > 0 else None)
-        self._advisor = _Advisor() if self._fd is not None else None
+                      if not self._mapped and cache_pages > 0 else None)
+        self._advisor = _Advisor() if self._mapped else None
 
     @property
     def mapped(self) -> bool:
-        return self._fd is not None
+        """Reads are views of a map (fixed when the pager is made)."""
+        return self._mapped
 
-    def _ensure_map(self, end: int) -> mmap.mmap:
+    def _ensure_map(self, end: int) -> FileMap:
         """A map covering [0, end). O(1) unless the file grew past the current map."""
         current = self._map
         if current is not None and len(current) >= end:
@@ -108,19 +89,21 @@ class Pager:
             current = self._map
             if current is not None and len(current) >= end:
                 return current
-            if self._closed or self._fd is None:
+            if self._closed:
                 raise ClosedError("the database file is closed")
             # The file as it is now: it grows, and a checkpoint may cut free pages off its
             # end (a map past the end would fault on them).
             for _ in range(8):
                 self.size = self.file.size()
-                if end > self.size:
+                if end > self.size or not self.size:  # nothing to map in an empty file
                     raise ValueError("read beyond the end of the file")
                 try:
-                    fresh = _map(self._fd, self.size)
-                    break
+                    fresh = self.file.map(self.size)
                 except ValueError:  # cut shorter between the size and the map: look again
                     continue
+                if fresh is None:  # it mapped the file before (wal.vfs V7): a broken layer
+                    raise OSError(errno.ENODEV, "the file layer no longer maps the file")
+                break
             else:
                 raise ValueError("the file keeps shrinking under the map")
             self._map = fresh
@@ -128,7 +111,7 @@ class Pager:
                 self._retire(current)
             return fresh
 
-    def _retire(self, old: mmap.mmap) -> None:
+    def _retire(self, old: FileMap) -> None:
         self._retired.append(old)
         still = []
         for m in self._retired:
@@ -145,7 +128,7 @@ class Pager:
         `close()`.
         """
         end = offset + length
-        if self._fd is not None:
+        if self._mapped:
             while True:
                 m = self._ensure_map(end)
                 if not m.closed:
@@ -166,12 +149,12 @@ class Pager:
             raise ValueError("read beyond the end of the file")
         return data
 
-    def mapping(self, offset: int, length: int) -> mmap.mmap | None:
+    def mapping(self, offset: int, length: int) -> FileMap | None:
         """The memory map that covers [offset, offset+length) now, for a caller that keeps
         it to slice later (a cached location); None without a map. The map may be retired
         (closed once no view of it lives): slicing it then raises ValueError, and the caller
         asks again. Raises ValueError past the end of the file, ClosedError."""
-        if self._fd is None:
+        if not self._mapped:
             return None
         return self._ensure_map(offset + length)
 

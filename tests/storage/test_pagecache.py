@@ -26,7 +26,7 @@ from streamdb import Config
 from streamdb.reads import version_at
 from streamdb.storage.pagecache import CacheStats, PageCache
 from streamdb.storage.pager import Pager
-from wal.vfs import Buffer, OsFile, OsVFS
+from wal.vfs import Buffer, FileMap, OsFile, OsVFS
 
 # ---- an in-memory file --------------------------------------------------------------------
 
@@ -284,8 +284,8 @@ def test_the_pager_has_no_cache_with_zero_pages_or_a_map(tmp_path: Path) -> None
 
 
 class RacingFile:
-    """An OsFile (with no descriptor to map) whose pwritev first lets `before_write` run:
-    a read in another thread just before the write lands."""
+    """An OsFile that does not map (so the Pager reads through its cache) whose pwritev
+    first lets `before_write` run: a read in another thread just before the write lands."""
 
     def __init__(self, file: OsFile) -> None:
         self.file = file
@@ -314,6 +314,18 @@ class RacingFile:
 
     def lock(self) -> None:
         self.file.lock()
+
+    def lock_range(self, start: int, length: int, *, wait: bool = False) -> bool:
+        return self.file.lock_range(start, length, wait=wait)
+
+    def unlock_range(self, start: int, length: int) -> None:
+        self.file.unlock_range(start, length)
+
+    def range_locked(self, start: int, length: int) -> bool:
+        return self.file.range_locked(start, length)
+
+    def map(self, size: int) -> FileMap | None:
+        return None
 
     def identity(self) -> tuple[int, int]:
         return self.file.identity()

@@ -1,21 +1,27 @@
 """The reader table: claims, publishes, liveness across table objects and processes, dead
-and damaged slots, growth and the cap, the POSIX fallback, and the in-memory table."""
+and damaged slots, growth and the cap, the peek, the in-memory table, and every file call
+failing in turn.
+
+`FileReaderTable` makes its file calls through `wal.vfs`, so most tests run on three
+layers: the OS's files with OFD locks ("os"), the same with the POSIX-lock fallback and its
+per-process registry ("posix", wal.vfs rule V5), and the in-memory layer ("memory")."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import os
-import platform
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+import wal.vfs
 from streamdb.errors import (
     ClosedError,
     CorruptionError,
@@ -30,75 +36,104 @@ from streamdb.storage.readers import (
     SLOT_SIZE,
     FileReaderTable,
     LocalReaderTable,
+    PeekReaderTable,
     SlotRecord,
+    Stamp,
     open_table,
     pack_slot,
+    peek_table,
     unpack_slot,
 )
+from wal.faults import FaultyVFS
 from wal.memvfs import MemoryVFS
-from wal.vfs import OsVFS
+from wal.vfs import VFS, OsVFS
 
 ROOT = Path(__file__).resolve().parents[2]
 DB = bytes(range(1, 17))
 OTHER = bytes(range(2, 18))
+LAYERS = ["os", "posix", "memory"]
+
+
+class Layer:
+    """A file layer and the table's path in it, with raw access to the file's bytes through
+    a handle of the layer (so that, on the POSIX fallback, it drops no lock: V5)."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.vfs: VFS = MemoryVFS() if kind == "memory" else OsVFS()
+        self.path = "/t/x.db-readers" if kind == "memory" else str(tmp_path / "x.db-readers")
+
+    def table(self) -> FileReaderTable:
+        return FileReaderTable(self.path, self.vfs)
+
+    def read(self, offset: int, size: int) -> bytes:
+        f = self.vfs.open(self.path)
+        try:
+            return f.pread(size, offset)
+        finally:
+            f.close()
+
+    def write_at(self, offset: int, raw: bytes) -> None:
+        f = self.vfs.open(self.path, create=True)
+        try:
+            f.pwritev([raw], offset)
+        finally:
+            f.close()
+
+    def replace(self, raw: bytes) -> None:
+        f = self.vfs.open(self.path, create=True)
+        try:
+            f.truncate(0)
+            f.pwritev([raw], 0)
+        finally:
+            f.close()
+
+    def size(self) -> int:
+        f = self.vfs.open(self.path)
+        try:
+            return f.size()
+        finally:
+            f.close()
+
+    def slot_bytes(self, index: int) -> bytes:
+        return self.read(HEADER_SIZE + index * SLOT_SIZE, SLOT_SIZE)
+
+    def plant(self, index: int, raw: bytes) -> None:
+        self.write_at(HEADER_SIZE + index * SLOT_SIZE, raw)
+
+
+def _layer(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Layer]:
+    if kind == "posix":
+        monkeypatch.setattr(wal.vfs, "_USE_OFD", False)
+    yield Layer(kind, tmp_path)
+    assert not wal.vfs._POSIX, "the POSIX registry holds a range after every table closed"
+
+
+@pytest.fixture(params=LAYERS)
+def layer(request: pytest.FixtureRequest, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Layer]:
+    yield from _layer(request.param, tmp_path, monkeypatch)
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> str:
-    return str(tmp_path / "x.db-readers")
-
-
-@pytest.fixture
-def table(path: str) -> Iterator[FileReaderTable]:
-    t = FileReaderTable(path)
+def table(layer: Layer) -> Iterator[FileReaderTable]:
+    t = layer.table()
     yield t
     t.close()
 
 
-class FileReaderTableCtx:
-    """A table closed on exit (the tests' own helper; the API has no context manager)."""
+class Tables:
+    """Tables closed on exit (the tests' own helper; the API has no context manager)."""
 
-    def __init__(self, path: str) -> None:
-        self.table = FileReaderTable(path)
+    def __init__(self, layer: Layer, n: int) -> None:
+        self.tables = [layer.table() for _ in range(n)]
 
-    def __enter__(self) -> FileReaderTable:
-        return self.table
+    def __enter__(self) -> list[FileReaderTable]:
+        return self.tables
 
     def __exit__(self, *exc: object) -> None:
-        self.table.close()
-
-
-def slot_bytes(path: str, index: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(HEADER_SIZE + index * SLOT_SIZE)
-        return f.read(SLOT_SIZE)
-
-
-def write_at(path: str, offset: int, raw: bytes) -> None:
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.pwrite(fd, raw, offset)
-    finally:
-        os.close(fd)
-
-
-def plant(path: str, index: int, raw: bytes) -> None:
-    write_at(path, HEADER_SIZE + index * SLOT_SIZE, raw)
-
-
-def test_flock_struct_matches_the_kernel(path: str, table: FileReaderTable) -> None:
-    assert platform.system() == "Linux" and platform.machine() in ("x86_64", "aarch64")
-    assert readers._FLOCK.size == 32  # sizeof(struct flock) on 64-bit Linux
-    slot = table.claim()
-    start = HEADER_SIZE + slot.index * SLOT_SIZE
-    probe = os.open(path, os.O_RDWR)
-    try:
-        query = readers._FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-        reply = fcntl.fcntl(probe, fcntl.F_OFD_GETLK, query)
-    finally:
-        os.close(probe)
-    # Every field lands where the kernel put it: the holder's type and range, l_pid -1 (OFD).
-    assert readers._FLOCK.unpack(reply) == (fcntl.F_WRLCK, os.SEEK_SET, start, SLOT_SIZE, -1)
+        for t in self.tables:
+            t.close()
 
 
 def test_slot_codec_round_trip_and_checksum() -> None:
@@ -115,7 +150,7 @@ def test_slot_codec_round_trip_and_checksum() -> None:
     assert len(header) == HEADER_SIZE and header.startswith(readers.MAGIC)
 
 
-def test_claim_publish_oldest_release(path: str, table: FileReaderTable) -> None:
+def test_claim_publish_oldest_release(layer: Layer, table: FileReaderTable) -> None:
     assert table.oldest(DB) is None and table.live(DB) == []
     a, b, c = table.claim(), table.claim(), table.claim()
     assert [a.index, b.index, c.index] == [0, 1, 2]
@@ -124,16 +159,16 @@ def test_claim_publish_oldest_release(path: str, table: FileReaderTable) -> None
     b.publish(DB, (5, 9))
     c.publish(OTHER, (1, 1))
     table._check()
-    assert table.oldest(DB) == (5, 9)  # tuples: lsn first, then generation
+    assert table.oldest(DB) == (5, 9)  # tuples: generation first, then lsn
     assert table.live(DB) == [(5, 9), (6, 0)]
     assert table.live(OTHER) == [(1, 1)]
     a.publish(DB, (5, 2))
     assert table.oldest(DB) == (5, 2)
-    record = unpack_slot(slot_bytes(path, a.index))
+    record = unpack_slot(layer.slot_bytes(a.index))
     assert record is not None and record.pid == os.getpid() and record.db_id == DB
     a.release()
     a.release()  # idempotent
-    assert slot_bytes(path, a.index) == bytes(SLOT_SIZE)
+    assert layer.slot_bytes(a.index) == bytes(SLOT_SIZE)
     assert table.live(DB) == [(5, 9)]
     with pytest.raises(ClosedError):
         a.publish(DB, (9, 9))
@@ -154,41 +189,209 @@ def test_invalid_arguments(table: FileReaderTable) -> None:
     table._check()
 
 
-def test_close_releases_and_is_idempotent(path: str) -> None:
-    t = FileReaderTable(path)
+def test_close_releases_and_is_idempotent(layer: Layer) -> None:
+    t = layer.table()
     slots = [t.claim() for _ in range(3)]
     slots[0].publish(DB, (1, 1))
     t.close()
     t.close()
-    assert all(slot_bytes(path, i) == bytes(SLOT_SIZE) for i in range(3))
+    assert all(layer.slot_bytes(i) == bytes(SLOT_SIZE) for i in range(3))
     for call in (t.claim, lambda: t.oldest(DB), lambda: slots[1].publish(DB, (1, 1))):
         with pytest.raises(ClosedError):
             call()
     slots[2].release()  # after close: nothing to do
-    with FileReaderTableCtx(path) as again:
+    with Tables(layer, 1) as (again,):
         assert again.live(DB) == [] and again.claim().index == 0
 
 
-def test_two_tables_in_one_process(path: str) -> None:
-    with FileReaderTableCtx(path) as a, FileReaderTableCtx(path) as b:
+def test_two_tables_in_one_process(layer: Layer) -> None:
+    with Tables(layer, 2) as (a, b):
         slot = a.claim()
         slot.publish(DB, (3, 4))
         assert a.live(DB) == [(3, 4)]  # its own slot, without a lock test
-        assert b.live(DB) == [(3, 4)]  # the lock conflicts across file descriptions
+        assert b.live(DB) == [(3, 4)]  # the lock conflicts between handles
         assert b.claim().index != slot.index
-        # Another descriptor of the file closing must not drop a's lock (it would, with
+        # Another handle of the file closing must not drop a's lock (it would, with bare
         # POSIX record locks): b still sees the slot live and does not reclaim it.
-        with open(path, "rb") as f:
-            f.read(1)
-        os.close(os.open(path, os.O_RDONLY))
+        layer.read(0, 1)
+        if layer.kind == "os":  # OFD locks survive any descriptor closing
+            os.close(os.open(layer.path, os.O_RDONLY))
         assert b.live(DB) == [(3, 4)]
-        assert unpack_slot(slot_bytes(path, slot.index)) is not None
+        assert unpack_slot(layer.slot_bytes(slot.index)) is not None
         a._check()
         b._check()
 
 
+def test_stale_slot_is_reclaimed_in_process(layer: Layer, table: FileReaderTable) -> None:
+    table.claim().release()  # one batch of slots exists
+    layer.plant(5, pack_slot(SlotRecord(99999, IN_USE, DB, (1, 1), 0.0)))
+    assert table.live(DB) == []
+    assert layer.slot_bytes(5) == bytes(SLOT_SIZE)
+    table._check()
+
+
+def test_garbled_slot_under_a_held_lock_pins_everything(layer: Layer) -> None:
+    with Tables(layer, 2) as (a, b):
+        slot = a.claim()
+        slot.publish(DB, (8, 8))
+        raw = bytearray(layer.slot_bytes(slot.index))
+        raw[30] ^= 0xFF  # as if read mid-write
+        layer.plant(slot.index, bytes(raw))
+        assert b.live(DB) == [(0, 0)]
+        assert b.oldest(OTHER) == (0, 0)  # unreadable: it may be any database's
+        assert a.oldest(OTHER) == (0, 0)  # its owner does not trust it either
+        assert layer.slot_bytes(slot.index) == bytes(raw)  # not reclaimed: its owner lives
+        with pytest.raises(AssertionError):
+            a._check()
+        slot.publish(DB, (9, 9))
+        assert b.live(DB) == [(9, 9)] and b.live(OTHER) == []
+        a._check()
+
+
+def test_garbled_slot_under_a_free_lock_is_reclaimed(layer: Layer,
+                                                     table: FileReaderTable) -> None:
+    table.claim().release()
+    layer.plant(3, b"\xa5" * SLOT_SIZE)
+    assert table.oldest(DB) is None
+    assert layer.slot_bytes(3) == bytes(SLOT_SIZE)
+    table._check()
+
+
+def test_growth_past_the_first_batch(
+    layer: Layer, table: FileReaderTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readers, "BATCH", 4)
+    slots = [table.claim() for _ in range(10)]
+    assert [s.index for s in slots] == list(range(10))
+    assert layer.size() == HEADER_SIZE + 12 * SLOT_SIZE
+    for i, s in enumerate(slots):
+        s.publish(DB, (i, 0))
+    assert table.oldest(DB) == (0, 0) and len(table.live(DB)) == 10
+    table._check()
+
+
+def test_cap_raises_locked_error(
+    layer: Layer, table: FileReaderTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readers, "BATCH", 4)
+    monkeypatch.setattr(readers, "MAX_SLOTS", 6)
+    slots = [table.claim() for _ in range(6)]
+    with pytest.raises(LockedError, match="too many concurrent readers"):
+        table.claim()
+    with Tables(layer, 1) as (other,), pytest.raises(LockedError):
+        other.claim()
+    assert layer.size() == HEADER_SIZE + 6 * SLOT_SIZE
+    slots[2].release()
+    assert table.claim().index == 2
+    table._check()
+
+
+def test_threads_share_one_table_and_race_another(layer: Layer) -> None:
+    with Tables(layer, 2) as tables:
+
+        def work(n: int) -> None:
+            table = tables[n % 2]
+            for i in range(50):
+                slot = table.claim()
+                slot.publish(DB, (n, i))
+                assert (n, i) in table.live(DB)
+                assert (n, i) in tables[1 - n % 2].live(DB)
+                slot.release()
+
+        with ThreadPoolExecutor(4) as pool:
+            for done in [pool.submit(work, n) for n in range(4)]:
+                done.result()
+        for t in tables:
+            assert t.live(DB) == []
+            t._check()
+
+
+def test_header_new_damaged_and_foreign(layer: Layer) -> None:
+    layer.replace(b"garbage" * 100)  # damaged, nobody holds a slot: re-initialised
+    with Tables(layer, 1) as (t,):
+        t._check()
+        assert layer.size() == HEADER_SIZE
+        slot = t.claim()
+        layer.write_at(0, bytes(8))  # damage the header while a slot is held
+        with pytest.raises(CorruptionError):
+            layer.table()
+        slot.release()
+    with Tables(layer, 1) as (t,):  # no slot held now: re-initialised again
+        t._check()
+    layer.replace(readers._seal(readers._HEADER.pack(readers.MAGIC, 2, SLOT_SIZE)))
+    with pytest.raises(UnsupportedError):
+        layer.table()
+
+
+def test_forget_closes_the_handle_and_touches_no_slot(layer: Layer) -> None:
+    """`forget()` is for a forked child: no slot is zeroed or unlocked by it. In the one
+    process here, closing the handle does release the locks (nobody else shares the
+    description), so the slot's content is then a dead owner's and another table
+    reclaims it."""
+    with Tables(layer, 1) as (other,):
+        t = layer.table()
+        slot = t.claim()
+        slot.publish(DB, (2, 2))
+        t.forget()
+        t.forget()
+        assert unpack_slot(layer.slot_bytes(slot.index)) is not None  # left as it was
+        with pytest.raises(ClosedError):
+            t.live(DB)
+        t.close()  # after forget: nothing
+        assert other.live(DB) == []  # dead: reclaimed
+        assert layer.slot_bytes(slot.index) == bytes(SLOT_SIZE)
+
+
+def test_peek_reads_without_writing(layer: Layer) -> None:
+    """The peek of a writer that is still opening: no file created, nothing reclaimed or
+    trimmed, live slots counted, garbled held ones as (0, 0); the tables' locks survive
+    its handle closing (on the POSIX fallback too)."""
+    peek = PeekReaderTable(layer.path, layer.vfs)
+    assert peek.live(DB) == [] and peek.oldest(DB) is None
+    assert not layer.vfs.exists(layer.path)
+    with pytest.raises(InvalidArgumentError):
+        peek.claim()
+    with pytest.raises(InvalidArgumentError):
+        peek.live(b"short")
+    with Tables(layer, 2) as (a, b):
+        live, garbled = a.claim(), b.claim()
+        live.publish(DB, (4, 1))
+        garbled.publish(OTHER, (1, 1))
+        layer.plant(garbled.index, b"\x5a" * SLOT_SIZE)
+        layer.plant(9, pack_slot(SlotRecord(99999, IN_USE, DB, (0, 1), 0.0)))  # dead
+        layer.write_at(layer.size(), b"\x01\x02")  # a partial slot: damage
+        before = layer.read(0, 1 << 20)
+        assert peek.live(DB) == [(0, 0), (4, 1)]
+        assert peek.oldest(OTHER) == (0, 0)
+        assert layer.read(0, 1 << 20) == before
+        garbled.publish(OTHER, (1, 1))
+        assert b.live(DB) == [(4, 1)]  # a's lock outlived the peek's handle: not reclaimed
+        assert peek.live(OTHER) == [(1, 1)]
+    peek.close()
+    peek.forget()
+
+
+def test_permission_error_propagates_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root ignores file modes, so the failing open is simulated.
+    path = str(tmp_path / "x.db-readers")
+
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(PermissionError) as info:
+        FileReaderTable(path)
+    assert type(info.value) is PermissionError
+
+
+# ---- other processes ------------------------------------------------------------------------
+
 CHILD = """
 import sys
+import wal.vfs
+wal.vfs._USE_OFD = sys.argv[3] == "os"
 from streamdb.storage.readers import FileReaderTable
 table = FileReaderTable(sys.argv[1])
 slot = table.claim()
@@ -198,11 +401,21 @@ sys.stdin.read()
 """
 
 
+@pytest.fixture(params=[kind for kind in LAYERS if kind != "memory"])
+def os_layer(request: pytest.FixtureRequest, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[Layer]:
+    """The layers other processes share (an in-memory layer is one process's)."""
+    yield from _layer(request.param, tmp_path, monkeypatch)
+
+
 @pytest.fixture
-def child(path: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """A reader process that claimed a slot and published (7, 3) for DB, then waits."""
+def child(os_layer: Layer) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A reader process that claimed a slot and published (7, 3) for DB, then waits. It
+    locks as this test's layer does (OFD or POSIX record locks, which conflict with each
+    other on Linux)."""
+    layer = os_layer
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, path, DB.hex()],
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, layer.path, DB.hex(), layer.kind],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     assert proc.stdout is not None
     index = int(proc.stdout.readline())
@@ -215,160 +428,62 @@ def child(path: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
 
 
 def test_live_child_slot_is_counted(
-    table: FileReaderTable, child: tuple[subprocess.Popen[bytes], int]
+    os_layer: Layer, child: tuple[subprocess.Popen[bytes], int]
 ) -> None:
+    layer = os_layer
     proc, index = child
-    assert table.oldest(DB) == (7, 3)
-    assert table.live(OTHER) == []
-    assert table.claim().index != index
-    assert proc.poll() is None
-    table._check()
+    with Tables(layer, 1) as (table,):
+        assert table.oldest(DB) == (7, 3)
+        assert table.live(OTHER) == []
+        assert table.claim().index != index
+        assert PeekReaderTable(layer.path, layer.vfs).live(DB) == [(7, 3)]
+        assert proc.poll() is None
+        table._check()
 
 
 def test_killed_child_slot_is_reclaimed(
-    path: str, table: FileReaderTable, child: tuple[subprocess.Popen[bytes], int]
+    os_layer: Layer, child: tuple[subprocess.Popen[bytes], int]
 ) -> None:
+    layer = os_layer
     proc, index = child
-    assert table.live(DB) == [(7, 3)]
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    assert unpack_slot(slot_bytes(path, index)) is not None  # still says in use...
-    assert table.oldest(DB) is None  # ...but its lock died with the process
-    assert slot_bytes(path, index) == bytes(SLOT_SIZE)  # reclaimed
-    assert table.claim().index == index
-    table._check()
+    with Tables(layer, 1) as (table,):
+        assert table.live(DB) == [(7, 3)]
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        assert unpack_slot(layer.slot_bytes(index)) is not None  # still says in use...
+        assert PeekReaderTable(layer.path, layer.vfs).live(DB) == []  # ...its lock is gone
+        assert unpack_slot(layer.slot_bytes(index)) is not None  # (a peek reclaims nothing)
+        assert table.oldest(DB) is None
+        assert layer.slot_bytes(index) == bytes(SLOT_SIZE)  # reclaimed
+        assert table.claim().index == index
+        table._check()
 
 
-def test_stale_slot_is_reclaimed_in_process(path: str, table: FileReaderTable) -> None:
-    table.claim().release()  # one batch of slots exists
-    plant(path, 5, pack_slot(SlotRecord(99999, IN_USE, DB, (1, 1), 0.0)))
-    assert table.live(DB) == []
-    assert slot_bytes(path, 5) == bytes(SLOT_SIZE)
-    table._check()
+# ---- the POSIX fallback's registry (wal.vfs V5) ---------------------------------------------
 
 
-def test_garbled_slot_under_a_held_lock_pins_everything(path: str) -> None:
-    with FileReaderTableCtx(path) as a, FileReaderTableCtx(path) as b:
-        slot = a.claim()
-        slot.publish(DB, (8, 8))
-        raw = bytearray(slot_bytes(path, slot.index))
-        raw[30] ^= 0xFF  # as if read mid-write
-        plant(path, slot.index, bytes(raw))
-        assert b.live(DB) == [(0, 0)]
-        assert b.oldest(OTHER) == (0, 0)  # unreadable: it may be any database's
-        assert a.oldest(OTHER) == (0, 0)  # its owner does not trust it either
-        assert slot_bytes(path, slot.index) == bytes(raw)  # not reclaimed: its owner lives
-        with pytest.raises(AssertionError):
-            a._check()
-        slot.publish(DB, (9, 9))
-        assert b.live(DB) == [(9, 9)] and b.live(OTHER) == []
-        a._check()
-
-
-def test_garbled_slot_under_a_free_lock_is_reclaimed(path: str, table: FileReaderTable) -> None:
-    table.claim().release()
-    plant(path, 3, b"\xa5" * SLOT_SIZE)
-    assert table.oldest(DB) is None
-    assert slot_bytes(path, 3) == bytes(SLOT_SIZE)
-    table._check()
-
-
-def test_growth_past_the_first_batch(
-    path: str, table: FileReaderTable, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(readers, "BATCH", 4)
-    slots = [table.claim() for _ in range(10)]
-    assert [s.index for s in slots] == list(range(10))
-    assert os.path.getsize(path) == HEADER_SIZE + 12 * SLOT_SIZE
-    for i, s in enumerate(slots):
-        s.publish(DB, (i, 0))
-    assert table.oldest(DB) == (0, 0) and len(table.live(DB)) == 10
-    table._check()
-
-
-def test_cap_raises_locked_error(
-    path: str, table: FileReaderTable, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(readers, "BATCH", 4)
-    monkeypatch.setattr(readers, "MAX_SLOTS", 6)
-    slots = [table.claim() for _ in range(6)]
-    with pytest.raises(LockedError, match="too many concurrent readers"):
-        table.claim()
-    with FileReaderTableCtx(path) as other, pytest.raises(LockedError):
-        other.claim()
-    assert os.path.getsize(path) == HEADER_SIZE + 6 * SLOT_SIZE
-    slots[2].release()
-    assert table.claim().index == 2
-    table._check()
-
-
-def test_threads_share_one_table(table: FileReaderTable) -> None:
-    def work(n: int) -> None:
-        for i in range(50):
-            slot = table.claim()
-            slot.publish(DB, (n, i))
-            assert (n, i) in table.live(DB)
-            slot.release()
-
-    with ThreadPoolExecutor(4) as pool:
-        for done in [pool.submit(work, n) for n in range(4)]:
-            done.result()
-    assert table.live(DB) == []
-    table._check()
-
-
-def test_header_new_damaged_and_foreign(path: str) -> None:
-    with open(path, "wb") as f:
-        f.write(b"garbage" * 100)  # damaged, nobody holds a slot: re-initialised
-    with FileReaderTableCtx(path) as t:
-        t._check()
-        assert os.path.getsize(path) == HEADER_SIZE
-        slot = t.claim()
-        write_at(path, 0, bytes(8))  # damage the header while a slot is held
-        with pytest.raises(CorruptionError):
-            FileReaderTable(path)
-        slot.release()
-    with FileReaderTableCtx(path) as t:  # no slot held now: re-initialised again
-        t._check()
-    body = readers._HEADER.pack(readers.MAGIC, 2, SLOT_SIZE)
-    with open(path, "wb") as f:
-        f.write(readers._seal(body))
-    with pytest.raises(UnsupportedError):
-        FileReaderTable(path)
-
-
-def test_permission_error_propagates_unchanged(
-    path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Root ignores file modes, so the failing open is simulated.
-    def refuse(*args: object, **kwargs: object) -> int:
-        raise PermissionError(13, "Permission denied", path)
-
-    monkeypatch.setattr(os, "open", refuse)
-    with pytest.raises(PermissionError) as info:
-        FileReaderTable(path)
-    assert type(info.value) is PermissionError
-
-
-def test_posix_fallback_bookkeeping(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(readers, "_USE_OFD", False)
+def test_posix_fallback_bookkeeping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wal.vfs, "_USE_OFD", False)
+    path = str(tmp_path / "x.db-readers")
     a = FileReaderTable(path)
     b = FileReaderTable(path)
-    shared = a._file
-    assert isinstance(shared, readers._PosixFile) and b._file is shared and shared.refs == 2
     probe = os.open(path, os.O_RDWR)  # kept open: closing it would drop the process's locks
     try:
 
         def locked(index: int) -> bool:
             # OFD locks conflict with POSIX record locks, even the same process's.
             start = HEADER_SIZE + index * SLOT_SIZE
-            query = readers._FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, SLOT_SIZE, 0)
+            query = wal.vfs._FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, SLOT_SIZE, 0)
             reply = fcntl.fcntl(probe, fcntl.F_OFD_GETLK, query)
-            return bool(readers._FLOCK.unpack(reply)[0] != fcntl.F_UNLCK)
+            return bool(wal.vfs._FLOCK.unpack(reply)[0] != fcntl.F_UNLCK)
 
         sa, sb = a.claim(), b.claim()
-        assert (sa.index, sb.index) == (0, 1)  # the process's own locks never conflict
-        assert shared.claimed == {0, 1} and locked(0) and locked(1)
+        assert (sa.index, sb.index) == (0, 1)  # the registry makes the handles conflict
+        (key, entry), = wal.vfs._POSIX.items()
+        assert sorted((s, e) for s, e, _ in entry.held) == [
+            (HEADER_SIZE, HEADER_SIZE + SLOT_SIZE),
+            (HEADER_SIZE + SLOT_SIZE, HEADER_SIZE + 2 * SLOT_SIZE)]
+        assert locked(0) and locked(1)
         sa.publish(DB, (2, 2))
         sb.publish(DB, (1, 5))
         assert a.live(DB) == b.live(DB) == [(1, 5), (2, 2)]
@@ -377,52 +492,38 @@ def test_posix_fallback_bookkeeping(path: str, monkeypatch: pytest.MonkeyPatch) 
         os.pwrite(probe, pack_slot(SlotRecord(99999, IN_USE, DB, (0, 1), 0.0)), dead)
         assert a.oldest(DB) == (1, 5)  # the dead slot is reclaimed, the live ones kept
         assert os.pread(probe, SLOT_SIZE, dead) == bytes(SLOT_SIZE) and locked(1)
-        a.close()
-        assert shared.refs == 1 and shared.claimed == {1} and not locked(0) and locked(1)
+        a.close()  # releases slot 0; its descriptor is parked while b holds slot 1
+        assert not locked(0) and locked(1) and len(entry.parked) == 1
+        parked = entry.parked[0]
         assert b.live(DB) == [(1, 5)]
         b._check()
         b.close()
-        assert shared.key not in readers._POSIX_FILES and not locked(1)
+        assert key not in wal.vfs._POSIX and not locked(1)
         with pytest.raises(OSError):
-            os.fstat(shared.fd)
+            os.fstat(parked)  # closed with the last range
     finally:
         os.close(probe)
 
 
-def test_posix_fallback_keeps_a_descriptor_opened_in_a_race(
-    path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(readers, "_USE_OFD", False)
-    a = FileReaderTable(path)
-    slot = a.claim()
-
-    def missing(*args: object, **kwargs: object) -> os.stat_result:
-        raise FileNotFoundError(2, "No such file", path)
-
-    with monkeypatch.context() as m:
-        m.setattr(os, "stat", missing)  # as if the file appeared after the stat
-        b = FileReaderTable(path)
-    shared = a._file
-    assert isinstance(shared, readers._PosixFile)
-    assert b._file is shared and len(shared.spare) == 1 and shared.claimed == {slot.index}
-    b.close()
-    a.close()
-    assert shared.key not in readers._POSIX_FILES
-
-
 def test_open_table_picks_the_implementation(tmp_path: Path) -> None:
     db_path = str(tmp_path / "x.db")
+    assert isinstance(peek_table(OsVFS(), db_path), PeekReaderTable)
+    assert not os.path.exists(db_path + "-readers")
     t = open_table(OsVFS(), db_path)
     assert isinstance(t, FileReaderTable) and t.path == db_path + "-readers"
     assert os.path.exists(db_path + "-readers")
     t.close()
+    readers.remove_table(OsVFS(), db_path)
+    readers.remove_table(OsVFS(), db_path)  # nothing to remove: fine
+    assert not os.path.exists(db_path + "-readers")
     vfs = MemoryVFS()
-    a, b = open_table(vfs, "/m.db"), open_table(vfs, "/m.db")
+    a, b = open_table(vfs, "/m.db"), peek_table(vfs, "/m.db")
     other_path, other_vfs = open_table(vfs, "/n.db"), open_table(MemoryVFS(), "/m.db")
-    assert isinstance(a, LocalReaderTable)
+    assert isinstance(a, LocalReaderTable) and isinstance(b, LocalReaderTable)
     a.claim().publish(DB, (4, 4))
     assert b.live(DB) == [(4, 4)]  # one registry per (vfs, path)
     assert other_path.live(DB) == [] and other_vfs.live(DB) == []
+    assert vfs.listdir("") == []  # no file
     for t in (a, b, other_path, other_vfs):
         t.close()
     key = (id(vfs), "/m.db")
@@ -455,3 +556,99 @@ def test_local_table_round_trip() -> None:
     with pytest.raises(ClosedError):
         a.claim()
     b.close()
+
+
+# ---- every file call failing in turn -------------------------------------------------------
+
+
+def scenario(layer: Layer, vfs: VFS, published: list[Stamp], check: Callable[[], None]) -> None:
+    """Open a table over `vfs`; read the oldest stamp (reclaiming a dead owner's slot 1);
+    claim slot 1 and publish; claim again, which grows the file, and publish; read; release
+    both and close. Another table holds slot 0, published as (7, 7). `published` holds the
+    stamps whose publish returned and whose release has not begun: those a reader relies
+    on. `check()` runs between steps."""
+    t = FileReaderTable(layer.path, vfs)
+    try:
+        check()
+        assert t.oldest(DB) == (7, 7)
+        check()
+        a = t.claim()
+        check()
+        a.publish(DB, (5, 1))
+        published.append((5, 1))
+        check()
+        b = t.claim()
+        b.publish(DB, (3, 2))
+        published.append((3, 2))
+        check()
+        assert (a.index, b.index) == (1, 2)
+        assert t.oldest(DB) == (3, 2)
+        check()
+        published.remove((5, 1))
+        a.release()
+        check()
+        assert t.live(DB) == [(3, 2), (7, 7)]
+        published.remove((3, 2))
+        b.release()
+        check()
+        assert t.oldest(DB) == (7, 7)
+    finally:
+        published.clear()  # the reader gives up its slots, whether close() succeeds or not
+        t.close()
+
+
+@pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC], ids=["EIO", "ENOSPC"])
+@pytest.mark.parametrize("sticky", [False, True], ids=["once", "from-then-on"])
+def test_every_file_call_failing_in_turn(layer: Layer, code: int, sticky: bool,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file call of the scenario (opening, reading the oldest stamp with a reclaim,
+    claiming, growing, publishing, releasing, closing) fails in turn, once or from then on:
+
+    - the injected OSError reaches the caller, whatever call it hit, and no answer the
+      table gives before it is wrong (the scenario's assertions hold up to the error);
+    - a stamp whose publish returned is seen by another table until its release begins,
+      so no page it pins can be reused; the other table's own slot is never disturbed;
+    - once the failing table is closed its slots are free or dead, and a fresh table sees
+      only the other table's stamp and passes its checks."""
+    monkeypatch.setattr(readers, "BATCH", 2)
+    dead = pack_slot(SlotRecord(99999, IN_USE, DB, (0, 1), 0.0))
+    with Tables(layer, 1) as (other,):
+        keeper = other.claim()
+        keeper.publish(DB, (7, 7))
+        keeper_raw = layer.slot_bytes(keeper.index)
+        published: list[Stamp] = []
+
+        def check() -> None:
+            seen = other.live(DB)
+            assert all(s in seen for s in published), (seen, published)
+            assert layer.slot_bytes(keeper.index) == keeper_raw
+
+        def reset() -> None:  # the first batch: slot 0 the keeper's, slot 1 dead
+            f = layer.vfs.open(layer.path)
+            try:
+                f.truncate(HEADER_SIZE + 2 * SLOT_SIZE)
+                f.pwritev([dead], HEADER_SIZE + SLOT_SIZE)
+            finally:
+                f.close()
+
+        reset()
+        counting = FaultyVFS(layer.vfs)
+        scenario(layer, counting, published, check)
+        calls = counting.calls
+        assert calls > 20, calls
+        failed = set()
+        for n in range(1, calls + 1):
+            reset()
+            faulty = FaultyVFS(layer.vfs, fail_at=n, errno=code, sticky=sticky)
+            with pytest.raises(OSError) as info:
+                scenario(layer, faulty, published, check)
+            assert faulty.failed and info.value.errno == code, (n, info.value)
+            failed.add(faulty.failed[0])
+            check()
+            with Tables(layer, 1) as (fresh,):
+                assert fresh.live(DB) == [(7, 7)], (n, faulty.failed)
+                fresh._check()
+        other._check()
+    # Every kind of call the table makes failed at least once.
+    assert failed == {"open", "lock_range", "unlock_range", "range_locked", "pread",
+                      "pwritev", "size", "truncate"}, failed

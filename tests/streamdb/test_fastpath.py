@@ -81,7 +81,9 @@ def test_compaction_and_close(tmp_path: Path) -> None:
     db.delete("/d0")
     assert all(db.get(f"/d{i}") == db.get(f"/d{i}") for i in range(1, 5))
     db.compact()
+    assert db._engine._pager.mapped  # the new file is read through its map too
     assert all(db.get(f"/d{i}") == tagged(f"/d{i}", 1, 10_000 * (i + 1)) for i in range(1, 5))
+    assert "/d4" in db._engine._locations
     db.close()
     with pytest.raises(streamdb.ClosedError):
         db.get("/d1")

@@ -263,6 +263,18 @@ class _HookFile:
     def lock(self) -> None:
         raise AssertionError("a tail never locks")
 
+    def lock_range(self, start: int, length: int, *, wait: bool = False) -> bool:
+        raise AssertionError("a tail never locks")
+
+    def unlock_range(self, start: int, length: int) -> None:
+        raise AssertionError("a tail never locks")
+
+    def range_locked(self, start: int, length: int) -> bool:
+        raise AssertionError("a tail never locks")
+
+    def map(self, size: int) -> wal.vfs.FileMap | None:
+        raise AssertionError("a tail never maps")
+
     def identity(self) -> tuple[int, int]:
         return self._inner.identity()
 
