@@ -15,8 +15,10 @@
    the engine's pin at most 0.5x).
 2. checkpoint: trees of N documents (N = 10,000, 100,000, 1,000,000; each a 1-version
    record of ~150 bytes, its path as above, its reversed path) built with `btree.build`
-   on a `streamdb.storage` page store (`PageStore` over a `Pager` on a real file, 8 KiB
-   pages, mmap), a `Catalog` over them, then 1,000 changed documents applied as logged
+   on a `streamdb.storage` page store (`PageStore` over a `Pager`, 8 KiB pages) on the
+   in-memory file layer `wal.memvfs.MemoryVFS` (`--real-file`: a real file read through
+   mmap, which adds the file system's costs, mostly allocating blocks as the file grows),
+   a `Catalog` over them, then 1,000 changed documents applied as logged
    operations: 800 new versions of existing documents, 100 new documents, 100 deleted
    (random, seeded: each change lands in its own leaf at 1M). Measured: the tree work of a
    checkpoint, each repetition on a fresh catalog with the same 1,000 operations, the
@@ -86,13 +88,18 @@ class Measured:
     """One measured operation: per-run medians (µs), and a profile of one more run."""
 
     label: str
-    per_run: list[float] = field(default_factory=list)
+    per_run: list[float] = field(default_factory=list)  # wall-clock time
+    cpu_run: list[float] = field(default_factory=list)  # this process's CPU time
     calls: float | None = None  # Python function calls per unit (search, changed document)
     top: list[str] = field(default_factory=list)
 
     @property
     def median(self) -> float:
         return statistics.median(self.per_run)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpu_run) if self.cpu_run else float("nan")
 
 
 def profile(fn: Callable[[], object], units: int) -> tuple[float, list[str]]:
@@ -209,13 +216,50 @@ def bench_search(sd: Any, workdir: str, runs: int, searches: int) -> dict[str, M
         progress(f"search run {run + 1}/{runs}: " + ", ".join(
             f"{k} {results[k].per_run[-1]:.0f} µs" for k in keys))
     for key, (_, fn) in variants.items():
-        results[key].calls, results[key].top = profile(lambda fn=fn: fn("/dev17/"), 1)
+
+        def one(fn: Callable[[str], object] = fn) -> object:
+            return fn("/dev17/")
+
+        results[key].calls, results[key].top = profile(one, 1)
     db.close()
     env.close()
     return results
 
 
 # -- 2. checkpoint ---------------------------------------------------------------------------
+
+
+class Recycled:
+    """The fixture's page store for what a checkpoint writes: single pages come from a
+    list of pages given back by earlier runs (lowest first), the file growing only when
+    it runs out, so that every run writes over pages the file already has and the free
+    space policy (which spares large free extents for documents) is not what is measured.
+    Overflow chains (none in these trees) would come from the real store."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.page_size = store.page_size
+        self.spare: list[int] = []  # descending: the lowest last
+
+    def page_count(self) -> int:
+        return int(self.store.page_count())
+
+    def read_page(self, page_no: int) -> Any:
+        return self.store.read_page(page_no)
+
+    def write_pages(self, page_no: int, data: Any) -> None:
+        self.store.write_pages(page_no, data)
+
+    def allocate(self, n_pages: int) -> int:
+        if n_pages == 1 and self.spare:
+            return self.spare.pop()
+        return int(self.store.allocate(n_pages))
+
+    def allocate_pages(self, n_pages: int) -> list[int]:
+        return [self.allocate(1) for _ in range(n_pages)]
+
+    def give_back(self, pages: list[int]) -> None:
+        self.spare = sorted({*self.spare, *pages}, reverse=True)
 
 
 @dataclass
@@ -228,7 +272,7 @@ class Fixture:
     file: Any
 
 
-def build_fixture(sd: Any, workdir: str, n: int) -> Fixture:
+def build_fixture(sd: Any, workdir: str, n: int, real_file: bool = False) -> Fixture:
     from streamdb.storage import btree
     from streamdb.storage.catalog import KIND_DOCS, KIND_PATHS, KIND_SUFFIX
     from streamdb.storage.freespace import FreeSpace
@@ -244,15 +288,16 @@ def build_fixture(sd: Any, workdir: str, n: int) -> Fixture:
         Version,
         encode_doc,
     )
+    from wal.memvfs import MemoryVFS
     from wal.vfs import OsVFS
 
     start = time.perf_counter()
     rng = random.Random(n)
     path = os.path.join(workdir, f"trees-{n}.db")
-    file = OsVFS().open(path, create=True)
-    pager = Pager(file, PAGE_SIZE, use_mmap=True)
+    file = (OsVFS() if real_file else MemoryVFS()).open(path, create=True)
+    pager = Pager(file, PAGE_SIZE, use_mmap=real_file)
     space = FreeSpace(HEADER_PAGES, 1 << 40)
-    store = PageStore(pager, space)
+    base = PageStore(pager, space)
 
     def version(number: int, lsn: int) -> Any:
         return Version(number, lsn, 4096, 1.7e9, 1.7e9, 1, 256 << 10,
@@ -263,14 +308,16 @@ def build_fixture(sd: Any, workdir: str, n: int) -> Fixture:
     docs = sorted((d.bytes, encode_doc(DocRecord(d, (version(1, 1),), (p,))))
                   for d, p in zip(ids, paths, strict=True))
     refs: dict[str, Any] = {}
-    refs["docs"], _ = btree.build(store, docs, kind=KIND_DOCS)
+    refs["docs"], _ = btree.build(base, docs, kind=KIND_DOCS)
     del docs
-    refs["paths"], _ = btree.build(store, sorted(zip(paths, (d.bytes for d in ids),
+    refs["paths"], _ = btree.build(base, sorted(zip(paths, (d.bytes for d in ids),
                                                      strict=True)), kind=KIND_PATHS)
-    refs["suffix"], _ = btree.build(store, ((p, b"") for p in sorted(p[::-1] for p in paths)),
+    refs["suffix"], _ = btree.build(base, ((p, b"") for p in sorted(p[::-1] for p in paths)),
                                     kind=KIND_SUFFIX)
     refs["free"] = btree.EMPTY
-    pager.sync()
+    if real_file:
+        pager.sync()
+    store = Recycled(base)
     picks = rng.sample(range(n), 900)
     ops = [Op(OP_VERSION, ids[i], version=version(2, 0)) for i in picks[:800]]
     ops += [Op(OP_UNBIND, ids[i], path=paths[i]) for i in picks[800:]]
@@ -317,57 +364,61 @@ def incremental(fx: Fixture, catalog: Any) -> list[int]:
 
 
 def give_back(fx: Fixture, written: list[int]) -> None:
-    for page in written:
-        fx.space.free(page, 1)
+    fx.store.give_back(written)
 
 
 def bench_checkpoint(sd: Any, workdir: str, sizes: list[int], runs: int,
-                     full_runs: int) -> dict[int, dict[str, Measured]]:
+                     full_runs: int, real_file: bool) -> dict[int, dict[str, Measured]]:
+    """Every size's fixture is built first; then each run measures every size and variant,
+    sizes in rotating order, so that a noisy moment hits them alike. Run 0 warms up (the
+    incremental variant only: a full rebuild reads everything anyway). A full rebuild
+    runs `full_runs` times, once at 1M documents (about a minute each there)."""
     from streamdb.storage.catalog import Catalog
 
     has_update = hasattr(Catalog, "changes")
-    out: dict[int, dict[str, Measured]] = {}
-    for n in sizes:
-        fx = build_fixture(sd, workdir, n)
-        variants: dict[str, tuple[str, Callable[[Fixture, Any], list[int]], int]] = {
-            "full": ("full rebuild", full_rebuild, full_runs),
-            "incremental": ("incremental (changes + update)", incremental, runs),
-        }
-        if not has_update:
-            del variants["incremental"]
-        results = {k: Measured(label) for k, (label, _, _) in variants.items()}
-        for run in range(max(r for _, _, r in variants.values()) + 1):  # run 0: warm-up
-            for key, (_, fn, reps) in variants.items():
-                if run > reps:
+    fixtures = {n: build_fixture(sd, workdir, n, real_file) for n in sizes}
+    variants: dict[str, tuple[str, Callable[[Fixture, Any], list[int]]]] = {
+        "full": ("full rebuild", full_rebuild),
+        "incremental": ("incremental (changes + update)", incremental),
+    }
+    if not has_update:
+        del variants["incremental"]
+
+    def reps(key: str, n: int) -> int:
+        return runs if key == "incremental" else 1 if n >= 1_000_000 else full_runs
+
+    out = {n: {k: Measured(label) for k, (label, _) in variants.items()} for n in sizes}
+    for run in range(runs + 1):
+        for n in sizes[run % len(sizes):] + sizes[: run % len(sizes)]:
+            fx = fixtures[n]
+            for key, (_, fn) in variants.items():
+                if run > reps(key, n) or (run == 0 and key != "incremental"):
                     continue
                 catalog = fresh_catalog(fx)
                 gc.collect()
-                t0 = time.perf_counter_ns()
+                c0, t0 = time.process_time_ns(), time.perf_counter_ns()
                 written = fn(fx, catalog)
                 elapsed = (time.perf_counter_ns() - t0) / 1000
+                cpu = (time.process_time_ns() - c0) / 1000
                 give_back(fx, written)
                 if run:
-                    results[key].per_run.append(elapsed)
-            if run:
-                progress(f"checkpoint n={n:,} run {run}: " + ", ".join(
-                    f"{k} {results[k].per_run[-1] / 1000:.1f} ms" for k in results
-                    if len(results[k].per_run) >= run))
-        for key, (_, fn, _) in variants.items():
+                    out[n][key].per_run.append(elapsed)
+                    out[n][key].cpu_run.append(cpu)
+                    progress(f"checkpoint run {run}, {n:,} documents, {key}: "
+                             f"{elapsed / 1000:.1f} ms (CPU {cpu / 1000:.1f} ms)")
+    for n, fx in fixtures.items():
+        for key, (_, fn) in variants.items():
             catalog = fresh_catalog(fx)
-            written: list[int] = []
+            pages: list[int] = []
 
-            def call(fn: Callable[[Fixture, Any], list[int]] = fn,
-                     catalog: Any = catalog, written: list[int] = written) -> None:
-                written.extend(fn(fx, catalog))
+            def call(fn: Callable[[Fixture, Any], list[int]] = fn, fx: Fixture = fx,
+                     catalog: Any = catalog, pages: list[int] = pages) -> None:
+                pages.extend(fn(fx, catalog))
 
-            results[key].calls, results[key].top = profile(call, CHANGED)
-            results[key].top.insert(0, f"{len(written):,} pages written")
-            give_back(fx, written)
-        out[n] = results
+            out[n][key].calls, out[n][key].top = profile(call, CHANGED)
+            out[n][key].top.insert(0, f"{len(pages):,} pages written")
+            give_back(fx, pages)
         fx.pager.close()
-        os.remove(os.path.join(workdir, f"trees-{n}.db"))
-        del fx
-        gc.collect()
     return out
 
 
@@ -379,7 +430,7 @@ def fmt_us(us: float) -> str:
 
 
 def report(search: dict[str, Measured] | None,
-           checkpoint: dict[int, dict[str, Measured]] | None, src: str) -> str:
+           checkpoint: dict[int, dict[str, Measured]] | None, src: str, real_file: bool) -> str:
     lines = [f"streamdb imported from {src}", ""]
     if search is not None:
         lines += [f"## Prefix search: 1,000 of {SEARCH_PATHS:,} paths", "",
@@ -400,21 +451,29 @@ def report(search: dict[str, Measured] | None,
             lines += [f"- {m.label}:"] + [f"  - {t}" for t in m.top]
         lines.append("")
     if checkpoint is not None:
-        lines += [f"## Checkpoint tree work after {CHANGED:,} changed documents", "",
-                  "| documents | variant | median | per changed document | "
-                  "Python calls per changed document |", "|---:|---|---:|---:|---:|"]
+        where = "a real file (mmap)" if real_file else "wal.memvfs.MemoryVFS"
+        lines += [f"## Checkpoint tree work after {CHANGED:,} changed documents ({where})", "",
+                  "| documents | variant | runs | median | median CPU | per changed document |"
+                  " Python calls per changed document |", "|---:|---|---:|---:|---:|---:|---:|"]
         for n, results in checkpoint.items():
-            lines += [f"| {n:,} | {m.label} | {fmt_us(m.median)} | "
-                      f"{m.median / CHANGED:,.1f} µs | {m.calls:,.0f} |"
+            lines += [f"| {n:,} | {m.label} | {len(m.per_run)} | {fmt_us(m.median)} | "
+                      f"{fmt_us(m.cpu)} | {m.median / CHANGED:,.1f} µs | {m.calls:,.0f} |"
                       for m in results.values()]
         sizes = list(checkpoint)
         if len(sizes) > 1 and all("incremental" in checkpoint[n] for n in sizes):
             small, large = sizes[0], sizes[-1]
-            growth = (checkpoint[large]["incremental"].median
-                      / checkpoint[small]["incremental"].median)
-            verdict = "met" if growth <= TARGET_CHECKPOINT_GROWTH else "not met"
-            lines += ["", f"Incremental checkpoint at {large:,} / at {small:,} documents: "
-                          f"{growth:.2f}x (target ≤ {TARGET_CHECKPOINT_GROWTH}x: {verdict})"]
+            lines.append("")
+            for what in ("per_run", "cpu_run"):
+                a = getattr(checkpoint[large]["incremental"], what)
+                b = getattr(checkpoint[small]["incremental"], what)
+                ratios = [x / y for x, y in zip(a, b, strict=True)]
+                growth = statistics.median(ratios)
+                verdict = "met" if growth <= TARGET_CHECKPOINT_GROWTH else "not met"
+                lines.append(
+                    f"Incremental checkpoint at {large:,} / at {small:,} documents "
+                    f"({'wall-clock' if what == 'per_run' else 'CPU'} time, median of per-run "
+                    f"ratios, range {min(ratios):.2f}x .. {max(ratios):.2f}x): {growth:.2f}x "
+                    f"(target ≤ {TARGET_CHECKPOINT_GROWTH}x: {verdict})")
         lines += ["", "Profiles (one checkpoint, top functions by own time):"]
         for n, results in checkpoint.items():
             for m in results.values():
@@ -430,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--dir", default=None, help="where the benchmark files go")
     parser.add_argument("--src", default=ROOT, help="the directory streamdb is imported from")
+    parser.add_argument("--real-file", action="store_true",
+                        help="checkpoint trees on a real file (mmap) instead of MemoryVFS: "
+                             "adds the file system's costs (block allocation as it grows)")
     args = parser.parse_args(argv)
     sys.path.insert(0, os.path.abspath(args.src))
     sd = importlib.import_module("streamdb")
@@ -443,11 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         search = (bench_search(sd, workdir, runs, 50 if args.quick else 200)
                   if "search" in sections else None)
-        checkpoint = (bench_checkpoint(sd, workdir, sizes, runs, max(1, runs // 3))
+        checkpoint = (bench_checkpoint(sd, workdir, sizes, runs, max(1, runs // 3),
+                                       args.real_file)
                       if "checkpoint" in sections else None)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(report(search, checkpoint, os.path.dirname(os.path.abspath(sd.__file__ or ""))))
+    print(report(search, checkpoint, os.path.dirname(os.path.abspath(sd.__file__ or "")),
+                 args.real_file))
     return 0
 
 

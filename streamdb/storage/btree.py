@@ -142,7 +142,7 @@ class _Builder(_Writer):
         lv = self.levels[level_no - 1]
         need = 14 + len(sep)  # page number, write id, offset, separator
         if lv.children and lv.used + need > self.limit:
-            self.flush(lv)
+            self.close(lv)
         if not lv.children:  # the first child's separator is the page's own lower bound
             lv.low, need = sep, 14
         else:
@@ -150,7 +150,8 @@ class _Builder(_Writer):
         lv.children.append(child)
         lv.used += need
 
-    def flush(self, lv: _Level) -> None:
+    def close(self, lv: _Level) -> None:
+        """Write the internal page being filled at `lv`; push it to the level above."""
         page = self.internal(lv.level, lv.children, [self.wid] * len(lv.children), lv.seps)
         low = lv.low
         lv.children, lv.seps, lv.used = [], [], HEADER_SIZE
@@ -162,8 +163,15 @@ class _Builder(_Writer):
         for lv in self.levels:  # grows while flushing: a flush may add the next level up
             if lv.written == 0 and len(lv.children) == 1:
                 return TreeRef(lv.children[0], lv.level, count, self.wid)
-            self.flush(lv)
+            self.close(lv)
         raise AssertionError("unreachable: the top level holds a single child")
+
+
+def _build_fill(limit: int) -> int:
+    """How full `build` fills a leaf: 7/8 of the page, so that the first updates of a
+    freshly built tree (a record growing by a version, a few inserts) fit their leaf
+    instead of splitting it (rule 7)."""
+    return limit - limit // 8
 
 
 def _new_wid(tree_id: int | None) -> int:
@@ -179,8 +187,8 @@ def build(store: PageStore, items: Iterable[tuple[bytes, bytes]], *, kind: int,
     bytes of 0..MAX_VALUE_SIZE (other bytes-like objects are copied). It is consumed once,
     as a stream: memory is O(page_size * height) beyond the item in hand and the returned
     page list. `kind` (0..255) is stored in every page; `tree_id` (1..2**32-1), the write id
-    of every page, defaults to a random one. O(n) time. Leaves and internal pages are
-    filled to the page (the last of each level holds what is left).
+    of every page, defaults to a random one. O(n) time. Leaves are filled to 7/8 of the
+    page, internal pages to the page (the last of each level holds what is left).
 
     I/O: one `allocate(1)` and one `write_pages` per leaf or internal page; one
     `allocate(n)` per overflow value (its chain is contiguous), written about 1 MiB at a
@@ -197,7 +205,7 @@ def build(store: PageStore, items: Iterable[tuple[bytes, bytes]], *, kind: int,
     wid = _new_wid(tree_id)
     pages = written if written is not None else []
     b = _Builder(store, kind, wid, pages)
-    limit, inline_max = b.limit, inline_limit(store.page_size)
+    limit, inline_max = _build_fill(b.limit), inline_limit(store.page_size)
     keys: list[bytes] = []
     values: list[bytes] = []
     flags = bytearray()
@@ -228,7 +236,7 @@ def build(store: PageStore, items: Iterable[tuple[bytes, bytes]], *, kind: int,
         need = 5 + len(key) + len(value)
         if used + need > limit:
             # A key (<= 2048 bytes) and an inline value (<= page_size / 4) always fit an
-            # empty leaf, so the leaf being closed is not empty.
+            # empty leaf, even filled to 7/8, so the leaf being closed is not empty.
             b.push(1, low, b.leaf(keys, values, flags))
             low = _shortest_separator(prev, key)
             keys, values, flags, used = [], [], bytearray(), _leaf_start(0)
@@ -241,7 +249,9 @@ def build(store: PageStore, items: Iterable[tuple[bytes, bytes]], *, kind: int,
     if not count:
         return EMPTY, pages
     b.push(1, low, b.leaf(keys, values, flags))
-    return b.finish(count), pages
+    ref = b.finish(count)
+    b.flush()
+    return ref, pages
 
 
 def update(store: PageStore, ref: TreeRef, changes: Changes, *, kind: int,

@@ -377,7 +377,12 @@ def internal_size(seps: list[bytes]) -> int:
 class _Writer:
     """Encodes and writes the pages of one build or update, all under one write id, in
     format version 2. Every page is allocated from the store (never written where another
-    page lies) and listed in `pages` as soon as it is allocated."""
+    page lies) and listed in `pages` as soon as it is allocated.
+
+    Leaf and internal pages are written in batches: consecutive page numbers (what a run of
+    single-page allocations from one free extent gives) go to the store as one
+    `write_pages` of up to about 1 MiB, so `flush()` must follow the last page. Nothing
+    reads a page a build or update is writing (rule 6), so holding them back is safe."""
 
     def __init__(self, store: PageStore, kind: int, wid: int, pages: list[int]) -> None:
         self.store = store
@@ -386,8 +391,43 @@ class _Writer:
         self.kind = kind
         self.wid = wid
         self.pages = pages
+        self._batch: list[bytes | bytearray] = []  # pages held back, consecutive
+        self._batch_at = 0  # the first one's page number
+        self._batch_max = max(1, _OVERFLOW_BATCH // self.page_size)
+        self._pool: list[int] = []  # pages `reserve` allocated, the next one last
+
+    def _emit(self, page_no: int, page: bytearray) -> None:
+        """Write `page` at `page_no`, batched with the pages just before it."""
+        batch = self._batch
+        if batch and (page_no != self._batch_at + len(batch) or len(batch) >= self._batch_max):
+            self.flush()
+        if not batch:
+            self._batch_at = page_no
+        batch.append(page)
+
+    def flush(self) -> None:
+        """Write the pages held back. One `write_pages` call."""
+        batch = self._batch
+        if batch:
+            self.store.write_pages(self._batch_at,
+                                   batch[0] if len(batch) == 1 else b"".join(batch))
+            batch.clear()
+
+    def reserve(self, n: int) -> None:
+        """The next n single-page allocations are made now, in one call, if the store has
+        `allocate_pages(n)` (a list of n page numbers); else each is made when needed."""
+        many = getattr(self.store, "allocate_pages", None)
+        if many is None or n <= 1:
+            return
+        pages = many(n)
+        if len(pages) != n or not all(isinstance(p, int) and p >= 1 for p in pages):
+            raise InvalidArgumentError(f"page store allocated {pages[:8]!r}...; pages start at 1")
+        self.pages.extend(pages)
+        self._pool.extend(reversed(pages))
 
     def _allocate(self, n: int) -> int:
+        if n == 1 and self._pool:
+            return self._pool.pop()
         first = self.store.allocate(n)
         if not isinstance(first, int) or first < 1:
             raise InvalidArgumentError(f"page store allocated page {first!r}; pages start at 1")
@@ -414,7 +454,7 @@ class _Writer:
         buf[end : end + len(data)] = data
         assert end + len(data) <= self.limit
         self._seal(buf, 0)
-        self.store.write_pages(page_no, buf)
+        self._emit(page_no, buf)
         return page_no
 
     def leaf(self, keys: list[bytes], slots: list[bytes], flags: bytes | bytearray) -> int:
