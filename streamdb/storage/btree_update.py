@@ -568,7 +568,12 @@ class _Updater:
             out += pieces
             out_seps += inner
         take(len(kids))
-        for j in reversed(edited):  # right to left: a merge moves nothing on its left
+        # Right to left: merges on the right of a page leave its position alone; a chain of
+        # merges leftwards ends at `reached`, the pages it swallowed (edited ones among
+        # them) are that one.
+        reached = len(out)
+        for j in reversed(edited):
+            j = min(j, reached)
             while len(out) > 1:
                 kid = out[j]
                 if isinstance(kid, tuple) or not kid.dirty or self.size(kid) >= self.half:
@@ -585,6 +590,7 @@ class _Updater:
                 j = a
                 if len(pieces) > 1:
                     break
+            reached = j
         m.keys, m.kids = out_seps, out
         m.touched = {}
         m.dirty = True
