@@ -413,8 +413,8 @@ class Tree:
         O(log n + k) for k keys: a descent, then each leaf's cached list of decoded keys
         sliced. A leaf's list is built once while it stays cached, from one decoded string
         when its keys are ASCII (one object per key). Raises CorruptionError for a damaged
-        page or a key that is not UTF-8, InvalidArgumentError for a prefix that is not
-        bytes-like.
+        page or a leaf read that holds a key that is not UTF-8 (a leaf is decoded whole),
+        InvalidArgumentError for a prefix that is not bytes-like.
         """
         if type(prefix) is not bytes:
             prefix = _coerce(prefix, "prefix")

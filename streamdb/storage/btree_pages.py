@@ -175,10 +175,15 @@ class _Node:
             if self.searches > _SEARCHES_BEFORE_KEY_LIST:
                 keys = self.key_list()
             else:
-                lo, hi = 0, self.nkeys
+                off, buf, nkeys = self.off, self.buf, self.nkeys
+                first, last = off[0], off[nkeys]
+                lo, hi = 0, nkeys
                 while lo < hi:
                     mid = (lo + hi) >> 1
-                    probe = self.key_at(mid)
+                    a, b = off[mid], off[mid + 1]
+                    if not first <= a <= b <= last:  # as key_at checks
+                        raise self._corrupt(f"offsets of key {mid} out of order")
+                    probe = buf[a:b]
                     if probe < key or (right and probe == key):
                         lo = mid + 1
                     else:

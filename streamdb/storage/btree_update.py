@@ -72,14 +72,19 @@ _Run: TypeAlias = tuple[_Node, int, int]  # entries a..b-1 (a < b) of a format 2
 
 class _Entry:
     """A leaf entry the update writes: its key, its value as stored (the value, or a
-    format 2 overflow reference when `flag` is FLAG_OVERFLOW) and its flag."""
+    format 2 overflow reference when `flag` is FLAG_OVERFLOW) and its flag; for a value
+    replaced under the same key, the old page `node` and the index `orig` of the entry it
+    replaces there (else None and -1)."""
 
-    __slots__ = ("flag", "key", "slot")
+    __slots__ = ("flag", "key", "node", "orig", "slot")
 
-    def __init__(self, key: bytes, slot: bytes, flag: int) -> None:
+    def __init__(self, key: bytes, slot: bytes, flag: int, node: _Node | None = None,
+                 orig: int = -1) -> None:
         self.key = key
         self.slot = slot
         self.flag = flag
+        self.node = node
+        self.orig = orig
 
 
 _Seg: TypeAlias = _Run | _Entry
@@ -374,14 +379,15 @@ class _Updater:
                                   page=node.page_no)
         self.freed.extend(range(first, first + pages))
 
-    def stored(self, value: bytes) -> _Entry | None:
-        """How `value` is stored: inline, or (longer than page_size / 4) in a new overflow
-        chain, written now. The entry's key is filled in by the caller."""
+    def stored(self, key: bytes, value: bytes, node: _Node | None = None,
+               orig: int = -1) -> _Entry:
+        """The entry for `value` under `key` (replacing entry `orig` of `node`, if given),
+        inline or (longer than page_size / 4) in a new overflow chain, written now."""
         if len(value) <= self.inline_max:
-            return _Entry(b"", value, 0)
+            return _Entry(key, value, 0, node, orig)
         if len(value) > MAX_VALUE_SIZE:
             raise InvalidArgumentError(f"value of {len(value)} bytes exceeds {MAX_VALUE_SIZE}")
-        return _Entry(b"", self.w.overflow(value), FLAG_OVERFLOW)
+        return _Entry(key, self.w.overflow(value), FLAG_OVERFLOW, node, orig)
 
     def change(self, leaf: _Leaf, key: bytes, value: bytes | None) -> int:
         """Apply one change to a copied leaf (or the empty tree's new root); returns the
@@ -390,11 +396,9 @@ class _Updater:
         if node is None:  # the empty tree's root: inserts only, in ascending order
             if value is None:
                 return 0
-            entry = self.stored(value)
-            assert entry is not None
-            entry.key = key
-            leaf.segs.append(entry)
-            leaf.size += 5 + len(key) + len(entry.slot)
+            first = self.stored(key, value)
+            leaf.segs.append(first)
+            leaf.size += 5 + len(key) + len(first.slot)
             leaf.count += 1
             leaf.dirty = True
             return 1
@@ -404,14 +408,12 @@ class _Updater:
             raise CorruptionError("keys not strictly ascending", page=node.page_no)
         keys = node.keys
         found = j < n and (keys[j] if keys is not None else node.key_at(j)) == key
-        entry = None
+        entry: _Entry | None = None
         if value is not None:
             if (found and not node.flags[j] and len(value) <= self.inline_max
                     and node.value_slot(j) == value):
                 return 0  # unchanged
-            entry = self.stored(value)
-            assert entry is not None
-            entry.key = key
+            entry = self.stored(key, value, node, j) if found else self.stored(key, value)
         elif not found:
             return 0  # deleting what is not there
         if found:
@@ -612,23 +614,44 @@ class _Updater:
 
     def write_leaf(self, leaf: _Leaf) -> int:
         """Write a leaf from its segments: per run one slice each of the old page's keys,
-        values, flags and offsets (those shifted by `_shifted`, in C). O(entries) C-level
-        work, O(segments) Python steps."""
+        values, flags and offsets (those shifted by `_shifted`, in C). A value replaced
+        under the same key leaves the keys one run. O(entries) C-level work, O(segments)
+        Python steps."""
         segs = leaf.segs
-        n = sum(map(_seg_count, segs))
+        n = leaf.count
         pos = _leaf_start(n)
         index = [pos.to_bytes(2, "little")]
         parts: list[bytes] = []
+        run: _Node | None = None  # keys run[a:b) not yet added
+        a = b = 0
         for seg in segs:  # keys
             if isinstance(seg, _Entry):
+                if run is not None and run is seg.node and seg.orig == b:
+                    b += 1  # its key is the old page's next one
+                    continue
+                if run is not None:
+                    start, end = run.off[a], run.off[b]
+                    parts.append(run.buf[start:end])
+                    index.append(_shifted(run, a + 1, b + 1, pos - start))
+                    pos += end - start
+                    run = None
                 parts.append(seg.key)
                 pos += len(seg.key)
                 index.append(pos.to_bytes(2, "little"))
                 continue
-            node, a, b = seg
-            start, end = node.off[a], node.off[b]
-            parts.append(node.buf[start:end])
-            index.append(_shifted(node, a + 1, b + 1, pos - start))
+            if run is seg[0] and seg[1] == b:
+                b = seg[2]
+                continue
+            if run is not None:
+                start, end = run.off[a], run.off[b]
+                parts.append(run.buf[start:end])
+                index.append(_shifted(run, a + 1, b + 1, pos - start))
+                pos += end - start
+            run, a, b = seg
+        if run is not None:
+            start, end = run.off[a], run.off[b]
+            parts.append(run.buf[start:end])
+            index.append(_shifted(run, a + 1, b + 1, pos - start))
             pos += end - start
         flags: list[bytes] = []
         for seg in segs:  # values

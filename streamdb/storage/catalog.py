@@ -8,7 +8,14 @@ and falls through to the trees when there is none. That makes a snapshot O(1): a
 
 `apply` is the only function that changes it, for live commits and log replay alike, so
 replay reproduces exactly the state the writer had. A checkpoint does not change a catalog:
-it starts a new one over the new trees, and readers of the old one go on using it.
+it starts a new one over the new trees, and readers of the old one go on using it. The new
+trees come from `changes` (what the delta holds as of an LSN, per tree, for
+`btree.Tree.update`: copy-on-write, cost proportional to the changes) or, for a full rebuild,
+from `merged_items` (every item, for `btree.build`).
+
+Searches (`iter_paths`, `search_paths`, `reversed_keys`, `iter_suffix`, `search_suffix`)
+return new lists: the trees' leaves are sliced (`btree.Tree.prefix_keys`, `prefix_texts`) and
+the delta keys under the prefix bisected in.
 
 Concurrency: one writer (the caller serialises `apply` and `rollback`), any number of
 reader threads. A history list is only ever appended to or replaced whole, never edited

@@ -520,3 +520,17 @@ def test_pages_in_a_row_are_written_together() -> None:
                                    kind=KIND)
     assert store.calls <= len(written) // 50
     Tree(store, new, kind=KIND)._check()
+
+
+def test_merged_leaves_keep_each_entry_with_its_own_key() -> None:
+    """A leaf whose changes left a run of its old entries is merged with the next one, whose
+    first entry replaces the value under that leaf's own old key: each key must come from
+    its own old page."""
+    store = MemStore()
+    model = {b"k%02d" % i: bytes([65 + i]) * 1000 for i in range(9)}  # 3 entries per leaf
+    ref, _ = btree.build(store, sorted(model.items()), kind=KIND)
+    assert len([p for p in pages_of(store, ref) if store.page(p)[4] == 1]) == 3
+    changes: list[Change] = [(b"k01", None), (b"k02", None), (b"k03", None), (b"k04", b"x")]
+    ref = updated(store, ref, changes, model)
+    assert Tree(store, ref, kind=KIND).keys() == [b"k00", b"k04", b"k05", b"k06", b"k07",
+                                                   b"k08"]
