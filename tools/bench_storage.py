@@ -26,8 +26,8 @@
    - "full rebuild" (what `write_checkpoint` does before incremental checkpoints): walk
      every page of the old trees (`Tree.pages`, the pages to free), then `merged_items`
      and `btree.build` of the paths, suffix and docs trees;
-   - "incremental": `Catalog.changes` and `Tree.update` of the three trees (the pages to
-     free are what `update` returns).
+   - "incremental": `Catalog.next_trees`, that is `Catalog.changes` and `Tree.update` of
+     the three trees (the pages to free are what `update` returns).
    Not measured (the same in both): the free tree, fsync and the header writes.
    The ratio of the incremental checkpoint at the largest N to that at 10,000 is compared
    with its target (at most 2x).
@@ -44,8 +44,7 @@ The machine may be shared and noisy: compare the ratios. Run it:
     python tools/bench_storage.py --src DIR        # import streamdb from DIR (an export of
                                                    # an older commit: "before" numbers)
 
-With `--src`, calls the imported code lacks (`search_paths`, `changes`, `update`) are
-skipped and reported as such.
+With `--src`, calls the imported code lacks (`search_paths`, `next_trees`) are skipped.
 """
 
 from __future__ import annotations
@@ -357,9 +356,7 @@ def full_rebuild(fx: Fixture, catalog: Any) -> list[int]:
 
 def incremental(fx: Fixture, catalog: Any) -> list[int]:
     written: list[int] = []
-    changes = catalog.changes(len(fx.ops))
-    for name in ("paths", "suffix", "docs"):
-        getattr(catalog, name).update(changes[name], written=written)
+    catalog.next_trees(len(fx.ops), written=written)  # Catalog.changes + Tree.update
     return written
 
 
@@ -375,7 +372,7 @@ def bench_checkpoint(sd: Any, workdir: str, sizes: list[int], runs: int,
     runs `full_runs` times, once at 1M documents (about a minute each there)."""
     from streamdb.storage.catalog import Catalog
 
-    has_update = hasattr(Catalog, "changes")
+    has_update = hasattr(Catalog, "next_trees")
     fixtures = {n: build_fixture(sd, workdir, n, real_file) for n in sizes}
     variants: dict[str, tuple[str, Callable[[Fixture, Any], list[int]]]] = {
         "full": ("full rebuild", full_rebuild),

@@ -434,6 +434,38 @@ class Catalog:
 
         return {"paths": paths(), "suffix": suffix(), "docs": records()}
 
+    def next_trees(self, at: int = LATEST,
+                   docs: Callable[[DocRecord], DocRecord] | None = None,
+                   written: list[int] | None = None,
+                   ) -> tuple[dict[str, btree.TreeRef], list[int]]:
+        """The next checkpoint's "paths", "suffix" and "docs" trees as of LSN `at`, derived
+        copy-on-write from this catalog's trees: `changes(at, docs)` fed to each tree's
+        `btree.Tree.update`. Returns (refs, freed): the three new references, and the pages
+        of this catalog's trees that they no longer use.
+
+        The new trees share every other page with this catalog's trees, which stay whole:
+        readers of this catalog go on reading them. The caller frees `freed` (deferred, as
+        D1 says) once the header naming the new trees is durable and no reader holds this
+        catalog; the pages of the trees it keeps must never be freed. The free tree is the
+        caller's to write. Every page written is appended to `written` as it is allocated:
+        after an exception, the caller frees those (nothing durable names them) and this
+        catalog is unchanged.
+
+        Cost: O(d log n) for d changed keys, whatever the trees' size: each changed leaf and
+        its ancestors read (through the trees' page caches) and rewritten once. I/O: page
+        reads, allocations and writes through the store; no fsync. Raises CorruptionError
+        for a damaged tree page, StorageFullError from the store, and whatever `docs`
+        raises.
+        """
+        written = [] if written is None else written
+        trees = {"paths": self.paths, "suffix": self.suffix, "docs": self.docs}
+        refs: dict[str, btree.TreeRef] = {}
+        freed: list[int] = []
+        for name, changes in self.changes(at, docs).items():
+            refs[name], dropped, _ = trees[name].update(changes, written=written)
+            freed += dropped
+        return refs, freed
+
     def _check(self, at: int = LATEST) -> None:
         count = 0
         for key, doc_id in self.path_items(b"", at):

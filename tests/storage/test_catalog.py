@@ -90,17 +90,23 @@ def random_ops(rng: random.Random, ids: list[uuid.UUID], paths: list[bytes],
 
 
 def next_trees(store: MemStore, catalog: Catalog, at: int) -> dict[str, btree.TreeRef]:
-    """The trees of a checkpoint at `at`, by `changes` and `Tree.update`; each checked
-    against `merged_items(at)`, what a full rebuild would write."""
-    refs = dict(catalog.refs)
+    """The trees of a checkpoint at `at`, by `next_trees`; each checked against
+    `merged_items(at)`, what a full rebuild would write, and its pages against the old
+    trees': freed ones the old trees' alone, written ones new, the rest shared."""
     merged = {name: list(items) for name, items in catalog.merged_items(at).items()}
-    for name, changes in catalog.changes(at).items():
-        tree = getattr(catalog, name)
-        refs[name], _, _ = tree.update(changes)
-        new = btree.Tree(store, refs[name], kind=KINDS[name])
+    old_pages = {name: set(getattr(catalog, name).pages()) for name in KINDS}
+    written: list[int] = []
+    refs, freed = catalog.next_trees(at, written=written)
+    new_pages: set[int] = set()
+    for name, kind in KINDS.items():
+        new = btree.Tree(store, refs[name], kind=kind)
         new._check()
         assert list(new.items()) == merged[name], name
-    return refs
+        new_pages |= set(new.pages())
+    old = set().union(*old_pages.values())
+    assert len(freed) == len(set(freed)) and set(freed) <= old and not set(freed) & new_pages
+    assert new_pages == (old - set(freed)) | set(written)
+    return {**catalog.refs, **refs}
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -123,9 +129,33 @@ def test_changes_give_the_trees_merged_items_gives(seed: int) -> None:
 
 def test_a_checkpoint_with_no_change_writes_nothing() -> None:
     _, catalog, _, _ = base_catalog(500)
-    for name, changes in catalog.changes().items():
-        tree = getattr(catalog, name)
-        assert tree.update(changes) == (tree.ref, [], [])
+    written: list[int] = []
+    refs, freed = catalog.next_trees(written=written)
+    assert refs == {n: catalog.refs[n] for n in KINDS} and freed == written == []
+
+
+def test_a_failing_checkpoint_reports_what_it_wrote() -> None:
+    rng = random.Random(9)
+    store, catalog, ids, paths = base_catalog(2000)
+    for lsn, op in enumerate(random_ops(rng, ids, paths, 300), 1):
+        catalog.apply(op, lsn)
+    before = bytes(store.data)
+    seen = 0
+
+    def failing(doc: DocRecord) -> DocRecord:
+        nonlocal seen
+        seen += 1
+        if seen == 50:
+            raise OSError("disk full")
+        return doc
+
+    written: list[int] = []
+    with pytest.raises(OSError, match="disk full"):
+        catalog.next_trees(docs=failing, written=written)
+    assert written and min(written) >= len(before) // store.page_size  # only new pages
+    assert store.data[: len(before)] == before  # the catalog's trees untouched
+    for name, kind in KINDS.items():
+        btree.Tree(store, catalog.refs[name], kind=kind)._check()
 
 
 def test_changes_encode_only_the_changed_records(monkeypatch: pytest.MonkeyPatch) -> None:
