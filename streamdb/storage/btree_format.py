@@ -1,8 +1,9 @@
 """The B+tree's page format: constants, header layout, limits and the tree reference,
-shared by the writer and the reader in `streamdb.storage.btree` (docs/format/btree.md).
+shared by the page codec (`btree_pages`), `build` and `Tree` (`btree`) and `update`
+(`btree_update`) (docs/format/btree.md; the rules are numbered in `streamdb.storage.btree`).
 
-The underscore names are private to the B+tree: this module and `btree` are one concept
-split in two files for size.
+The underscore names are private to the B+tree: these modules are one concept split in
+files for size.
 """
 
 from __future__ import annotations
