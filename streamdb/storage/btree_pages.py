@@ -100,7 +100,7 @@ class _Node:
         """The nkeys + 1 key offsets, checked non-decreasing (so every key lies in the
         page: `_Reader.node` checked the ends). O(n)."""
         bounds = self.off[: self.nkeys + 1].tolist()
-        if not all(map(operator.le, bounds, bounds[1:])):
+        if bounds != sorted(bounds):
             raise self._corrupt("key offsets out of order")
         return bounds
 
@@ -204,7 +204,7 @@ class _Node:
         offsets checked. O(n); not cached."""
         off, n, buf = self.off, self.n, self.buf
         bounds = off[n : 2 * n + 1].tolist()
-        if not all(map(operator.le, bounds, bounds[1:])):
+        if bounds != sorted(bounds):
             raise self._corrupt("value offsets out of order")
         return [buf[a:b] for a, b in pairwise(bounds)]
 

@@ -7,7 +7,8 @@ Three passes over the pages the changes touch, nothing else:
    descend once), copying every internal page on the way into an editable `_Inner` (its
    separators and child references) and the leaf into a `_Leaf`: a list of segments, each
    either a run of consecutive entries of an old leaf (a reference to the verified page
-   and two indexes: nothing is sliced or decoded) or a new `_Entry`. A change splits the
+   and two indexes: nothing is sliced or decoded) or a new `_Entry`. An `_Inner` stays the
+   old page plus its copied children until its children change in number. A change splits the
    leaf's untouched tail run around the entry it replaces, deletes or inserts: O(log n)
    key comparisons on the page and O(1) list operations. A new long value is written to
    its overflow chain at once.
@@ -17,10 +18,13 @@ Three passes over the pages the changes touch, nothing else:
    and the pair split evenly again if it does not fit one page. The root grows a level
    when it splits and loses one when a single child is left.
 3. Write, bottom-up: each edited page is written to a newly allocated page under the
-   update's write id; a copied page that nothing changed keeps its old page. A leaf is
-   written from its segments: a run's keys, values and flags are each one slice of the old
-   page, its offsets shifted in C (`map`), so an untouched entry costs no Python-level
-   step. A parent names each child's page and write id, so shared pages keep theirs.
+   update's write id (all of them allocated in one call when the store can), in batches
+   of consecutive pages; a copied page that nothing changed keeps its old page. A leaf is
+   written from its segments: a run's keys, values, flags and offsets are each one slice of
+   the old page, the offsets shifted at once as the 16-bit lanes of one integer, so an
+   untouched entry costs no Python-level step. An internal page whose children only moved
+   is the old page with their page numbers and write ids patched. A parent names each
+   child's page and write id, so shared pages keep theirs.
 
 The pages of the old tree that the new one does not use (rewritten, merged or dropped
 pages, chains of deleted or replaced values) are returned, never written.

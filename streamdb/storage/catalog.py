@@ -94,11 +94,16 @@ class Catalog:
         self.refs = refs
         self.keep = keep
         self.on_free = on_free
-        # The page cache is shared out: most lookups touch paths and docs, few the suffixes.
-        pages = max(16, cache_pages // 5)
-        self.paths = btree.Tree(store, refs["paths"], kind=KIND_PATHS, cache_pages=2 * pages)
-        self.suffix = btree.Tree(store, refs["suffix"], kind=KIND_SUFFIX, cache_pages=pages)
-        self.docs = btree.Tree(store, refs["docs"], kind=KIND_DOCS, cache_pages=2 * pages)
+        # The page cache is shared out. Every read by path and every prefix search reads the
+        # paths tree (a searched leaf keeps its decoded keys while cached: a search of cached
+        # leaves only copies references); records read by id are cached decoded below, so
+        # the docs tree's pages matter less; the suffix tree serves suffix searches only.
+        self.paths = btree.Tree(store, refs["paths"], kind=KIND_PATHS,
+                                cache_pages=max(32, cache_pages // 2))
+        self.suffix = btree.Tree(store, refs["suffix"], kind=KIND_SUFFIX,
+                                 cache_pages=max(16, cache_pages // 8))
+        self.docs = btree.Tree(store, refs["docs"], kind=KIND_DOCS,
+                               cache_pages=max(32, cache_pages * 3 // 8))
         # Decoded records and path lookups of the (immutable) trees, a few hundred bytes
         # each: many more of them than pages.
         entries = 16 * max(16, cache_pages)
