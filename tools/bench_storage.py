@@ -35,7 +35,9 @@
 For each measured operation one more run under cProfile gives the Python function calls
 it makes (per search, or per changed document for a checkpoint) and its top functions.
 
-Timings are medians of repetitions after a warm-up; variants are interleaved run by run.
+Timings are medians of repetitions after a warm-up; variants are interleaved run by run, a
+`gc.collect()` before each, the fixtures frozen (`gc.freeze`) so that a full collection does
+not walk them.
 The machine may be shared and noisy: compare the ratios. Run it:
 
     python tools/bench_storage.py                  # the full run (about 10 minutes)
@@ -361,7 +363,10 @@ def incremental(fx: Fixture, catalog: Any) -> list[int]:
 
 
 def give_back(fx: Fixture, written: list[int]) -> None:
+    """After a measured run: its pages are free again, and the file synced (MemoryVFS keeps
+    every unsynced write until then)."""
     fx.store.give_back(written)
+    fx.pager.sync()
 
 
 def bench_checkpoint(sd: Any, workdir: str, sizes: list[int], runs: int,
@@ -374,6 +379,8 @@ def bench_checkpoint(sd: Any, workdir: str, sizes: list[int], runs: int,
 
     has_update = hasattr(Catalog, "next_trees")
     fixtures = {n: build_fixture(sd, workdir, n, real_file) for n in sizes}
+    gc.collect()
+    gc.freeze()  # the fixtures are old objects: no full collection walks them again
     variants: dict[str, tuple[str, Callable[[Fixture, Any], list[int]]]] = {
         "full": ("full rebuild", full_rebuild),
         "incremental": ("incremental (changes + update)", incremental),
