@@ -534,3 +534,18 @@ def test_merged_leaves_keep_each_entry_with_its_own_key() -> None:
     ref = updated(store, ref, changes, model)
     assert Tree(store, ref, kind=KIND).keys() == [b"k00", b"k04", b"k05", b"k06", b"k07",
                                                    b"k08"]
+
+
+def test_a_build_leaves_room_in_its_leaves_for_the_first_updates() -> None:
+    store = MemStore()
+    items = [(b"doc-%08d" % i, b"r" * 150) for i in range(20_000)]
+    ref, pages = btree.build(store, items, kind=KIND)
+    leaves = [p for p in pages if store.page(p)[4] == btree.PageType.LEAF]
+    used = [struct.unpack_from("<H", store.page(p), 64 + 2 * 2 * store.page(p)[8])[0]
+            for p in leaves]  # where each leaf's values end: off[2n]
+    assert max(used) <= 4096 - 4096 // 8 and min(used[:-1]) > 4096 * 3 // 4
+    # a record growing by 100 bytes in each of 50 leaves: 50 pages (and their parents), no split
+    changes = [(items[i][0], b"r" * 250) for i in range(0, 20_000, 400)]
+    new, _, written = btree.update(store, ref, changes, kind=KIND)
+    leaves_written = [p for p in written if store.page(p)[4] == btree.PageType.LEAF]
+    assert len(leaves_written) == len(changes) and new.height == ref.height
