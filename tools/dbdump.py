@@ -486,7 +486,7 @@ class Dump:
         actual = btree_format._page_checksum(raw)
         self.out(f"  tree page: format {version}, kind {KIND_NAMES.get(kind, kind)}, "
                  f"{PAGE_TYPES.get(ptype, f'type {ptype}')}, level {level}, flags {flags:#x}, "
-                 f"count {count}, tree id {tree_id:#010x}, says page {number}")
+                 f"count {count}, write id {tree_id:#010x}, says page {number}")
         check = "ok" if stored == actual else f"BAD (stored {stored:#x}, computed {actual:#x})"
         chain = f", next {nxt}, value offset {voff}, value length {vlen}" if ptype == 3 else ""
         self.out(f"  checksum {check}{chain}")
@@ -505,12 +505,15 @@ class Dump:
                              + (" (overflow reference)" if overflow else ""))
             elif ptype == 2:
                 n = count
+                at = btree_format.HEADER_SIZE + 8 * n
                 children = struct.unpack_from(f"<{n}Q", raw, btree_format.HEADER_SIZE)
-                off = struct.unpack_from(f"<{n}H", raw, btree_format.HEADER_SIZE + 8 * n)
+                # format 2 names each child's write id; a format 1 page's children carry its own
+                wids = (struct.unpack_from(f"<{n}I", raw, at) if version >= 2 else (tree_id,) * n)
+                off = struct.unpack_from(f"<{n}H", raw, at + (4 * n if version >= 2 else 0))
                 seps = [raw[a:b] for a, b in itertools.pairwise(off)]
                 for i in range(min(n, 50)):
                     low = _short(seps[i - 1], 60) if i else "(lower bound)"
-                    self.out(f"    child {children[i]} from {low}")
+                    self.out(f"    child {children[i]} (write id {wids[i]:#010x}) from {low}")
         except (struct.error, IndexError) as exc:
             self.error("page entries", exc)
 

@@ -1,8 +1,9 @@
 """The B+tree's page format: constants, header layout, limits and the tree reference,
-shared by the writer and the reader in `streamdb.storage.btree` (docs/format/btree.md).
+shared by the page codec (`btree_pages`), `build` and `Tree` (`btree`) and `update`
+(`btree_update`) (docs/format/btree.md; the rules are numbered in `streamdb.storage.btree`).
 
-The underscore names are private to the B+tree: this module and `btree` are one concept
-split in two files for size.
+The underscore names are private to the B+tree: these modules are one concept split in
+files for size.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from streamdb.errors import (
 # ------------------------------------------------------------------------------------------
 
 MAGIC: Final = b"BT"
-FORMAT_VERSION: Final = 1
+#: The version this code writes, in page headers and tree references. Version 1 (trees
+#: written before copy-on-write updates) is still read, and such trees can be updated: the
+#: pages an update writes are version 2, the pages it shares stay version 1.
+FORMAT_VERSION: Final = 2
+READ_VERSIONS: Final = (1, 2)
 HEADER_SIZE: Final = 64
 MAX_KEY_SIZE: Final = 2048
 MAX_VALUE_SIZE: Final = 64 << 20
@@ -37,7 +42,8 @@ MAX_PAGE_SIZE: Final = 65536
 MAX_TREE_ID: Final = 0xFFFF_FFFF
 #: In-page offsets are u16, so on 64 KiB pages the last byte stays unused.
 OFFSET_LIMIT: Final = 0xFFFF
-#: Leaf entry flag: the value slot holds (u64 length, u64 first page) of an overflow chain.
+#: Leaf entry flag: the value slot holds an overflow reference (length, first page, and in
+#: version 2 the write id of the chain).
 FLAG_OVERFLOW: Final = 0x01
 
 
@@ -58,7 +64,8 @@ _OVERFLOW: Final = 3
 _HEADER: Final = struct.Struct("<2sBBBBHIIQQQQQQ")
 _CHECKSUM_AT: Final = 24
 _ZERO8: Final = bytes(8)
-_SLOT: Final = struct.Struct("<QQ")  # overflow reference: value length, first page
+_SLOT_V1: Final = struct.Struct("<QQ")  # overflow reference: value length, first page
+_SLOT: Final = struct.Struct("<QQI")  # version 2: value length, first page, chain's write id
 _REF: Final = struct.Struct("<QQIBBH")  # root, count, tree id, height, version, reserved
 _BIG_ENDIAN: Final = sys.byteorder == "big"
 #: A cached page is searched over its offsets this many times before its key list is built:
@@ -86,9 +93,10 @@ def _leaf_start(n: int) -> int:
     return HEADER_SIZE + 2 * (2 * n + 1) + n
 
 
-def _internal_start(n: int) -> int:
-    """First separator byte of an internal page of n children: header, n u64, n u16."""
-    return HEADER_SIZE + 10 * n
+def _internal_start(n: int, version: int = FORMAT_VERSION) -> int:
+    """First separator byte of an internal page of n children: header, n u64 children,
+    (version 2) n u32 write ids, n u16 offsets."""
+    return HEADER_SIZE + (14 if version >= 2 else 10) * n
 
 
 def _from_le(typecode: str, data: bytes) -> array[int]:
@@ -170,15 +178,17 @@ class PageStore(Protocol):
 class TreeRef:
     """Where a tree lives: what the database keeps in its header (24 bytes packed).
 
-    `tree_id` is a non-zero number written into every page of the tree, so that a stale page
-    of an older tree at a reused page number is refused. The empty tree is all zero.
-    Raises InvalidArgumentError for inconsistent fields.
+    `tree_id` is the write id of the root page: the random non-zero number of the `build` or
+    `update` that wrote it, which that page carries in its header, so that a stale page at
+    a reused page number is refused (rule 1 of `streamdb.storage.btree`). Pages an update
+    shares with older trees keep their own write ids; each parent names its children's.
+    The empty tree is all zero. Raises InvalidArgumentError for inconsistent fields.
     """
 
     root: int  # 0 = empty tree
     height: int  # 0 for the empty tree, 1 when the root is a leaf
     count: int  # number of entries
-    tree_id: int  # 1..2**32-1; 0 for the empty tree
+    tree_id: int  # the root page's write id, 1..2**32-1; 0 for the empty tree
 
     def __post_init__(self) -> None:
         in_range = (
@@ -197,17 +207,18 @@ class TreeRef:
 
     @classmethod
     def unpack(cls, data: bytes | bytearray | memoryview) -> TreeRef:
-        """Parse `pack()`'s output; 24 zero bytes are the empty tree too. O(1).
+        """Parse `pack()`'s output (or a version 1 reference); 24 zero bytes are the empty
+        tree too. O(1).
 
         Raises CorruptionError for a wrong length, non-zero reserved bytes or inconsistent
-        fields, UnsupportedError for a format version other than 1.
+        fields, UnsupportedError for a format version other than 1 or 2.
         """
         if len(data) != _REF.size:
             raise CorruptionError(f"tree reference is {len(data)} bytes, not {_REF.size}")
         root, count, tree_id, height, version, reserved = _REF.unpack(data)
         if not any(bytes(data)):
             return EMPTY
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise UnsupportedError(f"B-tree format version {version} is not supported")
         if reserved:
             raise CorruptionError("tree reference has non-zero reserved bytes")

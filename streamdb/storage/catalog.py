@@ -8,7 +8,14 @@ and falls through to the trees when there is none. That makes a snapshot O(1): a
 
 `apply` is the only function that changes it, for live commits and log replay alike, so
 replay reproduces exactly the state the writer had. A checkpoint does not change a catalog:
-it starts a new one over the new trees, and readers of the old one go on using it.
+it starts a new one over the new trees, and readers of the old one go on using it. The new
+trees come from `changes` (what the delta holds as of an LSN, per tree, for
+`btree.Tree.update`: copy-on-write, cost proportional to the changes) or, for a full rebuild,
+from `merged_items` (every item, for `btree.build`).
+
+Searches (`iter_paths`, `search_paths`, `reversed_keys`, `iter_suffix`, `search_suffix`)
+return new lists: the trees' leaves are sliced (`btree.Tree.prefix_keys`, `prefix_texts`) and
+the delta keys under the prefix bisected in.
 
 Concurrency: one writer (the caller serialises `apply` and `rollback`), any number of
 reader threads. A history list is only ever appended to or replaced whole, never edited
@@ -87,11 +94,16 @@ class Catalog:
         self.refs = refs
         self.keep = keep
         self.on_free = on_free
-        # The page cache is shared out: most lookups touch paths and docs, few the suffixes.
-        pages = max(16, cache_pages // 5)
-        self.paths = btree.Tree(store, refs["paths"], kind=KIND_PATHS, cache_pages=2 * pages)
-        self.suffix = btree.Tree(store, refs["suffix"], kind=KIND_SUFFIX, cache_pages=pages)
-        self.docs = btree.Tree(store, refs["docs"], kind=KIND_DOCS, cache_pages=2 * pages)
+        # The page cache is shared out. Every read by path and every prefix search reads the
+        # paths tree (a searched leaf keeps its decoded keys while cached: a search of cached
+        # leaves only copies references); records read by id are cached decoded below, so
+        # the docs tree's pages matter less; the suffix tree serves suffix searches only.
+        self.paths = btree.Tree(store, refs["paths"], kind=KIND_PATHS,
+                                cache_pages=max(32, cache_pages // 2))
+        self.suffix = btree.Tree(store, refs["suffix"], kind=KIND_SUFFIX,
+                                 cache_pages=max(16, cache_pages // 8))
+        self.docs = btree.Tree(store, refs["docs"], kind=KIND_DOCS,
+                               cache_pages=max(32, cache_pages * 3 // 8))
         # Decoded records and path lookups of the (immutable) trees, a few hundred bytes
         # each: many more of them than pages.
         entries = 16 * max(16, cache_pages)
@@ -162,22 +174,60 @@ class Catalog:
             return self.paths.prefix(prefix)
         return _merge_items(self.paths.prefix(prefix), delta)
 
-    def iter_paths(self, prefix: bytes = b"", at: int = LATEST) -> Iterator[bytes]:
-        """Path keys starting with `prefix`, ascending. O(log n + k)."""
-        return (key for key, _ in self.path_items(prefix, at))
+    def iter_paths(self, prefix: bytes = b"", at: int = LATEST) -> list[bytes]:
+        """Path keys starting with `prefix` at LSN `at`, ascending, as a new list.
 
-    def reversed_keys(self, rev_prefix: bytes = b"", at: int = LATEST) -> Iterator[bytes]:
-        """Reversed path keys starting with `rev_prefix`, ascending. O(log n + k)."""
-        base = self.suffix.prefix(rev_prefix)
+        O(log n + k) for k keys in the tree (their leaves' cached key lists sliced, no value
+        read), plus O(d log k) for the d delta keys under the prefix (each bisected into
+        the list; a merge and sort past `_BISECT_MAX`). Raises CorruptionError."""
+        keys = self.paths.prefix_keys(prefix)
+        delta = self._delta_range(self.d_paths, prefix, at) if self.d_paths else []
+        if delta:
+            _apply_delta(keys, [(k, v is not None) for k, v in delta])
+        return keys
+
+    def search_paths(self, prefix: bytes, at: int = LATEST) -> list[str]:
+        """The paths (as text) whose key starts with `prefix` at LSN `at`, sorted, as a new
+        list: what `Database.search` returns, in one call.
+
+        O(log n + k), as `iter_paths`, but each leaf's keys are decoded once while it stays
+        cached (`Tree.prefix_texts`), so a search of cached leaves copies k references and
+        decodes only its delta keys. Raises CorruptionError (a stored key that is not
+        UTF-8 among them)."""
+        texts = self.paths.prefix_texts(prefix)
+        delta = self._delta_range(self.d_paths, prefix, at) if self.d_paths else []
+        if delta:
+            _apply_delta(texts, [(_text(k), v is not None) for k, v in delta])
+        return texts
+
+    def reversed_keys(self, rev_prefix: bytes = b"", at: int = LATEST) -> list[bytes]:
+        """Reversed path keys starting with `rev_prefix` at LSN `at`, ascending, as a new
+        list. Same costs as `iter_paths`."""
+        keys = self.suffix.prefix_keys(rev_prefix)
         delta = self._delta_range(self.d_suffix, rev_prefix, at) if self.d_suffix else []
-        if not delta:
-            return (k for k, _ in base)
-        present = [(k, b"" if v else None) for k, v in delta]
-        return (k for k, _ in _merge_items(base, present))
+        if delta:
+            _apply_delta(keys, [(k, bool(v)) for k, v in delta])
+        return keys
 
-    def iter_suffix(self, suffix: bytes, at: int = LATEST) -> Iterator[bytes]:
-        """Path keys ending with `suffix`, in reversed-key order. O(log n + k)."""
-        return (key[::-1] for key in self.reversed_keys(suffix[::-1], at))
+    def iter_suffix(self, suffix: bytes, at: int = LATEST) -> list[bytes]:
+        """Path keys ending with `suffix`, in reversed-key order, as a new list.
+        O(log n + k)."""
+        return [key[::-1] for key in self.reversed_keys(suffix[::-1], at)]
+
+    def search_suffix(self, suffix: bytes, at: int = LATEST) -> list[str]:
+        """The paths (as text) whose key ends with `suffix` at LSN `at`, sorted, as a new
+        list: what `Database.search_suffix` returns, in one call.
+
+        O(log n + k log k): the suffix tree's leaves give the paths (decoded once per cached
+        leaf, `Tree.prefix_texts`) in reversed-key order, then they are sorted; delta keys
+        as in `iter_paths`. Raises CorruptionError."""
+        rev = suffix[::-1]
+        texts = self.suffix.prefix_texts(rev, reverse=True)
+        texts.sort()
+        delta = self._delta_range(self.d_suffix, rev, at) if self.d_suffix else []
+        if delta:
+            _apply_delta(texts, [(_text(k[::-1]), bool(v)) for k, v in delta])
+        return texts
 
     def iter_docs(self, at: int = LATEST) -> Iterator[DocRecord]:
         """Every document at LSN `at`, ordered by id. O(n) reads, O(delta) memory."""
@@ -337,9 +387,89 @@ class Catalog:
         change = docs or (lambda d: d)
         return {
             "paths": self.path_items(b"", at),
-            "suffix": ((k, b"") for k in self.reversed_keys(b"", at)),
+            "suffix": self._suffix_items(at),
             "docs": ((d.doc_id.bytes, encode_doc(change(d))) for d in self.iter_docs(at)),
         }
+
+    def _suffix_items(self, at: int) -> Iterator[tuple[bytes, bytes]]:
+        """The suffix tree's next items, streamed: nothing is read before the first."""
+        delta = self._delta_range(self.d_suffix, b"", at) if self.d_suffix else []
+        present = [(k, b"" if v else None) for k, v in delta]
+        yield from _merge_items(self.suffix.items(), present)
+
+    def changes(self, at: int = LATEST,
+                docs: Callable[[DocRecord], DocRecord] | None = None,
+                ) -> dict[str, Iterator[tuple[bytes, bytes | None]]]:
+        """What changed in each tree ("paths", "suffix", "docs") since this catalog's
+        checkpoint, as of LSN `at`: per tree, (key, new value) with strictly ascending keys,
+        value None for a key deleted (or never there: deleting it changes nothing). Feed
+        each to `btree.Tree.update` of the same tree (`self.paths`, `self.suffix`,
+        `self.docs`) to get the next checkpoint's trees; `merged_items` gives the same
+        trees whole, for a full rebuild. `docs` may transform each changed record on its
+        way into the tree.
+
+        O(d log d) for d delta keys, independent of the trees' size: a docs record is
+        encoded only if it changed; nothing is read from the trees. The key lists are taken
+        at the call, under the delta's lock; the streams are lazy and must be consumed
+        before the next change is applied (the writer lock held, as a checkpoint is).
+        """
+        change = docs or (lambda d: d)
+        with self._mutex:
+            path_keys = list(self.d_paths)
+            suffix_keys = list(self.d_suffix)
+            doc_keys = sorted(self.d_docs)
+
+        def paths() -> Iterator[tuple[bytes, bytes | None]]:
+            for key in path_keys:
+                value = _at(self.d_paths.get(key), at)
+                if value is not _ABSENT:
+                    yield key, value
+
+        def suffix() -> Iterator[tuple[bytes, bytes | None]]:
+            for key in suffix_keys:
+                value = _at(self.d_suffix.get(key), at)
+                if value is not _ABSENT:
+                    yield key, b"" if value else None
+
+        def records() -> Iterator[tuple[bytes, bytes | None]]:
+            for key in doc_keys:
+                value = _at(self.d_docs.get(key), at)
+                if value is not _ABSENT:
+                    yield key, None if value is None else encode_doc(change(value))
+
+        return {"paths": paths(), "suffix": suffix(), "docs": records()}
+
+    def next_trees(self, at: int = LATEST,
+                   docs: Callable[[DocRecord], DocRecord] | None = None,
+                   written: list[int] | None = None,
+                   ) -> tuple[dict[str, btree.TreeRef], list[int]]:
+        """The next checkpoint's "paths", "suffix" and "docs" trees as of LSN `at`, derived
+        copy-on-write from this catalog's trees: `changes(at, docs)` fed to each tree's
+        `btree.Tree.update`. Returns (refs, freed): the three new references, and the pages
+        of this catalog's trees that they no longer use.
+
+        The new trees share every other page with this catalog's trees, which stay whole:
+        readers of this catalog go on reading them. The caller frees `freed` (deferred, as
+        D1 says) once the header naming the new trees is durable and no reader holds this
+        catalog; the pages of the trees it keeps must never be freed. The free tree is the
+        caller's to write. Every page written is appended to `written` as it is allocated:
+        after an exception, the caller frees those (nothing durable names them) and this
+        catalog is unchanged.
+
+        Cost: O(d log n) for d changed keys, whatever the trees' size: each changed leaf and
+        its ancestors read (through the trees' page caches) and rewritten once. I/O: page
+        reads, allocations and writes through the store; no fsync. Raises CorruptionError
+        for a damaged tree page, StorageFullError from the store, and whatever `docs`
+        raises.
+        """
+        written = [] if written is None else written
+        trees = {"paths": self.paths, "suffix": self.suffix, "docs": self.docs}
+        refs: dict[str, btree.TreeRef] = {}
+        freed: list[int] = []
+        for name, changes in self.changes(at, docs).items():
+            refs[name], dropped, _ = trees[name].update(changes, written=written)
+            freed += dropped
+        return refs, freed
 
     def _check(self, at: int = LATEST) -> None:
         count = 0
@@ -388,6 +518,39 @@ def extents_minus(old: tuple[tuple[int, int], ...], new: tuple[tuple[int, int], 
         if at < end:
             out.append((at, end - at))
     return tuple(out)
+
+
+#: Up to this many delta keys are bisected into a search's sorted list one by one; more are
+#: merged by a filter and a sort (two sorted runs: linear).
+_BISECT_MAX = 32
+
+
+def _apply_delta(items: list[Any], changes: list[tuple[Any, bool]]) -> None:
+    """Make the sorted, duplicate-free `items` hold each key of `changes` whose flag is
+    True and none whose flag is False (`changes` in any order, each key once). O(d log k +
+    d k) memory moves for d <= _BISECT_MAX changes, else O(k + d log d)."""
+    if len(changes) <= _BISECT_MAX:
+        for key, present in changes:
+            i = bisect.bisect_left(items, key)
+            found = i < len(items) and items[i] == key
+            if present and not found:
+                items.insert(i, key)
+            elif found and not present:
+                del items[i]
+        return
+    changed = {key for key, _ in changes}
+    kept = [key for key in items if key not in changed]
+    kept += sorted(key for key, present in changes if present)
+    kept.sort()
+    items[:] = kept
+
+
+def _text(key: bytes) -> str:
+    """A path key as text: stored keys are UTF-8, so anything else is damage."""
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptionError(f"a stored path is not UTF-8: {key[:80]!r}") from exc
 
 
 def _merge_items(

@@ -190,17 +190,20 @@ class FreeSpace:
         large ones stay whole for documents: never from the largest extent, unless it has
         at most SMALL pages or is more than half the file (a mostly empty file: using its
         first pages lets the end of the file go free, to be cut off). Fewer if those run
-        out; the file never grows. O(extents x log n)."""
+        out; the file never grows. O(log n) per extent taken (one page: O(log n))."""
         pages: list[int] = []
-        usable = list(self._by_size)  # (size, start), smallest first
-        if usable and usable[-1][0] > SMALL and 2 * usable[-1][0] <= self.file_pages:
-            usable.pop()
-        for size, start in map(lambda e: (int(e[0]), int(e[1])), usable):
-            if len(pages) >= count:
-                break
+        by_size = self._by_size  # (size, start), smallest first
+        if not by_size:
+            return pages
+        largest = tuple(map(int, by_size[-1]))
+        spared = largest if largest[0] > SMALL and 2 * largest[0] <= self.file_pages else None
+        while len(pages) < count and by_size:
+            size, start = map(int, by_size[0])  # the smallest left
+            if (size, start) == spared:
+                break  # only the largest is left
             take = min(size, count - len(pages))
             self._remove(start, size)
-            if size > take:
+            if size > take:  # the last extent taken: done
                 self._insert(start + take, size - take)
             pages.extend(range(start, start + take))
         return pages

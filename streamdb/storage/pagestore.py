@@ -45,5 +45,24 @@ class PageStore:
             return self.space.allocate_scattered()
         return self.space.allocate(n_pages)
 
+    def allocate_pages(self, n_pages: int) -> list[int]:
+        """`n_pages` single pages for a tree (leaf or internal), ascending, in one call:
+        what `n_pages` calls of `allocate(1)` would give, from small free extents first
+        (`FreeSpace.take_small`, O(log n) per extent taken), then past the end of the file
+        (while it may grow), then from the largest extent. Raises StorageFullError."""
+        if self.at_end:
+            start = self.space.file_pages
+            self.space.file_pages += n_pages
+            return list(range(start, start + n_pages))
+        space = self.space
+        pages = space.take_small(n_pages)
+        grow = min(n_pages - len(pages), max(0, space.max_pages - space.file_pages))
+        pages += range(space.file_pages, space.file_pages + grow)
+        space.file_pages += grow
+        while len(pages) < n_pages:  # the file is at its maximum: the largest extent
+            pages.append(space.allocate(1))
+        pages.sort()
+        return pages
+
     def write_pages(self, page_no: int, data: bytes | bytearray | memoryview) -> None:
         self.pager.write_pages(page_no, data)

@@ -20,7 +20,7 @@ from streamdb.errors import (
     InvalidArgumentError,
     UnsupportedError,
 )
-from streamdb.storage import btree
+from streamdb.storage import btree, btree_pages
 from streamdb.storage.btree import EMPTY, Tree, TreeRef
 
 KIND = 7
@@ -393,7 +393,7 @@ def test_a_store_that_allocates_page_zero_is_refused() -> None:
 
 
 def test_depth_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(btree, "MAX_HEIGHT", 2)
+    monkeypatch.setattr(btree_pages, "MAX_HEIGHT", 2)
     btree.build(MemStore(), numbered(100), kind=KIND)  # height 2 fits
     with pytest.raises(InvalidArgumentError, match="deeper"):
         btree.build(MemStore(), numbered(20_000), kind=KIND)
@@ -418,15 +418,18 @@ def test_tree_ref_packs_into_24_bytes() -> None:
     assert TreeRef.unpack(memoryview(bytearray(packed))) == ref
     assert EMPTY.pack() != bytes(24) and TreeRef.unpack(EMPTY.pack()) == EMPTY
     assert TreeRef.unpack(bytes(24)) == EMPTY
-    assert struct.unpack("<QQIBBH", packed) == (123456789, 10**12, 0xDEADBEEF, 4, 1, 0)
+    assert struct.unpack("<QQIBBH", packed) == (123456789, 10**12, 0xDEADBEEF, 4, 2, 0)
+    # A reference written in format 1 (before copy-on-write updates) reads the same.
+    assert TreeRef.unpack(packed[:21] + b"\x01" + packed[22:]) == ref
 
 
 def test_tree_ref_damage() -> None:
     good = TreeRef(5, 2, 10, 3).pack()
     with pytest.raises(CorruptionError):
         TreeRef.unpack(good[:23])
-    with pytest.raises(UnsupportedError):
-        TreeRef.unpack(good[:21] + b"\x02" + good[22:])
+    for version in (0, 3, 255):
+        with pytest.raises(UnsupportedError):
+            TreeRef.unpack(good[:21] + bytes([version]) + good[22:])
     with pytest.raises(CorruptionError):
         TreeRef.unpack(good[:22] + b"\x01\x00")  # reserved
     for fields in [(0, 1, 1, 1), (5, 0, 10, 3), (5, 2, 0, 3), (5, 2, 10, 0), (5, 33, 10, 3),

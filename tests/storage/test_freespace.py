@@ -10,6 +10,7 @@ import pytest
 
 from streamdb.errors import StorageFullError
 from streamdb.storage.freespace import FreeSpace
+from streamdb.storage.pagestore import PageStore
 
 
 def test_best_fit_keeps_large_extents_whole() -> None:
@@ -88,3 +89,32 @@ def test_random_operations_keep_the_invariants() -> None:
     owned = sorted(used)
     for (a, n), (b, _) in itertools.pairwise(owned):
         assert a + n <= b
+
+
+class _NoPager:
+    """What `PageStore` needs of a pager to allocate: the page size."""
+
+    page_size = 4096
+    size = 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_allocating_pages_at_once_gives_what_one_at_a_time_gives(seed: int) -> None:
+    limit = 3100 if seed % 2 else 10_000  # odd seeds: the file cannot grow much
+    spaces = [FreeSpace(3000, limit) for _ in range(2)]
+    layout = random.Random(seed)
+    for fs in spaces:
+        layout.seed(seed)
+        fs.free(2, 500)  # a large extent, spared for documents while others are free
+        for k in range(60):  # small extents, apart
+            fs.free(600 + 40 * k + layout.randrange(30), layout.randrange(1, 6))
+    one, many = (PageStore(_NoPager(), fs) for fs in spaces)  # type: ignore[arg-type]
+    for n in (1, 3, 40, 300):
+        singles = sorted(one.allocate(1) for _ in range(n))
+        assert many.allocate_pages(n) == singles
+        assert spaces[0].extents() == spaces[1].extents()
+        assert spaces[0].file_pages == spaces[1].file_pages
+        spaces[1]._check()
+    many.at_end = True
+    end = spaces[1].file_pages
+    assert many.allocate_pages(3) == [end, end + 1, end + 2]

@@ -87,9 +87,9 @@ def test_each_option_prints_its_facts_and_changes_nothing(
     code, out = run(capsys, str(path), "--page", str(root))
     assert code == 0
     assert f"page {root} (offset {root * 4096}, 4096 bytes)" in out
-    assert "tree page: format 1, kind paths, leaf" in out and "checksum ok" in out
+    assert "tree page: format 2, kind paths, leaf" in out and "checksum ok" in out
     assert "'/docs/a.bin': 16-byte value" in out
-    assert "  000000  42 54 01 01 01 00" in out  # "BT", version 1, kind paths, leaf
+    assert "  000000  42 54 02 01 01 00" in out  # "BT", version 2, kind paths, leaf
 
     code, out = run(capsys, str(path), "--records", "--free", "--pages", "--page", "5")
     assert code == 0 and "belongs to: doc /alias/a v1" in out
