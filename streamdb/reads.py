@@ -246,7 +246,7 @@ class ReadMethods(ABC):
         key = search_key(prefix, "prefix")
         state = self._enter()
         try:
-            return [text(k) for k in state.catalog.iter_paths(key, state.lsn)]
+            return state.catalog.search_paths(key, state.lsn)
         finally:
             self._leave(state)
 
@@ -255,7 +255,7 @@ class ReadMethods(ABC):
         key = search_key(suffix, "suffix")
         state = self._enter()
         try:
-            return sorted(text(k) for k in state.catalog.iter_suffix(key, state.lsn))
+            return state.catalog.search_suffix(key, state.lsn)
         finally:
             self._leave(state)
 

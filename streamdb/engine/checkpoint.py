@@ -1,8 +1,9 @@
 """The engine's checkpoints (D4), space release (D1) and compaction.
 
 D4, as `_write_checkpoint` carries it out, in this order:
-1. New trees of the published state, copy-on-write, in free pages (the current header's
-   trees are untouched).
+1. New trees of the published state, copy-on-write, in free pages: the changed leaves and
+   their ancestors rewritten, every other page shared (the current header's trees are
+   untouched).
 2. The free map as it will be once the new header is durable, in pages free now.
 3. fsync the file; the header to one copy, fsync; the same header to the other copy, fsync
    (H1, storage/header.py). Only then may the log forget what the trees hold.
@@ -73,7 +74,8 @@ class Checkpoints(EngineFields):
                           index: dict[str, Iterator[tuple[bytes, bytes]]] | None = None,
                           ) -> None:
         """D4 (module docstring). `index` replaces the paths and suffix streams (an index
-        rebuild). O(index size) today. Raises OSError, WalError."""
+        rebuild). O(changes x log n) for the trees, O(free extents) for the free tree.
+        Raises OSError, WalError, CorruptionError (a damaged tree page met on the way)."""
         catalog, space, pager = self._catalog, self._space, self._pager
         at = self._applied_lsn
         if not (force or catalog.d_docs or catalog.d_paths or space.pending
@@ -99,15 +101,30 @@ class Checkpoints(EngineFields):
                 versions.append(v)
             return replace(doc, versions=tuple(versions))
 
-        # 1. New trees, copy-on-write, in free pages.
-        old_pages = self._tree_pages(self._header.trees)
-        refs: dict[str, btree.TreeRef] = {}
-        streams = catalog.merged_items(at, docs=to_pages)
-        streams.update(index or {})
-        for name, items in streams.items():
-            refs[name], _ = btree.build(self._store, items, kind=KINDS[name])
-        moved.flush()
-        # 2. The free map as it will be once the new header is durable.
+        # 1. New trees, copy-on-write, in free pages: only the changed leaves and their
+        #    ancestors are written (O(changes x log n)); every other page is shared with
+        #    the current trees, which stay whole for their readers.
+        old_free = self._header.trees["free"]
+        written: list[int] = []
+        try:
+            if index is None:
+                refs, old_pages = catalog.next_trees(at, docs=to_pages, written=written)
+            else:  # an index rebuild: new paths and suffix trees, the docs tree updated
+                old_pages = self._tree_pages({n: self._header.trees[n]
+                                              for n in ("paths", "suffix")})
+                refs = {name: btree.build(self._store, index[name], kind=KINDS[name],
+                                          written=written)[0] for name in ("paths", "suffix")}
+                refs["docs"], dropped, _ = catalog.docs.update(
+                    catalog.changes(at, to_pages)["docs"], written=written)
+                old_pages += dropped
+            moved.flush()
+        except BaseException:
+            for page in written:  # nothing durable names them
+                space.free(page, 1)
+            raise
+        old_pages += self._tree_pages({"free": old_free})
+        # 2. The free map as it will be once the new header is durable (the old trees'
+        #    pages the new ones do not share count as free in it).
         space.trim_end()  # what step 1 gave back at the end
         refs["free"] = write_free_tree(self._store, space, old_pages)
         pager.sync()
@@ -119,8 +136,8 @@ class Checkpoints(EngineFields):
         # The log may hold less than the header says (it is new, or was removed after a
         # clean close): it can only recycle what it holds.
         self._wal.checkpoint(min(at, self._wal.committed_lsn))
-        # 4. What only the old header referenced is garbage once no reader holds an older
-        #    state.
+        # 4. What only the old header referenced (the old trees' pages the new ones do not
+        #    share) is garbage once no reader holds an older state.
         stamp = (header.generation, at)
         space.durable = stamp
         for page in old_pages:
