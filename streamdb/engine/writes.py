@@ -117,10 +117,13 @@ class Writes(EngineFields):
         `Database.write_documents`.
 
         The common case, `bytes` of at most 64 KiB in a database without compression or
-        encryption, takes a short path: one checksum, no page I/O (the bytes travel in the
-        log record), ids drawn in bulk, one clock read per batch, and the garbage collector
-        paused while the batch's records are built (they are many small objects that live
-        until the commit)."""
+        encryption, takes a short path: one checksum, ids drawn in bulk, one clock read per
+        batch, and the garbage collector paused while the batch's records are built (they
+        are many small objects that live until the commit). Alone, such a document travels
+        in its log record (one fsync); in a batch of more than BATCH_TO_PAGES bytes of them,
+        those too big for a tree leaf go to pages allocated together and written with one
+        pwritev per 1,024 of them, and only their records travel in the log (two fsyncs a
+        batch, and a checkpoint that does not write them again)."""
         catalog, checksum_of = self._catalog, self._header.checksum
         plain = not self._codec and self._cipher is None
         limit = min(INLINE_MAX, CHUNK, self.config.max_document_size)
@@ -131,6 +134,7 @@ class Writes(EngineFields):
             gc.disable()
         try:
             with self.writing() as tx:
+                placed = self._place_batch(tx, batch, limit) if plain else {}
                 ids = []
                 written = 0
                 for i, (key, path, data) in enumerate(batch):
@@ -142,10 +146,12 @@ class Writes(EngineFields):
                     number = 1 if doc is None else doc.latest.version + 1
                     if plain and type(data) is bytes and len(data) <= limit:
                         size = len(data)
+                        extent = placed.get(i)
                         version = Version(
                             number, self._next_lsn(), size,
                             now if doc is None else doc.versions[-1].created, now,
-                            checksum_of, CHUNK, (), (checksum(checksum_of, data),), data,
+                            checksum_of, CHUNK, () if extent is None else (extent,),
+                            (checksum(checksum_of, data),), data if extent is None else None,
                             doc=doc_id.bytes)
                     else:
                         version = self._ingest(tx, doc_id, number, path, data, now,
@@ -162,6 +168,44 @@ class Writes(EngineFields):
         finally:
             if paused:
                 gc.enable()
+
+    def _place_batch(self, tx: Tx, batch: list[tuple[bytes, str, object]], limit: int
+                     ) -> dict[int, tuple[int, int]]:
+        """For a batch of more than BATCH_TO_PAGES bytes of small plain documents too big
+        for a tree leaf: one extent for all of them, written in runs of 1,024 buffers (each
+        document, then the zeros that fill its last page); their extents by batch index.
+        Empty when the batch is small (its documents travel in the log). Allocates and
+        writes pages (they are the transaction's: undone with it)."""
+        page = self._page_size
+        chosen = [(i, data) for i, (_, _, data) in enumerate(batch)
+                  if type(data) is bytes and page // 4 < len(data) <= limit]
+        if len(chosen) < 2 or sum(len(d) for _, d in chosen) <= BATCH_TO_PAGES:
+            return {}
+        pages = [-(-len(d) // page) for _, d in chosen]
+        run = _Run()
+        tx.ingests.append(run)
+        start = self._space.allocate(sum(pages))
+        run.extents.append((start, sum(pages)))
+        placed: dict[int, tuple[int, int]] = {}
+        zeros = bytes(page)
+        at, buffers, first = start, [], start
+        try:
+            for (i, data), n in zip(chosen, pages, strict=True):
+                placed[i] = (at, n)
+                buffers.append(data)
+                pad = n * page - len(data)
+                if pad:
+                    buffers.append(zeros[:pad])
+                at += n
+                if len(buffers) >= 1024:
+                    self._pager.write(first * page, buffers)
+                    buffers, first = [], at
+            if buffers:
+                self._pager.write(first * page, buffers)
+        except OSError as exc:
+            raise io_error(exc, f"writing a batch to {self.path}") from exc
+        run.wrote = True
+        return placed
 
     def _ingest(self, tx: Tx, doc_id: uuid.UUID, number: int, path: str, data: object,
                 now: float, oldest: Version | None) -> Version:
@@ -416,6 +460,21 @@ class Writes(EngineFields):
             self._failed = None
         except (wal.WalError, E.StreamDbError) as again:
             self._failed = f"the log could not be reopened ({again})"
+
+
+BATCH_TO_PAGES = 256 << 10  # small documents in a batch go to pages beyond this many bytes
+
+
+class _Run:
+    """The pages a batch's small documents went to (a `PageWrite`)."""
+
+    def __init__(self) -> None:
+        self.extents: list[tuple[int, int]] = []
+        self.wrote = False
+
+    @property
+    def wrote_pages(self) -> bool:
+        return self.wrote
 
 
 _HANDOFF = threading.Lock()

@@ -235,3 +235,49 @@ def test_batched_writes_leave_the_garbage_collector_as_they_found_it(tmp_path: P
         ids = db.write_documents([(f"/c{i}", b"z") for i in range(20)])
         assert len(set(ids)) == 20 and all(i.version == 4 for i in ids)
         assert [db.get_id_by_path(f"/c{i}") for i in range(20)] == ids
+
+
+def test_a_large_batch_of_small_documents_goes_to_pages_atomically() -> None:
+    """A batch of more than 256 KiB of small documents: they go to pages allocated together
+    (not through the log), and the batch is all there after a power loss, or, when a file
+    call fails anywhere in it, not there at all."""
+    import errno
+
+    from wal.faults import FaultyVFS
+    from wal.memvfs import MemoryVFS
+
+    config = Config(page_size=4096)
+    docs = [(f"/b/{i}", tagged(f"/b/{i}", 1, 3000 + 17 * i)) for i in range(100)]
+    mem = MemoryVFS()
+    with streamdb.open("/d/x.db", config, vfs=mem) as db:
+        db.write_documents(docs)
+        engine = db._engine
+        doc = engine._catalog.doc(db.get_id_by_path("/b/7").bytes)
+        assert doc is not None and doc.latest.inline is None and doc.latest.extents
+        crashed = mem.crash(keep="none")
+    with streamdb.open("/d/x.db", config, vfs=crashed) as db:
+        assert {p: db.get(p) for p in db} == dict(docs)
+
+    probe = FaultyVFS(MemoryVFS())
+    with streamdb.open("/d/y.db", config, vfs=probe) as db:
+        before = probe.calls
+        db.write_documents(docs)
+        total = probe.calls - before
+    failed = 0
+    for n in range(1, total + 1):
+        inner = MemoryVFS()
+        disk = FaultyVFS(inner, errno=errno.EIO)
+        db = streamdb.open("/d/y.db", config, vfs=disk)
+        disk.fail_at = disk.calls + n
+        try:
+            db.write_documents(docs)
+            ok = True
+        except (streamdb.StorageIOError, streamdb.StorageFullError):
+            ok, failed = False, failed + 1
+        disk.fail_at = None
+        db._engine.crash()
+        with streamdb.open("/d/y.db", config, vfs=inner.crash(keep="none")) as again:
+            got = {p: again.get(p) for p in again}
+            assert got in ({}, dict(docs)) and (got == dict(docs) or not ok), (n, len(got))
+            assert again.verify().ok
+    assert failed > 0

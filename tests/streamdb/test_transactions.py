@@ -584,12 +584,19 @@ def test_one_fsync_per_transaction(db: streamdb.Database, syncs: list[int]) -> N
     # Log files start at 1 MiB and double (wal rule W6): crossing into a new file costs its
     # header and zero-fill fsyncs. Grown and checkpointed, the log rolls to a fresh 8 MiB
     # file, with room for the 4.5 MB batch.
-    db.write_documents((f"/grow/{i}", data) for i, (_, data) in enumerate(SPILL))
+    with db.transaction():  # one by one: through the log, which grows
+        for i, (_, data) in enumerate(SPILL):
+            db.write_document(f"/grow/{i}", data)
     db.checkpoint()
     syncs.clear()
     with db.transaction():
-        db.write_documents(SPILL)
+        for path, data in SPILL:  # one by one: each travels in the log
+            db.write_document(path, data)
     assert len(syncs) == 1, "a spilled batch is still one fsync"
+    syncs.clear()
+    with db.transaction():
+        db.write_documents(SPILL)  # one batch of 4.5 MB: its documents go to pages
+    assert len(syncs) == 2, "pages first (one fdatasync for all of them), then the log"
     syncs.clear()
     with db.transaction():
         for i in range(6):
