@@ -175,9 +175,9 @@ def _attempt(h: Harness, data: bytes, cov: LineCoverage | None, memory: bool,
                 outcome = None
         new_edges = cov.commit()
         if outcome is None:  # confirm untraced: tracing makes runs several times slower
-            exc = h.failure(data)
-            if exc is not None:
-                return exc, False
+            failure = h.failure(data)
+            if failure is not None:
+                return failure, False
             outcome = h.run(data, False)
     else:
         try:
@@ -188,7 +188,7 @@ def _attempt(h: Harness, data: bytes, cov: LineCoverage | None, memory: bool,
     new = new_edges > 0 or key not in seen
     seen.add(key)
     if cov is not None and (new or memory):  # the memory check, untraced
-        exc = h.failure(data)
-        if exc is not None:
-            return exc, False
+        failure = h.failure(data)
+        if failure is not None:
+            return failure, False
     return outcome, new

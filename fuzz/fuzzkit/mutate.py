@@ -109,8 +109,8 @@ class Mutator:
             return
         bits = 8 * size
         value = self.rng.choice(values) % (1 << bits)
-        order = "big" if size > 1 and self.rng.random() < big_endian else "little"
-        buf[at : at + size] = value.to_bytes(size, order)  # negative: two's complement
+        big = size > 1 and self.rng.random() < big_endian
+        buf[at : at + size] = value.to_bytes(size, "big" if big else "little")  # negative: two's complement
 
     def current(self, buf: bytes | bytearray, at: int, size: int) -> int:
         return int.from_bytes(buf[at : at + size], "little")
