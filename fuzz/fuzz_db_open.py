@@ -42,41 +42,34 @@ The files follow in the order db, wal, wal.1; each but the last is prefixed by i
 (u32 little-endian). Empty input: an empty database file. Randomness the library draws
 (ids, key salts, clock) is seeded from the input, so every run of an input is the same.
 
-Modes:
+Modes (`fuzzkit.cli`; `--help` lists the knobs):
 
     python fuzz/fuzz_db_open.py --seconds 60 [--seed S]    built-in mutation fuzzer
-    python fuzz/fuzz_db_open.py --atheris [libFuzzer args]  coverage-guided (atheris)
+    python fuzz/fuzz_db_open.py --atheris [-- ARGS]         coverage-guided (atheris)
     python fuzz/fuzz_db_open.py FILE_OR_DIR...              replay inputs, print outcomes
 
 The built-in fuzzer starts from `fuzz/corpus/db/` and from databases it builds (documents of
 0..300 KB, overwrites, deletes, aliases, checkpoints, some with message logs of each
 checksum kind grown by appends; closed, or cut by a simulated power loss; plain, or
 compressed and/or encrypted, some with an incompressible document on pages), mutates them
-(bit flips, byte sets, truncation, zeroed ranges, page swaps and copies, interesting
-integers in the header, key check and tree page fields, with checksums repaired or not,
-log payloads with their CRCs repaired, now and then another compression, key or quick
-mode), keeps inputs with new outcomes, and saves one input per bug signature
-not saved yet under `fuzz/crashes/` (`db-<signature>-<sha1>.bin[.gz]` and a `.txt` with
-the traceback).
+(the shared mutations, plus page swaps and copies, interesting integers in the header, key
+check and tree page fields, with checksums repaired or not, log payloads with their CRCs
+repaired, now and then another compression, key or quick mode), keeps inputs with new
+outcomes, and saves one input per bug signature not saved yet under `fuzz/crashes/`
+(`db-<signature>-<sha1>.bin[.gz]` and a `.txt` with the traceback).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import gzip
 import hashlib
-import importlib
 import os
 import random
 import re
 import struct
 import sys
-import tempfile
 import time
-import traceback
-import tracemalloc
 import types
 import uuid
 import warnings
@@ -85,13 +78,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 FUZZ_DIR = Path(__file__).resolve().parent
-REPO_DIR = FUZZ_DIR.parent
-if str(REPO_DIR) not in sys.path:  # run as a script from a checkout without installing
-    sys.path.insert(0, str(REPO_DIR))
+sys.path[:0] = [p for p in (str(FUZZ_DIR.parent), str(FUZZ_DIR)) if p not in sys.path]
 
+import fuzzkit  # noqa: E402
 import xxhash  # noqa: E402
-from fuzzkit import Bug, FuzzStats, input_files, read_input, slug  # noqa: E402
-from fuzzkit import watchdog as hang_watchdog  # noqa: E402
+from fuzzkit import HarnessBug, Mutator, Part  # noqa: E402
+from fuzzkit.mutate import Op  # noqa: E402
 
 import streamdb  # noqa: E402
 import streamdb.database  # noqa: E402
@@ -107,7 +99,6 @@ from wal.memvfs import MemoryFile, MemoryVFS  # noqa: E402
 from wal.vfs import Buffer  # noqa: E402
 
 CORPUS_DIR = FUZZ_DIR / "corpus" / "db"
-CRASH_DIR = FUZZ_DIR / "crashes"
 CODE_DIRS = (Path(streamdb.__file__).resolve().parent, Path(wal.__file__).resolve().parent)
 
 DB_PATH = "/fuzz/t.db"
@@ -127,14 +118,6 @@ CTRL_WAL, CTRL_WAL1, CTRL_LARGE, CTRL_KEY, CTRL_QUICK = 0x01, 0x02, 0x04, 0x08, 
 CODEC_SHIFT, CODEC_MASK = 4, 0x30  # control bits 4-5: transform.CODECS, 0 none
 COMPRESSION: dict[int, Literal["snappy", "lz4", "zstd"]] = {1: "snappy", 2: "lz4", 3: "zstd"}
 assert {name: codec for codec, name in COMPRESSION.items()} == transform.CODECS
-
-
-class HarnessBug(Exception):
-    """A violated harness invariant; `kind` is short and stable (bugs are deduplicated by it)."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
 
 
 # -- input framing ----------------------------------------------------------------------------
@@ -459,41 +442,12 @@ def _salvage(vfs: MemoryVFS, mode: Mode, before: dict[str, bytes],
 def run_one(data: bytes, *, strict: bool = True, memory: bool = True,
             watchdog: bool = False) -> Outcome:
     """`execute` within TIME_LIMIT seconds and (with `memory`, via tracemalloc) MEMORY_LIMIT
-    bytes. With `watchdog`, a hang is interrupted after 2.5 x TIME_LIMIT (main thread only)."""
-    started_tracing = memory and not tracemalloc.is_tracing()
-    if started_tracing:
-        tracemalloc.start()
-    try:
-        if memory:
-            tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0] if memory else 0
-        start = time.perf_counter()
-        slow = lambda msg: HarnessBug("slow", msg)  # noqa: E731
-        guard = hang_watchdog(TIME_LIMIT * 2.5, slow) if watchdog else contextlib.nullcontext()
-        with guard:
-            outcome = execute(data, strict=strict)
-        elapsed = time.perf_counter() - start
-        peak = tracemalloc.get_traced_memory()[1] - base if memory else 0
-    finally:
-        if started_tracing:
-            tracemalloc.stop()
-    if elapsed > TIME_LIMIT:
-        raise HarnessBug("slow", f"{elapsed:.2f}s for a {len(data)}-byte input ({outcome})")
-    if peak > MEMORY_LIMIT:
-        raise HarnessBug("memory", f"peak {peak >> 20} MiB for a {len(data)}-byte input")
-    return outcome
+    bytes (see `fuzzkit.bounded`). With `watchdog`, a hang is interrupted after 2.5 x
+    TIME_LIMIT (main thread only)."""
+    return fuzzkit.bounded(lambda: execute(data, strict=strict), size=len(data),
+                           time_limit=TIME_LIMIT, memory_limit=MEMORY_LIMIT if memory else None,
+                           hang_after=TIME_LIMIT * 2.5 if watchdog else None)
 
-
-def signature(exc: BaseException) -> str:
-    """A stable bug name: the harness kind, or the exception type and the two innermost
-    functions inside streamdb or wal (no line numbers: stable across edits)."""
-    if isinstance(exc, HarnessBug):
-        return exc.kind
-    frames = traceback.extract_tb(exc.__traceback__)
-    inside = [f for f in frames if any(Path(f.filename).resolve().is_relative_to(d)
-                                       for d in CODE_DIRS)]
-    where = " in ".join(f"{Path(f.filename).stem}.{f.name}" for f in (inside or frames)[:-3:-1])
-    return f"{type(exc).__qualname__}@{where}" if where else type(exc).__qualname__
 
 
 # -- seeds: databases built here --------------------------------------------------------------
@@ -695,351 +649,203 @@ def repair_log(buf: bytearray) -> None:
         buf[at : at + fmt.RECORD_HEADER_SIZE] = packed
 
 
-def interesting(size: int, current: int, pages: int) -> list[int]:
-    top = (1 << 8 * size) - 1
-    values = {0, 1, 2, 3, 4, 8, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, PAGE, 2 * PAGE, 1 << 16,
-              1 << 31, 1 << 32, 1 << 62, 1 << 63, top, top - 1, current + 1, current - 1,
-              pages - 1, pages, pages + 1, 2 * pages, pages * PAGE}
-    return sorted({v & top for v in values if v >= 0})
+
+# -- the mutation plug-in -------------------------------------------------------------------------
 
 
-class Mutator:
-    """Structure-aware mutations of an encoded input, drawing randomness from `rng`.
-    `pool` supplies other inputs to splice pages from."""
+def _put(m: Mutator, buf: bytearray, at: int, size: int) -> None:
+    """An interesting value (as to pages) in the `size`-byte field at `at`."""
+    extra = (PAGE, 2 * PAGE, len(buf) // PAGE - 1, len(buf) // PAGE, len(buf) // PAGE + 1,
+             2 * (len(buf) // PAGE), len(buf))
+    m.put_int(buf, at, size, fuzzkit.interesting(size, m.current(buf, at, size), extra),
+              big_endian=0.1)
 
-    def __init__(self, rng: random.Random, pool: list[bytes]) -> None:
-        self.rng = rng
-        self.pool = pool
 
-    def mutate(self, data: bytes) -> bytes:
-        rng = self.rng
-        case = FuzzCase.decode(data)
-        db = bytearray(case.db)
-        logs = [bytearray(f) if f is not None else None for f in (case.wal, case.wal1)]
-        for _ in range(rng.choice((1, 1, 1, 2, 3))):
-            present = [log for log in logs if log is not None]
-            if present and rng.random() < 0.2:
-                self._log(rng.choice(present))
-            else:
-                self._db(db)
-        if logs[0] is not None and rng.random() < 0.03:
-            logs[rng.randrange(2)] = None
-        large = case.large ^ (rng.random() < 0.05)
-        mode = case.mode
+def header_field(m: Mutator, buf: bytearray) -> bytearray:
+    """A field of a header copy (the key check's too), its checksum repaired mostly."""
+    at = m.rng.choice((0, 0, PAGE))
+    offset, size = m.rng.choice(HEADER_FIELDS)
+    _put(m, buf, at + offset, size)
+    if m.rng.random() < 0.9:
+        repair_header(buf, at)
+    return buf
+
+
+def tree_page(m: Mutator, buf: bytearray) -> bytearray:
+    """A tree page's header field, entries, or (internal pages) a child pointer: another
+    child's, a page number, 0 or 1; its checksum repaired mostly."""
+    rng = m.rng
+    pages = tree_pages(buf)
+    if not pages:
+        return header_field(m, buf)
+    at = rng.choice(pages)
+    roll = rng.random()
+    if roll < 0.5:
+        offset, size = rng.choice(PAGE_FIELDS)
+        _put(m, buf, at + offset, size)
+    elif roll < 0.8 or buf[at + 4] != btree.PageType.INTERNAL:
+        m.flip(buf, at + btree_format.HEADER_SIZE, at + PAGE, rng.choice((1, 1, 2, 8)))
+    else:
+        n = int.from_bytes(buf[at + 8 : at + 12], "little")
+        child = at + 64 + 8 * rng.randrange(max(1, min(n, 400)))
+        other = at + 64 + 8 * rng.randrange(max(1, min(n, 400)))
+        buf[child : child + 8] = (buf[other : other + 8] if rng.random() < 0.5 else
+                                  rng.choice((0, 1, 2, len(buf) // PAGE)).to_bytes(8, "little"))
+    if rng.random() < 0.9:
+        repair_page(buf, at)
+    return buf
+
+
+def pages(m: Mutator, buf: bytearray) -> bytearray:
+    """Swap two pages, copy one over another, or put another input's page in its place (a
+    stale or foreign page)."""
+    rng, count = m.rng, len(buf) // PAGE
+    if count < 2:
+        return buf + (buf[:PAGE] if buf and rng.random() < 0.3 else bytes(PAGE))
+    i, j = rng.randrange(count), rng.randrange(count)
+    a, b = slice(i * PAGE, (i + 1) * PAGE), slice(j * PAGE, (j + 1) * PAGE)
+    roll = rng.random()
+    if roll < 0.4:
+        buf[a], buf[b] = buf[b], buf[a]
+    elif roll < 0.7:
+        buf[b] = buf[a]
+    else:
+        other = FuzzCase.decode(m.partner()).db
+        if len(other) >= (j + 1) * PAGE:
+            buf[b] = other[b]
+    return buf
+
+
+def repair(m: Mutator, buf: bytearray) -> bytearray:
+    repair_db(buf)
+    return buf
+
+
+def log_field(m: Mutator, buf: bytearray) -> bytearray:
+    """A segment header field (flags, salt, seq, base LSN, previous LSN) or a logged
+    operation's (kind, document id, version), then usually the CRCs repaired."""
+    rng = m.rng
+    found = log_records(buf)
+    if rng.random() < 0.2 or not found:
+        _put(m, buf, rng.choice((12, 16, 24, 32, 40)), rng.choice((4, 8)))
+    else:
+        at, length = rng.choice(found)
+        start = at + fmt.RECORD_HEADER_SIZE
+        fields = [f for f in OP_FIELDS if f[0] + f[1] <= length]
+        if rng.random() < 0.7 and fields:
+            offset, size = rng.choice(fields)
+            _put(m, buf, start + offset, size)
+        else:
+            m.flip(buf, start, start + length, rng.choice((1, 2, 4)))
+    if rng.random() < 0.85:
+        repair_log(buf)
+    return buf
+
+
+def log_repair(m: Mutator, buf: bytearray) -> bytearray:
+    repair_log(buf)
+    return buf
+
+
+def page_points(buf: bytes | bytearray) -> list[int]:
+    return [*range(0, len(buf) + 1, PAGE), *(o for o, _ in HEADER_FIELDS)]
+
+
+def log_points(buf: bytes | bytearray) -> list[int]:
+    return [0, fmt.SEGMENT_HEADER_SIZE] + [p for at, _ in log_records(buf)
+                                           for p in (at, at + fmt.RECORD_HEADER_SIZE)]
+
+
+DB_OPS: list[tuple[float, Op]] = [(5, pages), (5, header_field), (12, tree_page), (2, repair)]
+LOG_OPS: list[tuple[float, Op]] = [(9, log_field), (3, log_repair)]
+
+
+class DiskImage(fuzzkit.Format):
+    """A `FuzzCase`: now and then the options change (a wrong key, another codec, quick
+    mode, a large document) or a log file is dropped; otherwise the database file is
+    mutated (pages, header and tree page fields), or one of the log files (segment and
+    record fields, CRCs repaired)."""
+
+    rounds = (1, 1, 1, 2, 3)
+    max_size = MAX_INPUT
+
+    def whole(self, m: Mutator, data: bytes) -> bytes | None:
+        rng = m.rng
         roll = rng.random()
+        if roll > 0.12:
+            return None
+        case = FuzzCase.decode(data)
+        mode = case.mode
         if roll < 0.01:  # the wrong key, or none: rejected at open, nothing written
             mode = dataclasses.replace(mode, key=not mode.key)
         elif roll < 0.03:  # new versions under another codec, old ones read with theirs
             mode = dataclasses.replace(mode, codec=rng.randrange(4))
         elif roll < 0.08:  # damaged chunks reach the decoders unverified
             mode = dataclasses.replace(mode, quick=not mode.quick)
-        wal0, wal1 = (bytes(log) if log is not None else None for log in logs)
-        if wal0 is None and wal1 is not None:
-            wal0 = b""
-        return FuzzCase(bytes(db[:MAX_INPUT]), wal0, wal1, large, mode).encode()
+        elif roll < 0.10:
+            return dataclasses.replace(case, large=not case.large).encode()
+        elif case.wal is not None:  # a log file lost
+            if rng.random() < 0.5:
+                return dataclasses.replace(case, wal1=None).encode()
+            return dataclasses.replace(case, wal=b"" if case.wal1 is not None else None
+                                       ).encode()
+        return dataclasses.replace(case, mode=mode).encode()
 
-    def _db(self, buf: bytearray) -> None:
-        rng = self.rng
-        if len(buf) < 2 * PAGE and rng.random() < 0.5:
-            self._generic(buf)
-            return
-        roll = rng.random()
-        if roll < 0.35:
-            self._generic(buf)
-            if rng.random() < 0.3:
-                repair_db(buf)
-        elif roll < 0.5:
-            self._pages(buf)
-        elif roll < 0.65:
-            at = rng.choice((0, 0, PAGE))
-            offset, size = rng.choice(HEADER_FIELDS)
-            self._put(buf, at + offset, size)
-            if rng.random() < 0.9:
-                repair_header(buf, at)
-        else:
-            pages = tree_pages(buf)
-            if not pages:
-                self._generic(buf)
-                return
-            at = rng.choice(pages)
-            if roll < 0.8:
-                self._put(buf, at + rng.choice(PAGE_FIELDS)[0], rng.choice(PAGE_FIELDS)[1])
-            elif roll < 0.9 or buf[at + 4] != btree.PageType.INTERNAL:
-                self._flip(buf, at + btree_format.HEADER_SIZE, at + PAGE, rng.choice((1, 1, 2, 8)))
-            else:  # an internal page's child pointer: another child, a page, 0 or 1
-                n = int.from_bytes(buf[at + 8 : at + 12], "little")
-                child = at + 64 + 8 * rng.randrange(max(1, min(n, 400)))
-                other = at + 64 + 8 * rng.randrange(max(1, min(n, 400)))
-                buf[child : child + 8] = (buf[other : other + 8] if rng.random() < 0.5 else
-                                          rng.choice((0, 1, 2, len(buf) // PAGE)).to_bytes(8,
-                                                                                  "little"))
-            if rng.random() < 0.9:
-                repair_page(buf, at)
-
-    def _log(self, buf: bytearray) -> None:
-        rng = self.rng
-        found = log_records(buf)
-        roll = rng.random()
-        if roll < 0.5 or not found:
-            self._generic(buf)
-        elif roll < 0.6:  # a segment header field: flags, salt, seq, base LSN, previous LSN
-            self._put(buf, rng.choice((12, 16, 24, 32, 40)), 8 if roll > 0.52 else 4)
-        else:  # a logged operation's fields
-            at, length = rng.choice(found)
-            start = at + fmt.RECORD_HEADER_SIZE
-            fields = [f for f in OP_FIELDS if f[0] + f[1] <= length]
-            if roll < 0.85 and fields:
-                offset, size = rng.choice(fields)
-                self._put(buf, start + offset, size)
-            elif length:
-                self._flip(buf, start, start + length, rng.choice((1, 2, 4)))
-        if rng.random() < 0.85:
-            repair_log(buf)
-
-    def _put(self, buf: bytearray, at: int, size: int) -> None:
-        if at + size > len(buf):
-            return
-        current = int.from_bytes(buf[at : at + size], "little")
-        value = self.rng.choice(interesting(size, current, len(buf) // PAGE))
-        big = size > 1 and self.rng.random() < 0.1
-        buf[at : at + size] = value.to_bytes(size, "big" if big else "little")
-
-    def _flip(self, buf: bytearray, lo: int, hi: int, bits: int) -> None:
-        hi = min(hi, len(buf))
-        for _ in range(bits if hi > lo else 0):
-            buf[self.rng.randrange(lo, hi)] ^= 1 << self.rng.randrange(8)
-
-    def _generic(self, buf: bytearray) -> None:
-        rng, size = self.rng, len(buf)
-        roll = rng.random()
-        if not size or roll < 0.05:  # grow: zeros, noise or a copy of a page
-            tail = bytes(PAGE) if rng.random() < 0.5 else rng.randbytes(rng.randint(1, PAGE))
-            buf += buf[:PAGE] if size and rng.random() < 0.3 else tail
-        elif roll < 0.35:
-            self._flip(buf, 0, size, rng.choice((1, 1, 2, 4, 8)))
-        elif roll < 0.55:
-            for _ in range(rng.choice((1, 2, 4))):
-                buf[rng.randrange(size)] = rng.choice((0, 0xFF, 0x7F, 0x80, 1, rng.randrange(256)))
-        elif roll < 0.75:  # truncate: anywhere, at a page boundary, or a few bytes off the end
-            cut = rng.choice((rng.randrange(size), size // PAGE * PAGE - PAGE * rng.randrange(3),
-                              size - rng.randint(1, 16)))
-            del buf[max(0, cut) :]
-        else:  # zero a range, inside a page or a whole page
-            start = rng.randrange(size)
-            length = PAGE if rng.random() < 0.4 else rng.randint(1, 512)
-            if length == PAGE:
-                start -= start % PAGE
-            buf[start : start + length] = bytes(len(buf[start : start + length]))
-
-    def _pages(self, buf: bytearray) -> None:
-        rng, count = self.rng, len(buf) // PAGE
-        if count < 2:
-            self._generic(buf)
-            return
-        i, j = rng.randrange(count), rng.randrange(count)
-        a, b = slice(i * PAGE, (i + 1) * PAGE), slice(j * PAGE, (j + 1) * PAGE)
-        roll = rng.random()
-        if roll < 0.4:
-            buf[a], buf[b] = buf[b], buf[a]
-        elif roll < 0.7:
-            buf[b] = buf[a]
-        else:  # a page of another input at the same place: a stale or foreign page
-            other = FuzzCase.decode(rng.choice(self.pool)).db
-            if len(other) >= (j + 1) * PAGE:
-                buf[b] = other[b]
+    def part(self, m: Mutator, data: bytes) -> Part:
+        case = FuzzCase.decode(data)
+        present = [i for i, log in enumerate((case.wal, case.wal1)) if log is not None]
+        if present and m.rng.random() < 0.2:
+            if m.rng.choice(present) == 0:
+                return Part(case.wal or b"", lambda b: dataclasses.replace(case, wal=b).encode(),
+                            LOG_OPS, log_points)
+            return Part(case.wal1 or b"", lambda b: dataclasses.replace(case, wal1=b).encode(),
+                        LOG_OPS, log_points)
+        return Part(case.db, lambda b: dataclasses.replace(case, db=b).encode(), DB_OPS,
+                    page_points)
 
 
-# -- the built-in fuzzer ----------------------------------------------------------------------
+# -- the harness --------------------------------------------------------------------------------
 
 
-def save_input(directory: Path, stem: str, data: bytes) -> Path:
-    """Write an input, gzipped when over 16 KiB (a name ending in .bin.gz)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    if len(data) > 16 << 10:
-        path = directory / f"{stem}.bin.gz"
-        path.write_bytes(gzip.compress(data, 9, mtime=0))
-    else:
-        path = directory / f"{stem}.bin"
-        path.write_bytes(data)
-    return path
+def _check_built(outcome: Outcome) -> None:
+    if outcome.exception is not None:
+        raise HarnessBug("valid-image-rejected", str(outcome)) from outcome.exception
 
 
-def save_bug(bug: Bug, crash_dir: Path) -> Path:
-    stem = f"db-{slug(bug.signature)}-{hashlib.sha1(bug.data).hexdigest()[:12]}"
-    path = save_input(crash_dir, stem, bug.data)
-    (crash_dir / f"{stem}.txt").write_text(
-        f"signature: {bug.signature}\ninput: {FuzzCase.decode(bug.data).describe()}\n"
-        f"reproduce: python fuzz/fuzz_db_open.py fuzz/crashes/{path.name}\n\n{bug.error}")
-    return path
+def _mode_label(outcome: Outcome) -> str:
+    return str(outcome.mode) + (" quick" if outcome.mode.quick else "")
+
+
+def harness(strict: bool = True, watchdog: bool = False) -> fuzzkit.Harness:
+    """This harness for the shared machinery; `strict` and `watchdog` as in `run_one`."""
+    return fuzzkit.Harness(
+        name="db", script="fuzz/fuzz_db_open.py" + ("" if strict else " --no-strict"),
+        corpus_dir=CORPUS_DIR, code_dirs=CODE_DIRS,
+        run=lambda data, memory: run_one(data, strict=strict, memory=memory, watchdog=watchdog),
+        fmt=DiskImage(), generate=random_seed,
+        describe=lambda data: FuzzCase.decode(data).describe(),
+        label=lambda o: "ok" if o.error is None else f"{o.error}@{o.stage}",
+        features=Outcome.features, mode=_mode_label, check_generated=_check_built, depth=2,
+        keep=1, minimize_seconds=10.0, time_limit=TIME_LIMIT, gzip_above=16 << 10)
+
+
+def signature(exc: BaseException) -> str:
+    return harness().signature(exc)
 
 
 def fuzz(*, seed: int, seconds: float | None = None, max_inputs: int | None = None,
-         corpus_dirs: Sequence[Path] = (CORPUS_DIR,), crash_dir: Path | None = None,
-         strict: bool = True, watchdog: bool = False, memory_every: int = 1,
-         generated_seeds: int = 12, progress: Any = None) -> FuzzStats:
-    """The built-in mutation fuzzer; stops after `seconds` or `max_inputs`. Deterministic for
-    a seed and `max_inputs`. Every seed runs once unmutated (the ones built here must open
-    and read cleanly); then inputs with a new outcome fingerprint join the pool. The memory
-    check runs on every `memory_every`-th input. Bugs are collected (one per signature) and,
-    with `crash_dir`, saved there."""
-    if seconds is None and max_inputs is None:
-        raise ValueError("give seconds or max_inputs")
-    rng = random.Random(seed)
-    stats = FuzzStats()
-    corpus = [read_input(p) for d in corpus_dirs for p in input_files(d)]
-    built = [random_seed(rng) for _ in range(generated_seeds)]
-    pool = [*corpus, *built] or [b""]
-    queue = [(d, False) for d in corpus] + [(d, True) for d in built]
-    mutator = Mutator(rng, pool)
-    seen: set[tuple[object, ...]] = set()
-    started = last_progress = time.monotonic()
-    while max_inputs is None or stats.executed < max_inputs:
-        now = time.monotonic()
-        if seconds is not None and now - started >= seconds:
-            break
-        if progress is not None and now - last_progress >= 10:
-            stats.seconds, stats.pool, last_progress = now - started, len(pool), now
-            progress(stats)
-        if queue:
-            data, must_open = queue.pop(0)
-        elif rng.random() < 0.02:
-            data, must_open = random_seed(rng), True
-        else:
-            data, must_open = mutator.mutate(rng.choice(pool)), False
-        stats.executed += 1
-        memory = memory_every <= 1 or stats.executed % memory_every == 0
-        try:
-            outcome = run_one(data, strict=strict, memory=memory, watchdog=watchdog)
-            if must_open and outcome.exception is not None:
-                raise HarnessBug("valid-image-rejected", str(outcome)) from outcome.exception
-        except Exception as exc:
-            _record_bug(exc, data, stats, crash_dir)
-            continue
-        label = "ok" if outcome.error is None else f"{outcome.error}@{outcome.stage}"
-        stats.outcomes[label] = stats.outcomes.get(label, 0) + 1
-        mode = str(outcome.mode) + (" quick" if outcome.mode.quick else "")
-        stats.modes[mode] = stats.modes.get(mode, 0) + 1
-        if outcome.error is None:
-            stats.modes_ok[mode] = stats.modes_ok.get(mode, 0) + 1
-        features = outcome.features()
-        if features not in seen:
-            seen.add(features)
-            pool.append(data)
-    stats.seconds, stats.pool = time.monotonic() - started, len(pool)
-    return stats
-
-
-def _record_bug(exc: Exception, data: bytes, stats: FuzzStats, crash_dir: Path | None) -> None:
-    """Count a bug; keep (and save) the first input of each signature not saved before."""
-    sig = signature(exc)
-    stats.hits[sig] = stats.hits.get(sig, 0) + 1
-    saved = crash_dir is not None and any(crash_dir.glob(f"db-{slug(sig)}-*.txt"))
-    if saved or any(b.signature == sig for b in stats.bugs):
-        return
-    bug = Bug(sig, data, "".join(traceback.format_exception(exc)))
-    if crash_dir is not None:
-        bug.path = save_bug(bug, crash_dir)
-    stats.bugs.append(bug)
-
-
-# -- command line -------------------------------------------------------------------------------
-
-
-def _atheris_main(argv: list[str]) -> None:
-    atheris: Any = importlib.import_module("atheris")  # optional; not a project dependency
-    rng = random.Random(0)
-    pool = [read_input(p) for p in input_files(CORPUS_DIR)] or [b""]
-    mutator = Mutator(rng, pool)
-
-    def test_one_input(data: bytes) -> None:
-        run_one(data)
-
-    def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
-        rng.seed(seed)
-        if rng.random() < 0.3:
-            return bytes(atheris.Mutate(data, max_size))
-        return mutator.mutate(data)[:max_size]
-
-    args = [sys.argv[0], *argv]
-    options = [a for a in argv if a.startswith("-")]
-    defaults = {"-timeout=": str(int(TIME_LIMIT * 3)), "-rss_limit_mb=": "4096",
-                "-max_len=": str(MAX_INPUT), "-artifact_prefix=": f"{CRASH_DIR}{os.sep}db-"}
-    args += [k + v for k, v in defaults.items() if not any(a.startswith(k) for a in options)]
-    CRASH_DIR.mkdir(exist_ok=True)
-    if not any(not a.startswith("-") for a in argv):
-        # libFuzzer reads raw files and writes new inputs to the first directory: give it a
-        # scratch directory holding the corpus decompressed.
-        work = tempfile.mkdtemp(prefix="db-atheris-")
-        for i, data in enumerate(pool):
-            Path(work, f"seed-{i:03d}").write_bytes(data)
-        print(f"corpus and new inputs in {work}", file=sys.stderr)
-        args.append(work)
-    atheris.instrument_all()
-    atheris.Setup(args, test_one_input, custom_mutator=custom_mutator)
-    atheris.Fuzz()
-
-
-def _print_progress(stats: FuzzStats) -> None:
-    rate = stats.executed / stats.seconds if stats.seconds else 0.0
-    print(f"[{stats.seconds:6.0f}s] {stats.executed} inputs ({rate:.0f}/s), pool {stats.pool}, "
-          f"bugs {len(stats.bugs)}", flush=True)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args_in = list(sys.argv[1:] if argv is None else argv)
-    if "--atheris" in args_in:
-        args_in.remove("--atheris")
-        _atheris_main(args_in)
-        return 0
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("inputs", nargs="*", type=Path, help="replay these files or folders")
-    parser.add_argument("--seconds", type=float, help="fuzz for this long")
-    parser.add_argument("--max-inputs", type=int, help="stop after this many inputs")
-    parser.add_argument("--seed", type=int, default=None, help="default: from the clock")
-    parser.add_argument("--corpus", type=Path, action="append", help=f"default: {CORPUS_DIR}")
-    parser.add_argument("--crashes", type=Path, default=CRASH_DIR)
-    parser.add_argument("--no-strict", action="store_true", help="skip the round-trip checks")
-    parser.add_argument("--memory-every", type=int, default=4,
-                        help="tracemalloc check on every Nth input")
-    parser.add_argument("--generated-seeds", type=int, default=12,
-                        help="databases built at start-up to seed the pool")
-    args = parser.parse_args(args_in)
-    strict = not args.no_strict
-    if args.inputs:
-        failed = 0
-        for path in (p for a in args.inputs for p in (input_files(a) if a.is_dir() else [a])):
-            try:
-                outcome = run_one(read_input(path), strict=strict, watchdog=True)
-            except Exception as exc:
-                failed += 1
-                print(f"{path}: BUG {signature(exc)}")
-                traceback.print_exception(exc)
-            else:
-                print(f"{path}: {outcome}")
-        return 1 if failed else 0
-    if args.seconds is None and args.max_inputs is None:
-        parser.error("give --seconds N (or --max-inputs N), or input files to replay")
-    seed = args.seed if args.seed is not None else time.time_ns() % (1 << 32)
-    print(f"seed {seed}", flush=True)
-    stats = fuzz(seed=seed, seconds=args.seconds, max_inputs=args.max_inputs,
-                 corpus_dirs=args.corpus or [CORPUS_DIR], crash_dir=args.crashes, strict=strict,
-                 watchdog=True, memory_every=args.memory_every,
-                 generated_seeds=args.generated_seeds, progress=_print_progress)
-    _print_progress(stats)
-    print("outcomes:")
-    for label, count in sorted(stats.outcomes.items(), key=lambda kv: -kv[1]):
-        print(f"  {count:8d}  {label}")
-    print("inputs by mode (ended without error):")
-    for mode, count in sorted(stats.modes.items(), key=lambda kv: -kv[1]):
-        print(f"  {count:8d}  {mode} ({stats.modes_ok.get(mode, 0)})")
-    if stats.hits:
-        print("bug signatures (inputs hitting each):")
-        for sig, count in sorted(stats.hits.items(), key=lambda kv: -kv[1]):
-            print(f"  {count:8d}  {sig}")
-    for bug in stats.bugs:
-        print(f"NEW BUG {bug.signature}: {bug.path or '(not saved)'}")
-    return 1 if stats.bugs else 0
+         corpus_dirs: Sequence[Path] | None = None, crash_dir: Path | None = None,
+         strict: bool = True, memory_every: int = 1, generated_seeds: int = 12
+         ) -> fuzzkit.FuzzStats:
+    """The built-in fuzzer (`fuzzkit.fuzz`) on this harness, without the hang watchdog.
+    Every seed runs once unmutated (the ones built here must open and read cleanly)."""
+    return fuzzkit.fuzz(harness(strict), seed=seed, seconds=seconds, max_inputs=max_inputs,
+                        corpus_dirs=corpus_dirs, generated_seeds=generated_seeds,
+                        crash_dir=crash_dir, memory_every=memory_every)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fuzzkit.cli import Defaults, main
+
+    sys.exit(main(lambda strict: harness(strict, watchdog=True), __doc__,
+                  defaults=Defaults(memory_every=4, generated_seeds=12, strict_option=True)))

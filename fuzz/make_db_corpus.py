@@ -620,7 +620,7 @@ def main() -> int:
     if args.out.exists():
         shutil.rmtree(args.out)
     for name, data in sorted(inputs.items()):
-        h.save_input(args.out, name, data)
+        fuzzkit.save_input(args.out, name, data, gzip_above=16 << 10)
     for name, raw in kept.items():
         (args.out / name).write_bytes(raw)
     files = fuzzkit.input_files(args.out)

@@ -75,15 +75,18 @@ def run(h: Harness, args: list[str], *, crash_dir: Path, keep_going: bool = Fals
     def test_one_input(data: bytes) -> None:
         nonlocal executed
         executed += 1
+        failure: Exception | None = None
         try:
             h.run(data, memory_every <= 1 or executed % memory_every == 0)
         except Exception as exc:
-            bug = log.record(exc, data)
-            if bug is not None:
-                print(f"\nBUG {bug.signature}: saved as {bug.path}", file=sys.stderr,
-                      flush=True)
-            if not keep_going:
-                raise
+            failure = exc
+        if failure is None:
+            return
+        bug = log.record(failure, data)  # outside the handler: reruns chain no context
+        if bug is not None:
+            print(f"\nBUG {bug.signature}: saved as {bug.path}", file=sys.stderr, flush=True)
+        if not keep_going:
+            raise failure
 
     def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
         rng.seed(seed)
@@ -94,6 +97,7 @@ def run(h: Harness, args: list[str], *, crash_dir: Path, keep_going: bool = Fals
     options = [a for a in args if a.startswith("-")]
     defaults = {"-timeout=": str(HANG_SECONDS), "-rss_limit_mb=": "8192",
                 "-max_len=": str(h.fmt.max_size), "-print_final_stats=": "1",
+                "-report_slow_units=": str(HANG_SECONDS),  # InputTimeout catches slow ones
                 "-artifact_prefix=": f"{crash_dir}{os.sep}{h.name}-"}
     argv = [sys.argv[0], *args]
     argv += [k + v for k, v in defaults.items() if not any(a.startswith(k) for a in options)]

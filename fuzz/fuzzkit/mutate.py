@@ -110,7 +110,7 @@ class Mutator:
         bits = 8 * size
         value = self.rng.choice(values) % (1 << bits)
         big = size > 1 and self.rng.random() < big_endian
-        buf[at : at + size] = value.to_bytes(size, "big" if big else "little")  # negative: two's complement
+        buf[at : at + size] = value.to_bytes(size, "big" if big else "little")
 
     def current(self, buf: bytes | bytearray, at: int, size: int) -> int:
         return int.from_bytes(buf[at : at + size], "little")

@@ -150,36 +150,36 @@ def _document_past_eof() -> bytes:
 def _key(signature: str) -> str:
     """The part of a harness signature known bugs are matched on: the exception type and
     the innermost function (the caller that the full signature adds moves in refactors)."""
-    return signature.split(" in ")[0]
+    return signature.split(" < ")[0]
 
 
 # Bugs the fuzzer found, now fixed: _key(signature) -> (what was wrong, minimal input).
 FIXED_BUGS: dict[str, tuple[str, Callable[[], bytes]]] = {
-    "ZeroDivisionError@database._open_log": (
+    "ZeroDivisionError in database._open_log": (
         "header page size 0 (checksum valid) is not validated",
         lambda: _header_field(_PAGE_SIZE, 4, 0)),
-    "WalInvalidArgumentError@log.skip_to": (
+    "WalInvalidArgumentError in log.skip_to": (
         "header checkpoint LSN >= 2**62 escapes as a wal error",
         lambda: _header_field(_LSN, 8, 1 << 62)),
-    "OverflowError@catalog.set_base": (
+    "OverflowError in catalog.set_base": (
         "tree entry count >= 2**63: len() of the tree overflows",
         lambda: _header_field(_PATHS_COUNT, 8, 1 << 63)),
-    "MemoryError@fuzz_db_open._session": (
+    "MemoryError in fuzz_db_open._session": (
         "len(db) is the unchecked paths count, so list(db) presizes a huge list",
         lambda: _header_field(_PATHS_COUNT, 8, 1 << 40)),
-    "error@header.pack": (
+    "error in header.pack": (
         "generation 2**64-1: the next checkpoint's header cannot be packed (struct.error)",
         lambda: _header_field(_GEN, 8, (1 << 64) - 1)),
     "huge-file": (
         "header file pages (2**30) is trusted: new pages are written 4 TiB into the file",
         lambda: _header_field(_FILE_PAGES, 8, 1 << 30)),
-    "UnicodeDecodeError@database.<listcomp>": (
+    "UnicodeDecodeError in database.<listcomp>": (
         "a path key that is not UTF-8 breaks search() and list(db)",
         lambda: _tree_key(1, b"/a", b"/\xff")),
-    "UnicodeDecodeError@database.<genexpr>": (
+    "UnicodeDecodeError in database.<genexpr>": (
         "a suffix key that is not UTF-8 breaks search_suffix()",
         lambda: _tree_key(2, b"a/", b"\xff/")),
-    "ValueError@pager.read": (
+    "ValueError in pager.read": (
         "a document extent past the end of the file raises ValueError from get()",
         _document_past_eof),
 }
