@@ -14,7 +14,6 @@ them); inputs that expose bugs belong in `fuzz/crashes/`, not here.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from collections.abc import Callable
@@ -270,13 +269,9 @@ def build(rng: random.Random) -> dict[str, FuzzCase]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, default=harness.CORPUS_DIR)
-    parser.add_argument("--check", action="store_true", help="print each file's outcome")
-    args = parser.parse_args()
-    return fuzzkit.write_corpus(args.out, build(random.Random(SEED)), check=args.check,
-                                run_one=harness.run_one, signature=harness.signature,
-                                width=45)
+    return fuzzkit.corpus_main(__doc__, build, seed=SEED, out=harness.CORPUS_DIR,
+                               run_one=harness.run_one, signature=harness.signature,
+                               width=45)
 
 
 if __name__ == "__main__":

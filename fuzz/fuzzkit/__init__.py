@@ -5,12 +5,19 @@ mode (`libfuzzer`) and the command line (`cli`)."""
 
 from fuzzkit.bugs import Bug, HarnessBug, InputTimeout, input_timeout, signature, where
 from fuzzkit.engine import FuzzStats, Harness, fuzz
-from fuzzkit.inputs import input_files, read_input, save_input, slug, write_corpus
+from fuzzkit.inputs import (
+    corpus_main,
+    input_files,
+    read_input,
+    save_input,
+    slug,
+    write_corpus,
+)
 from fuzzkit.limits import bounded, step, watchdog
 from fuzzkit.mutate import Format, Mutator, Part, interesting
 
 __all__ = [
     "Bug", "Format", "FuzzStats", "Harness", "HarnessBug", "InputTimeout", "Mutator", "Part",
-    "bounded", "fuzz", "input_files", "input_timeout", "interesting", "read_input",
+    "bounded", "corpus_main", "fuzz", "input_files", "input_timeout", "interesting", "read_input",
     "save_input", "signature", "slug", "step", "watchdog", "where", "write_corpus",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
+import random
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -75,3 +77,16 @@ def write_corpus(out: Path, corpus: Mapping[str, Encodable], *, check: bool,
             print(f"{name:{width}s} {len(data):7d}  {outcome}")
     print(f"{len(corpus)} files, {total} bytes in {out}")
     return 0
+
+
+def corpus_main(doc: str | None, build: Callable[[random.Random], Mapping[str, Encodable]], *,
+                seed: int, out: Path, run_one: Callable[[bytes], object],
+                signature: Callable[[BaseException], str], width: int = 40) -> int:
+    """The command line of a corpus builder: `--out DIR` (default `out`), `--check` (print
+    each file's outcome); writes `build(random.Random(seed))` with `write_corpus`."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--check", action="store_true", help="print each file's outcome")
+    args = parser.parse_args()
+    return write_corpus(args.out, build(random.Random(seed)), check=args.check,
+                        run_one=run_one, signature=signature, width=width)
