@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fuzz_wal_recovery as harness
 import fuzzkit
-from fuzz_wal_recovery import (
+import wal_inputs
+from wal_inputs import (
     HDR,
     LOG_PATH,
     MAX_RECORD_SIZE,
@@ -55,7 +56,7 @@ def write_log(
 ) -> FuzzCase:
     """Run `actions` on a fresh log; return slot 0 and slot 1 (after a crash, if asked)."""
     vfs = MemoryVFS()
-    with harness.seeded_wal_randomness(seed):
+    with wal_inputs.seeded_wal_randomness(seed):
         log = wal.open(
             LOG_PATH, vfs=vfs, max_record_size=max_record_size, segment_size=SEGMENT_SIZE,
             sync=sync,
