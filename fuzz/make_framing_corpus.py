@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fuzz_framing as harness
 import fuzzkit
-from fuzz_framing import KINDS, SMALL_LIMIT, Case, frame_all
+from framing_inputs import KINDS, SMALL_LIMIT, Case, frame_all
 
 import streamdb.framing as fr
 
