@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz_arrow as harness
 import fuzzkit
 import numpy as np
-from fuzz_arrow import parse, random_table, write_table
+from arrow_inputs import parse, random_table, write_table
 
 from streamdb import arrow
 from streamdb.arrow import types as t
