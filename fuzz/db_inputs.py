@@ -94,18 +94,9 @@ class FuzzCase:
     def decode(cls, data: bytes) -> FuzzCase:
         if not data:
             return cls(b"")
-        control, rest = data[0], data[1:]
-        present = [True, bool(control & CTRL_WAL), bool(control & CTRL_WAL1)]
-        files: list[bytes | None] = [None, None, None]
-        last = max(i for i, p in enumerate(present) if p)
-        for i in range(3):
-            if not present[i]:
-                continue
-            if i == last:
-                files[i], rest = rest, b""
-            else:
-                n = int.from_bytes(rest[:4].ljust(4, b"\0"), "little")
-                files[i], rest = rest[4 : 4 + n], rest[4 + n :]
+        control = data[0]
+        files = fuzzkit.inputs.unpack_files(
+            data[1:], [True, bool(control & CTRL_WAL), bool(control & CTRL_WAL1)])
         mode = Mode(bool(control & CTRL_KEY), (control & CODEC_MASK) >> CODEC_SHIFT,
                     bool(control & CTRL_QUICK))
         return cls(files[0] or b"", files[1], files[2], bool(control & CTRL_LARGE), mode)
@@ -117,9 +108,7 @@ class FuzzCase:
                    | (CTRL_KEY if self.mode.key else 0)
                    | (self.mode.codec << CODEC_SHIFT & CODEC_MASK)
                    | (CTRL_QUICK if self.mode.quick else 0))
-        files = [f for f in (self.db, self.wal, self.wal1) if f is not None]
-        head = b"".join(struct.pack("<I", len(f)) + f for f in files[:-1])
-        return bytes([control]) + head + files[-1]
+        return bytes([control]) + fuzzkit.inputs.pack_files([self.db, self.wal, self.wal1])
 
     def files(self) -> dict[str, bytes]:
         return {p: d for p, d in zip(FILES, (self.db, self.wal, self.wal1), strict=True)

@@ -10,7 +10,6 @@ import dataclasses
 import itertools
 import random
 import re
-import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,10 +59,8 @@ class FuzzCase:
             return cls(b"")
         control = data[0]
         flags = {"checkpoint": bool(control & CTRL_CHECKPOINT), "large": bool(control & CTRL_LARGE)}
-        if not control & CTRL_SIBLING:
-            return cls(data[1:], None, **flags)
-        size = int.from_bytes(data[1:5].ljust(4, b"\0"), "little")
-        return cls(data[5 : 5 + size], data[5 + size :], **flags)
+        log, sibling = fuzzkit.inputs.unpack_files(data[1:], [True, bool(control & CTRL_SIBLING)])
+        return cls(log or b"", sibling, **flags)
 
     def encode(self) -> bytes:
         control = (
@@ -71,9 +68,7 @@ class FuzzCase:
             | (CTRL_CHECKPOINT if self.checkpoint else 0)
             | (CTRL_LARGE if self.large else 0)
         )
-        if self.sibling is None:
-            return bytes([control]) + self.log
-        return bytes([control]) + struct.pack("<I", len(self.log)) + self.log + self.sibling
+        return bytes([control]) + fuzzkit.inputs.pack_files([self.log, self.sibling])
 
     def describe(self) -> str:
         parts = [f"log: {len(self.log)} bytes"]

@@ -6,7 +6,7 @@ import argparse
 import gzip
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +43,30 @@ def save_input(directory: Path, stem: str, data: bytes, *, gzip_above: int = 64 
         path = directory / f"{stem}.bin"
         path.write_bytes(data)
     return path
+
+
+def unpack_files(data: bytes, present: Sequence[bool]) -> list[bytes | None]:
+    """The files an input holds after its control byte, one per entry of `present` (None
+    where it is False): in order, each but the last prefixed by its length (u32
+    little-endian, zero-padded when cut short), the last taking the rest."""
+    files: list[bytes | None] = [None] * len(present)
+    last = max((i for i, p in enumerate(present) if p), default=-1)
+    for i in range(last + 1):
+        if not present[i]:
+            continue
+        if i == last:
+            files[i], data = data, b""
+        else:
+            n = int.from_bytes(data[:4].ljust(4, b"\0"), "little")
+            files[i], data = data[4 : 4 + n], data[4 + n :]
+    return files
+
+
+def pack_files(files: Sequence[bytes | None]) -> bytes:
+    """The files that are not None, as `unpack_files` reads them."""
+    there = [f for f in files if f is not None]
+    return b"".join(len(f).to_bytes(4, "little") + f for f in there[:-1]) + (
+        there[-1] if there else b"")
 
 
 def slug(text: str) -> str:
