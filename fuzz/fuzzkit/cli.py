@@ -56,6 +56,8 @@ def main(make: Callable[[bool], engine.Harness], doc: str | None,
     if defaults.strict_option:
         parser.add_argument("--no-strict", action="store_true",
                             help="skip the round-trip checks")
+    parser.add_argument("--address-space-mb", type=int, default=8192,
+                        help="RLIMIT_AS of the built-in fuzzer's process (0: leave as is)")
     parser.add_argument("--atheris", action="store_true",
                         help="coverage-guided with atheris; arguments after -- go to libFuzzer")
     parser.add_argument("--keep-going", action="store_true",
@@ -77,6 +79,8 @@ def main(make: Callable[[bool], engine.Harness], doc: str | None,
     if args.seconds is None and args.max_inputs is None:
         parser.error("give --seconds N (or --max-inputs N), input files to replay, "
                      "or --atheris")
+    if args.address_space_mb:
+        limit_address_space(args.address_space_mb)
     seed = args.seed if args.seed is not None else time.time_ns() % (1 << 32)
     print(f"seed {seed}", flush=True)
     stats = engine.fuzz(h, seed=seed, seconds=args.seconds, max_inputs=args.max_inputs,
@@ -86,6 +90,21 @@ def main(make: Callable[[bool], engine.Harness], doc: str | None,
                         progress=print_progress)
     report(stats)
     return 1 if stats.bugs else 0
+
+
+def limit_address_space(megabytes: int) -> None:
+    """Lower RLIMIT_AS to `megabytes` (POSIX): a runaway allocation fails as MemoryError, a
+    bug the fuzzer reports, instead of taking the machine's memory."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    limit = megabytes << 20
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft == resource.RLIM_INFINITY or soft > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def replay(h: engine.Harness, paths: list[Path]) -> int:
