@@ -262,7 +262,6 @@ def interesting_ints(current: int, rng: random.Random, size: int) -> list[int]:
             -(1 << 31), rng.randrange(1 << 16), rng.randrange(1 << 63)]
 
 
-
 # -- the mutation plug-in -------------------------------------------------------------------
 
 

@@ -121,7 +121,7 @@ class FuzzCase:
         return sizes + (", large new document" if self.large else "") + mode
 
 
-# -- determinism and a bounded disk -------------------------------------------------------------
+# -- determinism ------------------------------------------------------------------------------
 
 
 class _Seeded:
@@ -363,7 +363,6 @@ def repair_log(buf: bytearray) -> None:
             payload_crc=fmt.crc(body, seg.seed), lsn=head.lsn, durable_lsn=head.durable_lsn,
             prev_crc=prev, session=head.session)
         buf[at : at + fmt.RECORD_HEADER_SIZE] = packed
-
 
 
 # -- the mutation plug-in -------------------------------------------------------------------------

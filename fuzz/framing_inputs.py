@@ -38,7 +38,6 @@ class Adler24:
         return zlib.adler32(data)
 
 
-
 # -- the input --------------------------------------------------------------------------------
 
 
@@ -165,7 +164,6 @@ def lenient_frames(case: Case) -> tuple[list[bytes], bytes]:
         payloads.append(s[pos + hs : pos + hs + n])
         pos += hs + n
     return payloads, s[pos:]
-
 
 
 # -- the mutation plug-in -----------------------------------------------------------------------

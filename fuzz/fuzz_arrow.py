@@ -88,15 +88,12 @@ except (ImportError, ValueError):  # a blocked or half-installed pyarrow
     HAVE_PYARROW = False
 
 
-
 def step(name: str, budget: int) -> contextlib.AbstractContextManager[None]:
     """One step of the target: an exception that is neither a StreamDbError nor a HarnessBug
     is a bug named after the step, and the step's traced peak must stay within `budget`
     bytes, a StreamDbError (which goes through: the caller decides) or not. See
     `fuzzkit.step`."""
     return fuzzkit.step(name, budget, (LIB_DIR,), passes=(StreamDbError,))
-
-
 
 
 @dataclasses.dataclass

@@ -316,7 +316,6 @@ def run_one(data: bytes, *, strict: bool = True, memory: bool = True,
                            hang_after=TIME_LIMIT * 2.5 if watchdog else None)
 
 
-
 # -- the harness --------------------------------------------------------------------------------
 
 

@@ -148,7 +148,6 @@ class Views:
         return self.copies
 
 
-
 def step(name: str, budget: int) -> contextlib.AbstractContextManager[None]:
     """One step of the target: any exception is a bug named after the step (see
     `fuzzkit.step`), and its traced peak must stay within `budget` bytes."""
@@ -577,7 +576,6 @@ def run_one(data: bytes, memory: bool = True) -> str:
     traced peak is checked (tracemalloc is started if it is off)."""
     with tracing_memory(memory), fuzzkit.watchdog(TIME_LIMIT):
         return _run(data)
-
 
 
 def _run(data: bytes) -> str:

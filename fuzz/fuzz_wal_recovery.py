@@ -260,7 +260,6 @@ def _check_round_trip(
         raise HarnessBug(kind, detail)
 
 
-
 def memory_limit(size: int) -> int:
     return MEMORY_LIMIT if size < SMALL_INPUT else MEMORY_LIMIT + 64 * size
 
