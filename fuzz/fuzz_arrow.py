@@ -38,7 +38,8 @@ needs no bytes) are skipped: their cost is that of the output. Bugs are saved to
 (`arrow-<signature>-<sha1>.bin`, minimized, with a `.txt` traceback).
 
 The seed corpus is fuzz/corpus/arrow/ (written by fuzz/make_arrow_corpus.py); the fuzzer adds
-tables it generates itself (`generated`).
+tables it generates itself (`generated`). The input model and its mutations are in
+fuzz/arrow_inputs.py, the machinery every harness shares in fuzz/fuzzkit/.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ compressed and/or encrypted, some with an incompressible document on pages), mut
 check and tree page fields, with checksums repaired or not, log payloads with their CRCs
 repaired, now and then another compression, key or quick mode), keeps inputs with new
 outcomes, and saves one input per bug signature not saved yet under `fuzz/crashes/`
-(`db-<signature>-<sha1>.bin[.gz]` and a `.txt` with the traceback).
+(`db-<signature>-<sha1>.bin[.gz]` and a `.txt` with the traceback). The input model and
+its mutations are in fuzz/db_inputs.py, the machinery every harness shares in fuzz/fuzzkit/.
 """
 
 from __future__ import annotations

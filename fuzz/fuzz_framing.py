@@ -50,7 +50,9 @@ input running past `TIME_LIMIT` seconds (watchdog). Bugs are saved to fuzz/crash
 (`framing-<signature>-<sha1>.bin`, minimized, with a `.txt` traceback).
 
 The seed corpus is fuzz/corpus/framing/ (written by fuzz/make_framing_corpus.py); the
-fuzzer adds streams it generates itself.
+fuzzer adds streams it generates itself. The input model and its mutations are in
+fuzz/framing_inputs.py, the machinery every harness shares (the mutator, bugs, the fuzzer
+loops, the command line, atheris) in fuzz/fuzzkit/.
 """
 
 from __future__ import annotations

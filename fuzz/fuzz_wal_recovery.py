@@ -41,7 +41,8 @@ header fields documented in `wal/format.py`, with or without repairing the check
 afterwards, borrowed header fields, grown ranges, control bits and sibling swaps), keeps
 inputs that reach new line-to-line edges in `wal` or new outcomes, and saves each new bug,
 minimized, under `fuzz/crashes/` (`wal-<signature>-<sha1>.bin`, gzipped above 64 KiB, with a
-`.txt` traceback). Bugs already saved there are not saved again.
+`.txt` traceback). Bugs already saved there are not saved again. The input model and its
+mutations are in fuzz/wal_inputs.py, the machinery every harness shares in fuzz/fuzzkit/.
 """
 
 from __future__ import annotations
