@@ -314,4 +314,5 @@ if __name__ == "__main__":
     from fuzzkit.cli import Defaults, main
 
     sys.exit(main(lambda strict: harness(strict, watchdog=True), __doc__,
-                  defaults=Defaults(coverage=True, memory_every=8, strict_option=True)))
+                  defaults=Defaults(coverage=True, memory_every=8, atheris_memory_every=8,
+                                    strict_option=True)))

@@ -28,6 +28,7 @@ class Defaults:
 
     coverage: bool = False
     memory_every: int = 1
+    atheris_memory_every: int = 4  # tracemalloc costs more under instrumentation
     generated_seeds: int = 40
     strict_option: bool = False  # the harness has round-trip checks --no-strict turns off
 
@@ -49,8 +50,9 @@ def main(make: Callable[[bool], engine.Harness], doc: str | None,
     parser.add_argument("--coverage", action=argparse.BooleanOptionalAction,
                         default=defaults.coverage,
                         help="keep inputs reaching new line edges in the code under test")
-    parser.add_argument("--memory-every", type=int, default=defaults.memory_every,
-                        help="the memory check on every Nth input")
+    parser.add_argument("--memory-every", type=int, default=None,
+                        help="the memory check on every Nth input (default: "
+                        f"{defaults.memory_every}, with --atheris {defaults.atheris_memory_every})")
     parser.add_argument("--generated-seeds", type=int, default=defaults.generated_seeds,
                         help="inputs built at start-up to seed the pool")
     if defaults.strict_option:
@@ -70,7 +72,8 @@ def main(make: Callable[[bool], engine.Harness], doc: str | None,
     h = make(not getattr(args, "no_strict", False))
     if args.atheris:
         libfuzzer.run(h, extra, crash_dir=args.crashes, keep_going=args.keep_going,
-                      generated_seeds=args.generated_seeds, memory_every=args.memory_every)
+                      generated_seeds=args.generated_seeds,
+                      memory_every=args.memory_every or defaults.atheris_memory_every)
         return 0
     if extra:
         parser.error("arguments after -- go to libFuzzer: give --atheris")
@@ -86,7 +89,8 @@ def main(make: Callable[[bool], engine.Harness], doc: str | None,
     stats = engine.fuzz(h, seed=seed, seconds=args.seconds, max_inputs=args.max_inputs,
                         corpus_dirs=args.corpus, generated_seeds=args.generated_seeds,
                         crash_dir=None if args.no_save else args.crashes,
-                        coverage=args.coverage, memory_every=args.memory_every,
+                        coverage=args.coverage,
+                        memory_every=args.memory_every or defaults.memory_every,
                         progress=print_progress)
     report(stats)
     return 1 if stats.bugs else 0
