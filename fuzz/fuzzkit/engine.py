@@ -166,7 +166,7 @@ def _attempt(h: Harness, data: bytes, cov: LineCoverage | None, memory: bool,
              seen: set[Hashable], features: Callable[[Any], Hashable]
              ) -> tuple[Any, bool]:
     """(outcome or the bug's exception, whether the input is new to the pool)."""
-    new_edges = 0
+    new_edges, checked = 0, cov is None
     if cov is not None:
         with cov.tracing():
             try:
@@ -174,11 +174,12 @@ def _attempt(h: Harness, data: bytes, cov: LineCoverage | None, memory: bool,
             except Exception:
                 outcome = None
         new_edges = cov.commit()
-        if outcome is None:  # confirm untraced: tracing makes runs several times slower
-            failure = h.failure(data)
-            if failure is not None:
-                return failure, False
-            outcome = h.run(data, False)
+        if outcome is None:  # confirm untraced (tracing makes runs several times slower)
+            try:
+                outcome = h.run(data, True)
+            except Exception as exc:
+                return exc, False
+            checked = True
     else:
         try:
             outcome = h.run(data, memory)
@@ -187,7 +188,7 @@ def _attempt(h: Harness, data: bytes, cov: LineCoverage | None, memory: bool,
     key = features(outcome)
     new = new_edges > 0 or key not in seen
     seen.add(key)
-    if cov is not None and (new or memory):  # the memory check, untraced
+    if not checked and (new or memory):  # the memory check, untraced
         failure = h.failure(data)
         if failure is not None:
             return failure, False
