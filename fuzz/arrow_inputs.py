@@ -303,7 +303,7 @@ def set_int(m: Mutator, data: bytes) -> bytes:
     interesting value: the known fields of a message, or any aligned word."""
     messages, footer = parse(data)
     rng = m.rng
-    candidates = [x for m in messages for x in m.ints]
+    candidates = [x for msg in messages for x in msg.ints]
     if footer is not None:
         start, n = footer
         candidates += [(start + k, rng.choice([4, 8])) for k in range(0, n - 7, 8)]
@@ -317,7 +317,7 @@ def set_int(m: Mutator, data: bytes) -> bytes:
             return data
         candidates = [(start + rng.randrange(0, n - width + 1, width), width)]
     at, width = rng.choice(candidates)
-    if at + width > len(data):
+    if not 0 <= at <= len(data) - width:
         return data
     fmt = "<q" if width == 8 else "<i"
     current = struct.unpack_from(fmt, data, at)[0]
@@ -350,8 +350,8 @@ def set_prefix(m: Mutator, data: bytes) -> bytes:
 def set_buffer_prefix(m: Mutator, data: bytes) -> bytes:
     """The int64 at a buffer's start (a compressed buffer's uncompressed length)."""
     messages, _ = parse(data)
-    spots = [m.body + off for m in messages for off, n in m.buffers
-             if n >= 8 and m.body + off + 8 <= len(data)]
+    spots = [msg.body + off for msg in messages for off, n in msg.buffers
+             if n >= 8 and 0 <= msg.body + off <= len(data) - 8]
     if not spots:
         return flip_body(m, data)
     at = m.rng.choice(spots)
@@ -419,7 +419,8 @@ def edit_footer(m: Mutator, data: bytes) -> bytes:
         foot = fb.root(data[start : start + n])
         blocks = [(start + s + 24 * k, field_id) for field_id in (2, 3)
                   for s, count in [foot._vector(field_id, 24)] if s
-                  for k in range(count)]
+                  for k in range(min(count, 4096))
+                  if 0 <= start + s + 24 * k <= len(data) - 24]
     except StreamDbError:
         return flip_metadata(m, data)
     if not blocks:
