@@ -14,7 +14,8 @@ a clean session that does not read back).
 
 Bugs the fuzzer found are replayed from minimal inputs built below (FIXED_BUGS) and from the
 inputs it saved, which joined the corpus (`open-failed-*`: an open that refused damage had
-already written the log). The seeded run tolerates no finding.
+already written the log; `found-*`). Inputs of bugs not fixed yet are strict expected failures
+(UNFIXED); the seeded run tolerates no other finding.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +63,40 @@ def test_corpus_is_there() -> None:
     assert {"plain", "zstd+aes", "snappy+aes", "aes", "lz4", "zstd", "snappy"} <= modes, hint
 
 
-@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
+# Inputs of bugs the fuzzer found that are not fixed yet (in streamdb/storage), with the
+# exception the harness meets and its signature: strict expected failures, and signatures
+# the seeded run tolerates. Once a bug is fixed its test fails; then drop it from here and
+# the input replays with the rest of the corpus.
+UNFIXED: dict[str, tuple[type[BaseException], str, str]] = {
+    "found-salvaged-close-free-extent.bin.gz": (
+        KeyError, "KeyError in freespace._remove < freespace.take_small",
+        "after recover='truncate-log' salvaged a log whose replay extended a missing "
+        "version, close() checkpoints and the free-space map hands out an extent it does not "
+        "hold: KeyError in freespace._remove (from take_small), not a StreamDbError"),
+    "found-chunk-flags-past-a-byte.bin.gz": (
+        struct.error, "error in transform.associated < docio._open",
+        "an encrypted document whose chunk table gives a chunk the flags 1024 (more than a "
+        "byte): get() packs them into the one-byte field of the chunk's associated data, "
+        "struct.error in transform.associated (from docio._open), not CorruptionError"),
+}
+
+
+def _replayed(path: Path) -> Any:
+    if path.name not in UNFIXED:
+        return pytest.param(path, id=path.name)
+    raises, _, reason = UNFIXED[path.name]
+    return pytest.param(path, id=path.name,
+                        marks=pytest.mark.xfail(raises=raises, strict=True, reason=reason))
+
+
+def test_unfixed_inputs_are_in_the_corpus() -> None:
+    assert set(UNFIXED) <= {p.name for p in CORPUS}
+    for name, (_, sig, _) in UNFIXED.items():
+        exc = harness.harness().failure(fuzzkit.read_input(harness.CORPUS_DIR / name))
+        assert exc is not None and harness.signature(exc) == sig, name
+
+
+@pytest.mark.parametrize("path", [_replayed(p) for p in CORPUS])
 def test_corpus_file(path: Path) -> None:
     outcome = harness.run_one(fuzzkit.read_input(path))  # raises on anything but these
     assert outcome.exception is None or isinstance(outcome.exception, StreamDbError)
@@ -198,8 +233,9 @@ def test_seeded_mutation_run() -> None:
                          corpus_dirs=[harness.CORPUS_DIR], crash_dir=None, memory_every=1,
                          generated_seeds=GENERATED_SEEDS)
     assert stats.executed == MUTATION_INPUTS
+    known = {sig for _, sig, _ in UNFIXED.values()}
     new = [f"{bug.signature}: {len(bug.data)}-byte input\n{bug.error}"
-           for bug in stats.bugs]
+           for bug in stats.bugs if bug.signature not in known]
     hint = (f"\nReproduce and save the inputs: python fuzz/fuzz_db_open.py --max-inputs "
             f"{MUTATION_INPUTS} --seed {MUTATION_SEED} --generated-seeds {GENERATED_SEEDS} "
             f"--memory-every 1\n")
