@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint stress fuzz bench clean
+.PHONY: demo test lint stress fuzz fuzz-atheris bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ fuzz: $(TEST_STAMP)
 	$(PY) fuzz/fuzz_readers.py --seconds $${FUZZ_SECONDS:-60}
 	$(PY) fuzz/fuzz_framing.py --seconds $${FUZZ_SECONDS:-60}
 	$(PY) fuzz/fuzz_arrow.py --seconds $${FUZZ_SECONDS:-60}
+
+# The same harnesses, coverage-guided by atheris (libFuzzer), FUZZ_RUNS inputs each.
+fuzz-atheris: $(TEST_STAMP)
+	$(PIP) install --quiet -e '.[fuzz]'
+	for h in wal_recovery db_open readers framing arrow; do \
+		$(PY) fuzz/fuzz_$$h.py --atheris -- -runs=$${FUZZ_RUNS:-100000} || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(PIP) install --quiet -e '.[bench,interop]'

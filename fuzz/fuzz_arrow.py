@@ -4,7 +4,8 @@ stop with a `StreamDbError`, the same whichever reader and source they go throug
 memory and time; what reads cleanly must convert, write and read back unchanged.
 
     python fuzz/fuzz_arrow.py --seconds 60        # mutate the corpus and generated tables
-    python fuzz/fuzz_arrow.py FILE...             # replay inputs, print their outcomes
+    python fuzz/fuzz_arrow.py FILE_OR_DIR...      # replay inputs, print their outcomes
+    python fuzz/fuzz_arrow.py --atheris [-- ARGS] # coverage-guided (atheris)
 
 Input: the bytes of an IPC stream or file, as they are (a corpus file can be opened by
 pyarrow too). Some steps split it in random pieces; their sizes come from a generator seeded
@@ -34,106 +35,66 @@ tracemalloc peak passes `MEMORY_BASE + MEMORY_PER_BYTE * len(input)` (conversion
 `SLOT_BYTES` per value converted); an input running past `TIME_LIMIT` seconds (watchdog).
 Conversions of tables with more than `MAX_SLOTS` values in all (a null column of 2**40 rows
 needs no bytes) are skipped: their cost is that of the output. Bugs are saved to fuzz/crashes/
-(`arrow-<signature>.bin`, minimized, with a `.txt` traceback).
+(`arrow-<signature>-<sha1>.bin`, minimized, with a `.txt` traceback).
 
 The seed corpus is fuzz/corpus/arrow/ (written by fuzz/make_arrow_corpus.py); the fuzzer adds
-tables it generates itself (`generated`).
+tables it generates itself (`generated`). The input model and its mutations are in
+fuzz/arrow_inputs.py, the machinery every harness shares in fuzz/fuzzkit/.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import datetime as dt
-import decimal
 import functools
 import importlib.util
 import io
 import math
 import random
 import re
-import struct
 import sys
-import time
-import traceback
-import tracemalloc
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 FUZZ_DIR = Path(__file__).resolve().parent
-REPO_DIR = FUZZ_DIR.parent
-if str(REPO_DIR) not in sys.path:  # run as a script from a checkout without installing
-    sys.path.insert(0, str(REPO_DIR))
-if str(FUZZ_DIR) not in sys.path:
-    sys.path.insert(0, str(FUZZ_DIR))
+sys.path[:0] = [p for p in (str(FUZZ_DIR.parent), str(FUZZ_DIR)) if p not in sys.path]
 
 import fuzzkit  # noqa: E402
 import numpy as np  # noqa: E402
+from arrow_inputs import (  # noqa: E402
+    IpcBytes,
+    generated,
+    message_cuts,
+)
+from fuzzkit import HarnessBug  # noqa: E402
+from fuzzkit.limits import tracing_memory  # noqa: E402
 
 from streamdb import StreamDbError, arrow  # noqa: E402
-from streamdb.arrow import flatbuf as fb  # noqa: E402
-from streamdb.arrow import metadata as md  # noqa: E402
 from streamdb.arrow import types as t  # noqa: E402
 from streamdb.arrow.writer import MAGIC  # noqa: E402
 
 CORPUS_DIR = FUZZ_DIR / "corpus" / "arrow"
-CRASH_DIR = FUZZ_DIR / "crashes"
 LIB_DIR = Path(arrow.__file__).resolve().parents[1]  # streamdb/
-ARROW_DIR = Path(arrow.__file__).resolve().parent  # streamdb/arrow/, for line coverage
 
 TIME_LIMIT = 5.0  # seconds per input
 MEMORY_BASE = 64 << 20  # traced bytes a step may peak at, plus MEMORY_PER_BYTE per input byte
 MEMORY_PER_BYTE = 50
 SLOT_BYTES = 1024  # and conversions this much per value they convert
 MAX_SLOTS = 200_000  # values in all (children and dictionaries too) a table is converted up to
-MAX_INPUT = 256 << 10  # mutations stay below this
 try:
     HAVE_PYARROW = importlib.util.find_spec("pyarrow") is not None
 except (ImportError, ValueError):  # a blocked or half-installed pyarrow
     HAVE_PYARROW = False
 
-R = TypeVar("R")
 
-
-# -- bugs the harness detects besides exceptions --------------------------------------------
-
-
-HarnessBug, InputTimeout = fuzzkit.HarnessBug, fuzzkit.InputTimeout
-
-
-def where(exc: BaseException) -> str:
-    return fuzzkit.where(exc, LIB_DIR)
-
-
-def signature(exc: BaseException) -> str:
-    return fuzzkit.signature(exc, LIB_DIR)
-
-
-@contextlib.contextmanager
-def step(name: str, budget: int) -> Iterator[None]:
-    """Run one step: an exception that is neither a StreamDbError nor a HarnessBug becomes a
-    bug named after the step, and the step's traced peak must stay within `budget` bytes
-    (when tracemalloc is on). A StreamDbError goes through (the caller decides)."""
-    tracing = tracemalloc.is_tracing()
-    if tracing:
-        tracemalloc.reset_peak()
-        before = tracemalloc.get_traced_memory()[0]
-    try:
-        yield
-    except (HarnessBug, StreamDbError):
-        raise
-    except Exception as exc:
-        raise HarnessBug(f"{type(exc).__name__} in {where(exc)} ({name.split(': ')[0]})",
-                         f"{name}: {exc!r}") from exc
-    finally:
-        if tracing:
-            peak = tracemalloc.get_traced_memory()[1] - before
-            if peak > budget:
-                raise HarnessBug(f"memory: {name.split(': ')[0]}", f"{name}: traced peak "
-                                 f"{peak:,} bytes, above the budget of {budget:,}")
+def step(name: str, budget: int) -> contextlib.AbstractContextManager[None]:
+    """One step of the target: an exception that is neither a StreamDbError nor a HarnessBug
+    is a bug named after the step, and the step's traced peak must stay within `budget`
+    bytes, a StreamDbError (which goes through: the caller decides) or not. See
+    `fuzzkit.step`."""
+    return fuzzkit.step(name, budget, (LIB_DIR,), passes=(StreamDbError,))
 
 
 @dataclasses.dataclass
@@ -374,16 +335,10 @@ def convert(read: Read, what: str, budget: int, rng: random.Random, *, strict: b
 
 
 def run_one(data: bytes, *, memory: bool = True) -> str:
-    """The target. Returns the outcome's name; raises on a bug."""
-    started = memory and not tracemalloc.is_tracing()
-    if started:
-        tracemalloc.start()
-    try:
-        with fuzzkit.watchdog(TIME_LIMIT, fuzzkit.input_timeout):
-            return _run(bytes(data))
-    finally:
-        if started:
-            tracemalloc.stop()
+    """The target. Returns the outcome's name; raises on a bug. With `memory`, every step's
+    traced peak is checked (tracemalloc is started if it is off)."""
+    with tracing_memory(memory), fuzzkit.watchdog(TIME_LIMIT):
+        return _run(bytes(data))
 
 
 def _run(data: bytes) -> str:
@@ -497,656 +452,29 @@ def error_shape(exc: BaseException | None) -> str:
     return text.split(": ", 1)[0][:70]
 
 
-# -- generating tables --------------------------------------------------------------------------
+# -- the harness ----------------------------------------------------------------------------------
 
 
-def _field_name(rng: random.Random, i: int) -> str:
-    return rng.choice([f"c{i}", f"c{i}", "", "x", "日本", f"col {i}"])
-
-
-def random_type(rng: random.Random, depth: int = 0, *, in_dictionary: bool = False
-                ) -> t.DataType:
-    """A random type: every type the model has, nested up to two levels."""
-    if depth < 2 and not in_dictionary and rng.random() < 0.3:
-        kind = rng.choice(["list", "large_list", "fixed_size_list", "struct", "map",
-                           "dictionary", "dictionary"])
-        if kind == "dictionary":
-            index = t.IntType(rng.choice([8, 16, 32, 64]), rng.random() < 0.7)
-            value = rng.choice([t.Utf8Type(), t.IntType(64), t.BinaryType(), t.LargeUtf8Type(),
-                                t.FloatType(t.DOUBLE), t.FixedSizeBinaryType(3)])
-            return t.DictionaryType(index, value, rng.random() < 0.2)
-        child = t.Field("item", random_type(rng, depth + 1), rng.random() < 0.8)
-        if kind == "list":
-            return t.ListType(child)
-        if kind == "large_list":
-            return t.LargeListType(child)
-        if kind == "fixed_size_list":
-            return t.FixedSizeListType(child, rng.choice([1, 2, 3]))
-        if kind == "struct":  # unique names: struct values are dicts by field name
-            names = dict.fromkeys(_field_name(rng, i) for i in range(rng.randint(0, 3)))
-            return t.StructType(tuple(t.Field(name, random_type(rng, depth + 1))
-                                      for name in names))
-        return t.map_(rng.choice([t.Utf8Type(), t.IntType(32)]), random_type(rng, depth + 1))
-    return rng.choice([
-        t.IntType(8), t.IntType(16), t.IntType(32), t.IntType(64), t.IntType(8, False),
-        t.IntType(16, False), t.IntType(32, False), t.IntType(64, False), t.FloatType(t.HALF),
-        t.FloatType(t.SINGLE), t.FloatType(t.DOUBLE), t.BoolType(), t.Utf8Type(),
-        t.LargeUtf8Type(), t.BinaryType(), t.LargeBinaryType(), t.FixedSizeBinaryType(4),
-        t.DecimalType(rng.choice([5, 18, 38]), rng.choice([0, 2, 5])),
-        t.DecimalType(rng.choice([40, 76]), rng.choice([0, 3]), 256), t.DateType(t.DAY),
-        t.DateType(t.MILLI), t.TimeType(rng.randrange(4)),
-        t.TimestampType(rng.randrange(4), rng.choice([None, "UTC", "+05:30",
-                                                      "Europe/Paris"])),
-        t.DurationType(rng.randrange(4)), t.IntervalType(rng.randrange(3)), t.NullType()])
-
-
-def random_value(rng: random.Random, ty: t.DataType) -> Any:
-    if isinstance(ty, t.NullType):
-        return None
-    if isinstance(ty, t.DictionaryType):
-        return random_value(random.Random(rng.randrange(5)), ty.value)  # few distinct values
-    if isinstance(ty, t.IntType):
-        lo, hi = (-(1 << (ty.bits - 1)), (1 << (ty.bits - 1)) - 1) if ty.signed else (
-            0, (1 << ty.bits) - 1)
-        return rng.choice([lo, hi, 0, 1, rng.randint(lo, hi), rng.randint(-5, 5) % (hi + 1)])
-    if isinstance(ty, t.FloatType):
-        return rng.choice([0.0, -0.0, 1.5, math.nan, math.inf, -math.inf,
-                           round(rng.uniform(-1000, 1000), 2)])
-    if isinstance(ty, t.BoolType):
-        return rng.random() < 0.5
-    if isinstance(ty, t.Utf8Type):
-        return "".join(rng.choice("abcxyzé日\u00a0 ") for _ in range(rng.choice([0, 1, 3, 9])))
-    if isinstance(ty, t.BinaryType):
-        return rng.randbytes(rng.choice([0, 1, 4, 17]))
-    if isinstance(ty, t.FixedSizeBinaryType):
-        return rng.randbytes(ty.width)
-    if isinstance(ty, t.DecimalType):
-        digits = rng.randint(1, ty.precision)
-        unscaled = rng.randint(-(10**digits - 1), 10**digits - 1)
-        return decimal.Decimal(unscaled).scaleb(-ty.scale)
-    if isinstance(ty, t.DateType):
-        return dt.date(1970, 1, 1) + dt.timedelta(days=rng.randint(-200_000, 200_000))
-    if isinstance(ty, t.TimeType):
-        return rng.randrange(86_400 * 10 ** (3 * ty.unit))
-    if isinstance(ty, t.TimestampType | t.DurationType):
-        return rng.randint(-(10**9), 10**9) * 10 ** (3 * ty.unit) + rng.randrange(1000)
-    if isinstance(ty, t.IntervalType):
-        if ty.unit == t.YEAR_MONTH:
-            return rng.randint(-1000, 1000)
-        if ty.unit == t.DAY_TIME:
-            return (rng.randint(-1000, 1000), rng.randint(-10**8, 10**8))
-        return (rng.randint(-100, 100), rng.randint(-1000, 1000), rng.randint(-10**15, 10**15))
-    if isinstance(ty, t.MapType):
-        entries = ty.value.type
-        assert isinstance(entries, t.StructType)
-        key, item = entries.fields
-        return [(random_value(rng, key.type), random_values(rng, item.type, 1)[0])
-                for _ in range(rng.randint(0, 3))]
-    if isinstance(ty, t.FixedSizeListType):
-        return random_values(rng, ty.value.type, ty.size)
-    if isinstance(ty, t.ListType):
-        return random_values(rng, ty.value.type, rng.randint(0, 3))
-    if isinstance(ty, t.StructType):
-        return {f.name: random_values(rng, f.type, 1)[0] for f in ty.fields}
-    raise AssertionError(f"no values for {ty}")
-
-
-def random_values(rng: random.Random, ty: t.DataType, n: int) -> list[Any]:
-    nulls = rng.choice([0.0, 0.0, 0.2, 0.9])
-    return [None if rng.random() < nulls else random_value(rng, ty) for _ in range(n)]
-
-
-def random_table(rng: random.Random, *, columns: int | None = None,
-                 batches: int | None = None) -> arrow.Table:
-    """A random table of our model: a few columns, a few batches (some empty)."""
-    fields = [t.Field(_field_name(rng, i), random_type(rng), rng.random() < 0.9)
-              for i in range(columns if columns is not None else rng.randint(0, 4))]
-    metadata = (("origin", "fuzz"),) if rng.random() < 0.2 else ()
-    schema = t.Schema(tuple(fields), metadata)
-    out = []
-    for _ in range(batches if batches is not None else rng.choice([0, 1, 1, 2, 3])):
-        n = rng.choice([0, 1, 3, 8, 9, 30])
-        columns_ = [arrow.array(random_values(rng, f.type, n), f.type) for f in fields]
-        out.append(arrow.RecordBatch(schema, columns_, n))
-    return arrow.Table(schema, out)
-
-
-def write_table(table: arrow.Table, fmt: str, compression: str | None = None,
-                alignment: int = 64) -> bytes:
-    """`table` written by our writer; a file that would need a replaced dictionary is
-    written as a stream."""
-    sink = io.BytesIO()
-    try:
-        arrow.write_ipc(sink, table, format=fmt, compression=compression, alignment=alignment,
-                        schema=table.schema)
-    except StreamDbError:
-        if fmt != "file":
-            raise
-        return write_table(table, "stream", compression, alignment)
-    return sink.getvalue()
-
-
-def generated(rng: random.Random) -> bytes:
-    """A plausible input: a random table written by our writer in either format, with a
-    random codec and alignment, now and then torn."""
-    table = random_table(rng)
-    data = write_table(table, rng.choice(["stream", "file"]),
-                       rng.choice([None, None, "lz4", "zstd"]), rng.choice([8, 64]))
-    if rng.random() < 0.15 and data:
-        data = data[: rng.randrange(len(data))]
-    return data
-
-
-# -- the structure of an input, for mutations ------------------------------------------------
-
-
-@dataclasses.dataclass
-class Message:
-    start: int  # where its length prefix starts
-    meta: int  # where the flatbuffer starts
-    meta_len: int
-    body: int  # where the body starts
-    body_len: int
-    ints: list[tuple[int, int]]  # (absolute position, width) of integer fields worth changing
-    buffers: list[tuple[int, int]]  # (offset in the body, length) of its buffers
-
-    @property
-    def end(self) -> int:
-        return self.body + self.body_len
-
-
-def _message_ints(meta: bytes, base: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """The integer fields of a message flatbuffer at `base`: body length, batch length, the
-    field nodes' and buffers' int64s, dictionary id; and the buffers."""
-    ints: list[tuple[int, int]] = []
-    buffers: list[tuple[int, int]] = []
-    try:
-        msg = fb.root(meta)
-        if (p := msg._at(3, 8)):
-            ints.append((base + p, 8))
-        kind, header = msg.union(1)
-        if header is None:
-            return ints, buffers
-        if kind == md.DICTIONARY_BATCH:
-            if (p := header._at(0, 8)):
-                ints.append((base + p, 8))
-            header = header.table(1)
-            if header is None:
-                return ints, buffers
-        if kind in (md.DICTIONARY_BATCH, md.RECORD_BATCH):
-            if (p := header._at(0, 8)):
-                ints.append((base + p, 8))
-            for field_id in (1, 2):
-                start, n = header._vector(field_id, 16)
-                ints += [(base + start + 8 * k, 8) for k in range(min(2 * n, 256))]
-            buffers = [(off, n) for off, n in header.structs(2, md.BUFFER)]
-        else:  # a schema: the int32s of its field tables (widths, sizes, bits)
-            for k in range(0, len(meta) - 3, 4):
-                value = struct.unpack_from("<i", meta, k)[0]
-                if 0 <= value < 4096:
-                    ints.append((base + k, 4))
-    except StreamDbError:
-        pass
-    return ints, buffers
-
-
-def parse(data: bytes) -> tuple[list[Message], tuple[int, int] | None]:
-    """The messages of a stream (or of the stream inside a file), as far as they parse, and
-    a file's footer (start, length)."""
-    out: list[Message] = []
-    pos = 8 if data[:6] == MAGIC else 0
-    while pos + 8 <= len(data) and len(out) < 64:
-        n = struct.unpack_from("<i", data, pos)[0]
-        meta = pos + 4
-        if n == -1:
-            n = struct.unpack_from("<i", data, pos + 4)[0]
-            meta += 4
-        if n <= 0 or meta + n > len(data):
-            break
-        raw = data[meta : meta + n]
-        try:
-            body_len = fb.root(raw).scalar(3, "q", 0)
-        except StreamDbError:
-            body_len = 0
-        if not 0 <= body_len <= len(data) - meta - n:
-            body_len = max(0, len(data) - meta - n)
-        ints, buffers = _message_ints(raw, meta)
-        out.append(Message(pos, meta, n, meta + n, body_len, ints, buffers))
-        pos = meta + n + body_len
-    footer = None
-    if data[:6] == MAGIC and len(data) >= 18 and data[-6:] == MAGIC:
-        n = struct.unpack_from("<i", data, len(data) - 10)[0]
-        if 0 < n <= len(data) - 18:
-            footer = (len(data) - 10 - n, n)
-    return out, footer
-
-
-def interesting_ints(current: int, rng: random.Random, size: int) -> list[int]:
-    return [0, 1, -1, 7, 8, 9, 63, 64, 65, 255, 4096, current - 1, current + 1, current * 2,
-            current + 8, current - 8, size, size - current, size + 1, (1 << 31) - 1, 1 << 31,
-            1 << 32, (1 << 32) + 1, 1 << 40, (1 << 62), (1 << 63) - 1, -(1 << 63),
-            -(1 << 31), rng.randrange(1 << 16), rng.randrange(1 << 63)]
-
-
-class Mutator:
-    def __init__(self, rng: random.Random, partner: Callable[[], bytes]) -> None:
-        self.rng = rng
-        self._partner = partner
-        self._ops: list[tuple[float, Callable[[bytes], bytes]]] = [
-            (2, self._flip_bits),
-            (1, self._set_bytes),
-            (1.5, self._truncate),
-            (0.5, self._insert_bytes),
-            (0.5, self._delete_range),
-            (0.5, self._duplicate_range),
-            (1, self._splice),
-            (3, self._flip_metadata),
-            (4, self._set_int),
-            (1.5, self._set_prefix),
-            (1, self._set_buffer_prefix),
-            (1, self._flip_body),
-            (1.5, self._edit_messages),
-            (1, self._edit_footer),
-        ]
-
-    def mutate(self, data: bytes) -> bytes:
-        out = data
-        for _ in range(self.rng.choice([1, 1, 1, 2, 2, 3])):
-            op = self.rng.choices([f for _, f in self._ops], [w for w, _ in self._ops])[0]
-            out = op(out)[:MAX_INPUT]
-        return out
-
-    def _boundary(self, data: bytes) -> int:
-        """A message boundary most of the time, anywhere otherwise."""
-        messages, footer = parse(data)
-        points = [m.start for m in messages] + [m.end for m in messages]
-        if footer is not None:
-            points += [footer[0], len(data) - 10]
-        if points and self.rng.random() < 0.7:
-            return self.rng.choice(points)
-        return self.rng.randrange(len(data) + 1)
-
-    def _flip_bits(self, data: bytes) -> bytes:
-        buf = bytearray(data)
-        for _ in range(self.rng.choice([1, 1, 2, 4])):
-            if buf:
-                buf[self.rng.randrange(len(buf))] ^= 1 << self.rng.randrange(8)
-        return bytes(buf)
-
-    def _set_bytes(self, data: bytes) -> bytes:
-        buf = bytearray(data)
-        if buf:
-            at = self.rng.randrange(len(buf))
-            buf[at] = self.rng.choice([0, 1, 0x7F, 0x80, 0xFF, self.rng.randrange(256)])
-        return bytes(buf)
-
-    def _truncate(self, data: bytes) -> bytes:
-        at = self._boundary(data) + self.rng.choice([-8, -4, -1, 0, 0, 1, 4, 8])
-        return data[: max(0, at)]
-
-    def _insert_bytes(self, data: bytes) -> bytes:
-        at = self._boundary(data)
-        extra = self.rng.choice([self.rng.randbytes(self.rng.randint(1, 16)), bytes(8),
-                                 b"\xff\xff\xff\xff\x00\x00\x00\x00"])
-        return data[:at] + extra + data[at:]
-
-    def _delete_range(self, data: bytes) -> bytes:
-        at = self.rng.randrange(len(data) + 1)
-        return data[:at] + data[at + self.rng.choice([1, 4, 8, self.rng.randint(1, 64)]) :]
-
-    def _duplicate_range(self, data: bytes) -> bytes:
-        if not data:
-            return data
-        a = self.rng.randrange(len(data))
-        b = min(len(data), a + self.rng.randint(1, 200))
-        at = self._boundary(data)
-        return data[:at] + data[a:b] + data[at:]
-
-    def _splice(self, data: bytes) -> bytes:
-        other = self._partner()
-        at = self._boundary(data)
-        cut = self._boundary(other) if other else 0
-        return data[:at] + other[cut:]
-
-    def _region(self, data: bytes) -> tuple[int, int] | None:
-        """The flatbuffer of a random message, or the footer."""
-        messages, footer = parse(data)
-        regions = [(m.meta, m.meta_len) for m in messages]
-        if footer is not None:
-            regions += [footer] * max(1, len(regions) // 3)
-        return self.rng.choice(regions) if regions else None
-
-    def _flip_metadata(self, data: bytes) -> bytes:
-        region = self._region(data)
-        if region is None:
-            return self._flip_bits(data)
-        start, n = region
-        buf = bytearray(data)
-        for _ in range(self.rng.choice([1, 1, 2, 3])):
-            at = start + self.rng.randrange(n)
-            if self.rng.random() < 0.7:
-                buf[at] ^= 1 << self.rng.randrange(8)
-            else:
-                buf[at] = self.rng.choice([0, 1, 2, 0x7F, 0x80, 0xFF, self.rng.randrange(256)])
-        return bytes(buf)
-
-    def _set_int(self, data: bytes) -> bytes:
-        """An int32 or int64 of the metadata (a length, offset, count, width) set to an
-        interesting value: the known fields of a message, or any aligned word."""
-        messages, footer = parse(data)
-        rng = self.rng
-        candidates = [x for m in messages for x in m.ints]
-        if footer is not None:
-            start, n = footer
-            candidates += [(start + k, rng.choice([4, 8])) for k in range(0, n - 7, 8)]
-        if not candidates or rng.random() < 0.2:
-            region = self._region(data)
-            if region is None:
-                return self._set_bytes(data)
-            start, n = region
-            width = rng.choice([4, 8])
-            if n < width:
-                return data
-            candidates = [(start + rng.randrange(0, n - width + 1, width), width)]
-        at, width = rng.choice(candidates)
-        if at + width > len(data):
-            return data
-        fmt = "<q" if width == 8 else "<i"
-        current = struct.unpack_from(fmt, data, at)[0]
-        value = rng.choice(interesting_ints(current, rng, len(data)))
-        bits = 8 * width
-        value = (value + (1 << (bits - 1))) % (1 << bits) - (1 << (bits - 1))
-        buf = bytearray(data)
-        struct.pack_into(fmt, buf, at, value)
-        return bytes(buf)
-
-    def _set_prefix(self, data: bytes) -> bytes:
-        """A message's metadata length (or the footer's) set to a hostile value."""
-        messages, footer = parse(data)
-        rng = self.rng
-        spots = [m.meta - 4 for m in messages]
-        if footer is not None:
-            spots.append(len(data) - 10)
-        if not spots:
-            return self._insert_bytes(data)
-        at = rng.choice(spots)
-        current = struct.unpack_from("<i", data, at)[0]
-        value = rng.choice([0, -1, -2, 1, 4, 7, 8, current - 8, current + 8, current - 1,
-                            len(data), (1 << 31) - 1, -(1 << 31), (64 << 20) + 1])
-        buf = bytearray(data)
-        struct.pack_into("<i", buf, at, (value + (1 << 31)) % (1 << 32) - (1 << 31))
-        return bytes(buf)
-
-    def _set_buffer_prefix(self, data: bytes) -> bytes:
-        """The int64 at a buffer's start (a compressed buffer's uncompressed length)."""
-        messages, _ = parse(data)
-        spots = [m.body + off for m in messages for off, n in m.buffers
-                 if n >= 8 and m.body + off + 8 <= len(data)]
-        if not spots:
-            return self._flip_body(data)
-        at = self.rng.choice(spots)
-        current = struct.unpack_from("<q", data, at)[0]
-        value = self.rng.choice([-1, -2, 0, 1, current - 1, current + 1, current * 2,
-                                 1 << 34, (1 << 34) + 1, 1 << 31, (1 << 63) - 1])
-        buf = bytearray(data)
-        struct.pack_into("<q", buf, at, (value + (1 << 63)) % (1 << 64) - (1 << 63))
-        return bytes(buf)
-
-    def _flip_body(self, data: bytes) -> bytes:
-        messages, _ = parse(data)
-        bodies = [m for m in messages if m.body_len]
-        if not bodies:
-            return self._flip_bits(data)
-        m = self.rng.choice(bodies)
-        buf = bytearray(data)
-        for _ in range(self.rng.choice([1, 2, 8])):
-            at = m.body + self.rng.randrange(m.body_len)
-            if at < len(buf):
-                buf[at] = self.rng.randrange(256) if self.rng.random() < 0.5 else (
-                    buf[at] ^ (1 << self.rng.randrange(8)))
-        return bytes(buf)
-
-    def _edit_messages(self, data: bytes) -> bytes:
-        """Drop, repeat, swap or borrow whole messages (the footer is left as it was)."""
-        messages, footer = parse(data)
-        rng = self.rng
-        if not messages:
-            return self._splice(data)
-        head = data[: messages[0].start]
-        tail = data[messages[-1].end :]
-        parts = [data[m.start : m.end] for m in messages]
-        roll = rng.random()
-        if roll < 0.3 and len(parts) > 1:
-            del parts[rng.randrange(len(parts))]
-        elif roll < 0.55:
-            i = rng.randrange(len(parts))
-            parts.insert(rng.randrange(len(parts) + 1), parts[i])
-        elif roll < 0.75 and len(parts) > 1:
-            i, j = rng.sample(range(len(parts)), 2)
-            parts[i], parts[j] = parts[j], parts[i]
-        else:
-            other = self._partner()
-            theirs, _ = parse(other)
-            if theirs:
-                m = rng.choice(theirs)
-                parts.insert(rng.randrange(len(parts) + 1), other[m.start : m.end])
-        if rng.random() < 0.2:
-            tail = b"" if footer is None else tail
-        return head + b"".join(parts) + tail
-
-    def _edit_footer(self, data: bytes) -> bytes:
-        """A file's blocks: one pointing at another message or somewhere else."""
-        messages, footer = parse(data)
-        if footer is None:
-            if messages and self.rng.random() < 0.3:  # a stream as the start of a file
-                return MAGIC + b"\x00\x00" + data
-            return self._set_int(data)
-        start, n = footer
-        try:
-            foot = fb.root(data[start : start + n])
-            blocks = [(start + s + 24 * k, field_id) for field_id in (2, 3)
-                      for s, count in [foot._vector(field_id, 24)] if s
-                      for k in range(count)]
-        except StreamDbError:
-            return self._flip_metadata(data)
-        if not blocks:
-            return self._set_int(data)
-        at, _ = self.rng.choice(blocks)
-        buf = bytearray(data)
-        if messages and self.rng.random() < 0.6:
-            m = self.rng.choice(messages)
-            struct.pack_into("<qi4xq", buf, at, m.start, m.body - m.start, m.body_len)
-        else:
-            offset, meta_len, body_len = struct.unpack_from("<qi4xq", data, at)
-            which = self.rng.randrange(3)
-            value = self.rng.choice(interesting_ints([offset, meta_len, body_len][which],
-                                                     self.rng, len(data)))
-            if which == 1:
-                struct.pack_into("<i", buf, at + 8, (value + (1 << 31)) % (1 << 32) - (1 << 31))
-            else:
-                struct.pack_into("<q", buf, at + (0 if which == 0 else 16),
-                                 (value + (1 << 63)) % (1 << 64) - (1 << 63))
-        return bytes(buf)
-
-
-# -- line coverage feedback -------------------------------------------------------------------
-
-
-# -- the built-in fuzzer ----------------------------------------------------------------------
-
-
-def load_corpus(directory: Path = CORPUS_DIR) -> list[bytes]:
-    return [fuzzkit.read_input(p) for p in fuzzkit.input_files(directory)]
-
-
-def _signature_of(data: bytes) -> str | None:
-    try:
-        run_one(data)
-    except Exception as exc:
-        return signature(exc)
-    return None
-
-
-def _traceback_of(data: bytes) -> str:
-    try:
-        run_one(data)
-    except Exception as exc:
-        return "".join(traceback.format_exception(exc))
-    return "(no longer fails)"
-
-
-def minimize(data: bytes, sig: str, seconds: float = 10.0) -> bytes:
-    """Shrink an input while it fails with the same signature: whole messages (a prefix, or
-    all but one), then chunks of bytes."""
-    deadline = time.monotonic() + seconds
-    best = data
-    shrunk = True
-    while shrunk and time.monotonic() < deadline:  # whole messages first: a prefix, one less
-        shrunk = False
-        messages, _ = parse(best)
-        cuts = [best[: m.end] for m in messages[:-1]] + [
-            best[: m.start] + best[m.end :] for m in messages[1:]]
-        for candidate in cuts:
-            if _signature_of(candidate) == sig:
-                best, shrunk = candidate, True
-                break
-    return fuzzkit.remove_chunks(best, lambda c: _signature_of(c) == sig, deadline)
-
-
-def save_bug(bug: fuzzkit.Bug, crash_dir: Path) -> Path:
-    crash_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"arrow-{fuzzkit.slug(bug.signature)}"
-    path = crash_dir / f"{stem}.bin"
-    path.write_bytes(bug.data)
-    (crash_dir / f"{stem}.txt").write_text(
-        f"signature: {bug.signature}\ninput: {len(bug.data)} bytes, "
-        f"{'file' if bug.data[:6] == MAGIC else 'stream'}: {bug.data[:64].hex()}"
-        f"{'...' if len(bug.data) > 64 else ''}\n"
-        f"reproduce: python fuzz/fuzz_arrow.py {path}\n\n{bug.error}")
-    return path
+HARNESS = fuzzkit.Harness(
+    name="arrow", script="fuzz/fuzz_arrow.py", corpus_dir=CORPUS_DIR, code_dirs=(LIB_DIR,),
+    run=lambda data, memory: run_one(data, memory=memory), fmt=IpcBytes(), generate=generated,
+    describe=lambda data: f"{'file' if data[:6] == MAGIC else 'stream'}: {data[:64].hex()}"
+    f"{'...' if len(data) > 64 else ''}", shrink_first=message_cuts, time_limit=TIME_LIMIT,
+    pool_limit=2048)
+signature = HARNESS.signature
 
 
 def fuzz(seed: int, seconds: float | None = None, max_inputs: int | None = None, *,
-         corpus: bool = True, generated_seeds: int = 40, crash_dir: Path | None = CRASH_DIR,
-         minimize_seconds: float = 10.0, coverage: bool = False,
-         progress: Callable[[fuzzkit.FuzzStats], None] | None = None) -> fuzzkit.FuzzStats:
-    """The built-in mutation fuzzer: every seed once, then mutations of the pool, which keeps
-    inputs with new outcomes (and, with `coverage`, new line edges in streamdb/arrow: traced
-    runs skip the memory check, which an untraced rerun of a kept or failing input makes).
-    Stops after `seconds` or `max_inputs`; deterministic for a seed and `max_inputs`. One
-    bug per signature is kept (saved, minimized, with `crash_dir`)."""
-    if seconds is None and max_inputs is None:
-        raise ValueError("give seconds or max_inputs")
-    rng = random.Random(seed)
-    stats = fuzzkit.FuzzStats()
-    seeds = (load_corpus() if corpus else []) + [generated(rng) for _ in range(generated_seeds)]
-    pool = list(seeds) or [b""]
-    seen: set[str] = set()
-    cov = fuzzkit.LineCoverage(ARROW_DIR) if coverage else None
-    mutator = Mutator(rng, lambda: rng.choice(pool))
-    queue = list(seeds)
-    start = last = time.monotonic()
-    tracemalloc.start()
-    try:
-        while (seconds is None or time.monotonic() - start < seconds) and (
-                max_inputs is None or stats.executed < max_inputs):
-            if progress is not None and time.monotonic() - last >= 10:
-                last = time.monotonic()
-                stats.seconds, stats.pool = last - start, len(pool)
-                stats.edges = len(cov.edges) if cov is not None else 0
-                progress(stats)
-            if queue:
-                data = queue.pop(0)
-            elif rng.random() < 0.02:
-                data = generated(rng)
-            else:
-                data = mutator.mutate(rng.choice(pool))
-            stats.executed += 1
-            new_edges = 0
-            try:
-                if cov is not None:
-                    tracemalloc.stop()
-                    try:
-                        with cov.tracing():
-                            outcome = run_one(data, memory=False)
-                    finally:
-                        tracemalloc.start()
-                    new_edges = cov.commit()
-                    if new_edges or outcome not in seen:
-                        outcome = run_one(data)  # the memory check, untraced
-                else:
-                    outcome = run_one(data)
-            except Exception as exc:
-                if cov is not None:
-                    cov.commit()
-                sig = signature(exc)
-                stats.hits[sig] = stats.hits.get(sig, 0) + 1
-                if stats.hits[sig] == 1:
-                    bug = fuzzkit.Bug(sig, data, "".join(traceback.format_exception(exc)))
-                    if crash_dir is not None:
-                        small = minimize(data, sig, minimize_seconds)
-                        if small != data:
-                            bug.data, bug.error = small, _traceback_of(small) + (
-                                f"\n(minimized from {len(data)} bytes)")
-                        bug.path = save_bug(bug, crash_dir)
-                    stats.bugs.append(bug)
-                outcome = f"BUG {sig}"
-            stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
-            if (outcome not in seen or new_edges) and not outcome.startswith("BUG"):
-                seen.add(outcome)
-                if len(pool) < 2048:
-                    pool.append(data)
-                else:
-                    pool[rng.randrange(len(seeds), len(pool))] = data
-    finally:
-        tracemalloc.stop()
-    stats.seconds = time.monotonic() - start
-    stats.pool = len(pool)
-    stats.edges = len(cov.edges) if cov is not None else 0
-    return stats
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("inputs", nargs="*", type=Path, help="replay these files")
-    parser.add_argument("--seconds", type=float, help="fuzz for this long")
-    parser.add_argument("--max-inputs", type=int, help="stop after this many inputs")
-    parser.add_argument("--seed", type=int, default=None, help="default: from the clock")
-    parser.add_argument("--coverage", action="store_true",
-                        help="keep inputs reaching new line edges in streamdb/arrow (slower)")
-    parser.add_argument("--no-save", action="store_true", help="do not write fuzz/crashes/")
-    parser.add_argument("--crash-dir", type=Path, default=CRASH_DIR,
-                        help="where bugs are saved (default: fuzz/crashes/)")
-    args = parser.parse_args(argv)
-    if args.inputs:
-        status = 0
-        for path in args.inputs:
-            try:
-                print(f"{path}: {run_one(fuzzkit.read_input(path))}")
-            except Exception as exc:
-                status = 1
-                print(f"{path}: BUG {signature(exc)}\n{traceback.format_exc()}")
-        return status
-    if args.seconds is None and args.max_inputs is None:
-        parser.error("give --seconds N (or --max-inputs N), or input files to replay")
-    seed = args.seed if args.seed is not None else time.time_ns() % (1 << 32)
-
-    def progress(stats: fuzzkit.FuzzStats) -> None:
-        print(f"  {stats.seconds:5.0f} s: {stats.executed} inputs, pool {stats.pool}, "
-              f"edges {stats.edges}, bugs {len(stats.bugs)}", flush=True)
-
-    stats = fuzz(seed, args.seconds, args.max_inputs, coverage=args.coverage,
-                 crash_dir=None if args.no_save else args.crash_dir, progress=progress)
-    print(f"seed {seed}: {stats.executed} inputs in {stats.seconds:.0f} s "
-          f"({stats.executed / max(stats.seconds, 1e-9):,.0f}/s), pool {stats.pool}"
-          f"{f', edges {stats.edges}' if args.coverage else ''}")
-    for label, count in sorted(stats.outcomes.items(), key=lambda kv: -kv[1]):
-        print(f"  {count:8d}  {label}")
-    for bug in stats.bugs:
-        where_saved = f", one in {bug.path}" if bug.path is not None else ""
-        print(f"BUG {bug.signature}: {stats.hits[bug.signature]} inputs{where_saved}")
-    return 1 if stats.bugs else 0
+         corpus: bool = True, generated_seeds: int = 40, crash_dir: Path | None = None,
+         coverage: bool = False) -> fuzzkit.FuzzStats:
+    """The built-in fuzzer (`fuzzkit.fuzz`): every seed once, then mutations of the pool
+    and now and then a new generated table."""
+    return fuzzkit.fuzz(HARNESS, seed=seed, seconds=seconds, max_inputs=max_inputs,
+                        corpus_dirs=None if corpus else [], generated_seeds=generated_seeds,
+                        crash_dir=crash_dir, coverage=coverage)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fuzzkit.cli import main
+
+    sys.exit(main(lambda strict: HARNESS, __doc__))

@@ -4,7 +4,8 @@ payloads or stop with a documented error, the same whatever the pieces they arri
 bounded memory and time.
 
     python fuzz/fuzz_framing.py --seconds 60        # mutate the corpus and generated streams
-    python fuzz/fuzz_framing.py FILE...             # replay inputs, print their outcomes
+    python fuzz/fuzz_framing.py FILE_OR_DIR...      # replay inputs, print their outcomes
+    python fuzz/fuzz_framing.py --atheris [-- ARGS] # coverage-guided (atheris)
 
 Input: byte 0 is a control byte, the rest is the stream S (an empty input is an empty stream).
 
@@ -46,37 +47,38 @@ for the work limit when all of the search is within it), raising after changing 
 truncating anything but a torn tail; a step whose tracemalloc peak passes
 `MEMORY_BASE + MEMORY_PER_BYTE * len(input)` (a claimed length must not size a buffer); an
 input running past `TIME_LIMIT` seconds (watchdog). Bugs are saved to fuzz/crashes/
-(`framing-<signature>.bin`, minimized, with a `.txt` traceback).
+(`framing-<signature>-<sha1>.bin`, minimized, with a `.txt` traceback).
 
 The seed corpus is fuzz/corpus/framing/ (written by fuzz/make_framing_corpus.py); the
-fuzzer adds streams it generates itself.
+fuzzer adds streams it generates itself. The input model and its mutations are in
+fuzz/framing_inputs.py, the machinery every harness shares (the mutator, bugs, the fuzzer
+loops, the command line, atheris) in fuzz/fuzzkit/.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import io
 import random
 import struct
 import sys
-import time
-import traceback
-import tracemalloc
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 FUZZ_DIR = Path(__file__).resolve().parent
-REPO_DIR = FUZZ_DIR.parent
-if str(REPO_DIR) not in sys.path:  # run as a script from a checkout without installing
-    sys.path.insert(0, str(REPO_DIR))
-if str(FUZZ_DIR) not in sys.path:
-    sys.path.insert(0, str(FUZZ_DIR))
+sys.path[:0] = [p for p in (str(FUZZ_DIR.parent), str(FUZZ_DIR)) if p not in sys.path]
 
 import fuzzkit  # noqa: E402
+from framing_inputs import (  # noqa: E402
+    Case,
+    FramedStream,
+    generated,
+)
+from fuzzkit import HarnessBug  # noqa: E402
+from fuzzkit.limits import tracing_memory  # noqa: E402
 
 import streamdb.framing as fr  # noqa: E402
 from streamdb.errors import (  # noqa: E402
@@ -93,96 +95,16 @@ from streamdb.framing.recover import (  # noqa: E402
 )
 
 CORPUS_DIR = FUZZ_DIR / "corpus" / "framing"
-CRASH_DIR = FUZZ_DIR / "crashes"
 LIB_DIR = Path(fr.__file__).resolve().parents[1]  # streamdb/
 
-KINDS = ("default", "xxh3", "crc32", "crc16", "custom3")
-SMALL = 0x08
-SMALL_LIMIT = 64  # bytes: the small max_frame_len and TLV max_value_len
 TIME_LIMIT = 2.0  # seconds per input
 MEMORY_BASE = 1 << 20  # traced bytes a step may peak at, plus MEMORY_PER_BYTE per input byte
 MEMORY_PER_BYTE = 64
-MAX_INPUT = 64 << 10  # mutations stay below this
 BYTE_BY_BYTE = 512  # inputs up to this long are also fed one byte at a time
 MAX_READ_SIZE = 64 << 10  # of sources that allocate what they are asked for
 
 ACCEPTED: tuple[type[Exception], ...] = (UnexpectedEof, FrameTooLarge, ChecksumMismatch)
 TLV_ACCEPTED: tuple[type[Exception], ...] = (UnexpectedEof, FrameTooLarge)
-
-
-class Adler24:
-    """A custom 3-byte checksum whose values are wider than 3 bytes (stored mod 2**24)."""
-
-    name = "adler24"
-    size = 3
-
-    def compute(self, data: bytes | bytearray | memoryview) -> int:
-        return zlib.adler32(data)
-
-
-# -- bugs the harness detects besides exceptions --------------------------------------------
-
-
-HarnessBug, InputTimeout = fuzzkit.HarnessBug, fuzzkit.InputTimeout
-
-
-def where(exc: BaseException) -> str:
-    return fuzzkit.where(exc, LIB_DIR)
-
-
-def signature(exc: BaseException) -> str:
-    return fuzzkit.signature(exc, LIB_DIR)
-
-
-# -- the input --------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    kind: str
-    small: bool
-    stream: bytes
-
-    @classmethod
-    def decode(cls, data: bytes) -> Case:
-        control = data[0] if data else 0
-        return cls(KINDS[(control & 0x07) % len(KINDS)], bool(control & SMALL), data[1:])
-
-    def encode(self) -> bytes:
-        return bytes([KINDS.index(self.kind) | (SMALL if self.small else 0)]) + self.stream
-
-    @property
-    def limit(self) -> int:
-        return SMALL_LIMIT if self.small else fr.MAX_FRAME_LEN
-
-    @property
-    def tlv_limit(self) -> int:
-        return SMALL_LIMIT if self.small else 16 << 20
-
-    def checksum(self) -> fr.Checksum | None:
-        return {"default": None, "xxh3": fr.XxHash64(), "crc32": fr.Crc32(),
-                "crc16": fr.Crc16(), "custom3": Adler24()}[self.kind]
-
-    def deframer(self) -> fr.DefaultDeframer:
-        checksum = self.checksum()
-        if checksum is None:
-            return fr.DefaultDeframer(self.limit)
-        return fr.ChecksumDeframer(checksum, self.limit)
-
-    def framer(self) -> fr.Framer:
-        checksum = self.checksum()
-        framer: fr.Framer = fr.DefaultFramer() if checksum is None else fr.ChecksumFramer(checksum)
-        return fr.BoundedFramer(framer, SMALL_LIMIT) if self.small else framer
-
-    @property
-    def header_size(self) -> int:
-        checksum = self.checksum()
-        return 4 + (checksum.size if checksum is not None else 0)
-
-    def describe(self) -> str:
-        return f"{self.kind}{'/small' if self.small else ''}, {len(self.stream)}-byte stream"
-
-
 # -- decoding, step by step -------------------------------------------------------------------
 
 
@@ -228,26 +150,10 @@ class Views:
         return self.copies
 
 
-@contextmanager
-def step(name: str, budget: int) -> Iterator[None]:
-    """Run one step: an unexpected exception becomes a bug named after the step, and the
-    step's traced peak must stay within `budget` bytes (when tracemalloc is on)."""
-    tracing = tracemalloc.is_tracing()
-    if tracing:
-        tracemalloc.reset_peak()
-        before = tracemalloc.get_traced_memory()[0]
-    try:
-        yield
-    except HarnessBug:
-        raise
-    except Exception as exc:
-        raise HarnessBug(f"{type(exc).__name__} in {where(exc)} ({name})",
-                         f"{exc!r}") from exc
-    if tracing:
-        peak = tracemalloc.get_traced_memory()[1] - before
-        if peak > budget:
-            raise HarnessBug(f"memory: {name.split(':')[0]}",
-                             f"traced peak {peak:,} bytes, above the budget of {budget:,}")
+def step(name: str, budget: int) -> contextlib.AbstractContextManager[None]:
+    """One step of the target: any exception is a bug named after the step (see
+    `fuzzkit.step`), and its traced peak must stay within `budget` bytes."""
+    return fuzzkit.step(name, budget, (LIB_DIR,))
 
 
 def split(data: bytes, rng: random.Random, low: int, high: int) -> list[bytes]:
@@ -667,17 +573,11 @@ def check_tlv(case: Case, ref: Decoded) -> None:
         raise HarnessBug("reencoded-differs: TlvEncoder", "the records are not the prefix")
 
 
-def run_one(data: bytes) -> str:
-    """The target. Returns the outcome's name; raises on a bug."""
-    started = not tracemalloc.is_tracing()
-    if started:
-        tracemalloc.start()
-    try:
-        with fuzzkit.watchdog(TIME_LIMIT, fuzzkit.input_timeout):
-            return _run(data)
-    finally:
-        if started:
-            tracemalloc.stop()
+def run_one(data: bytes, memory: bool = True) -> str:
+    """The target. Returns the outcome's name; raises on a bug. With `memory`, every step's
+    traced peak is checked (tracemalloc is started if it is off)."""
+    with tracing_memory(memory), fuzzkit.watchdog(TIME_LIMIT):
+        return _run(data)
 
 
 def _run(data: bytes) -> str:
@@ -737,334 +637,28 @@ def _run(data: bytes) -> str:
            f"recover {recovered}; TLV {tlv.ending}"
 
 
-# -- generating streams -----------------------------------------------------------------------
+# -- the harness ----------------------------------------------------------------------------------
 
 
-def random_payload(rng: random.Random, small: bool) -> bytes:
-    roll = rng.random()
-    if roll < 0.1:
-        n = 0
-    elif roll < 0.6:
-        n = rng.randint(1, 16)
-    elif roll < 0.92 or small:
-        n = rng.randint(17, SMALL_LIMIT if small else 300)
-    else:
-        n = rng.randint(300, 3000)
-    if small and rng.random() < 0.05:
-        n = SMALL_LIMIT + rng.choice([0, 0, 1])  # at the limit, or just past it
-    if rng.random() < 0.3:
-        return bytes([rng.randrange(256)]) * n
-    return rng.randbytes(n)
-
-
-def frame_all(kind: str, payloads: Sequence[bytes]) -> bytes:
-    case = Case(kind, False, b"")  # frame past the small limit too: hostile lengths
-    framer = case.framer()
-    return b"".join(framer.header(p) + p for p in payloads)
-
-
-def tlv_all(rng: random.Random, values: Sequence[bytes]) -> bytes:
-    return b"".join(fr.encode_tlv(rng.randrange(256), v) for v in values)
-
-
-def generated(rng: random.Random) -> bytes:
-    """A plausible input: a stream of random payloads in one of the framings (sometimes TLV
-    records), now and then torn or ending in a hostile length."""
-    kind = rng.choice(KINDS)
-    small = rng.random() < 0.35
-    payloads = [random_payload(rng, small) for _ in range(rng.choice([0, 1, 2, 3, 5, 10, 30]))]
-    stream = tlv_all(rng, payloads) if rng.random() < 0.2 else frame_all(kind, payloads)
-    roll = rng.random()
-    if roll < 0.2 and stream:
-        stream = stream[: rng.randrange(len(stream))]
-    elif roll < 0.3:
-        stream += struct.pack("<I", rng.choice(INTERESTING_LENGTHS)) + rng.randbytes(
-            rng.randint(0, 12))
-    return Case(kind, small, stream).encode()
-
-
-INTERESTING_LENGTHS = (
-    0, 1, 2, 3, 4, 7, 8, 63, SMALL_LIMIT, SMALL_LIMIT + 1, 255, 256, 4095, 4096, 65535, 65536,
-    (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 16 << 20, (16 << 20) + 1, (1 << 30),
-    fr.MAX_FRAME_LEN - 1, fr.MAX_FRAME_LEN, fr.MAX_FRAME_LEN + 1, 0x7FFFFFFF, 0xFFFFFFFE,
-    0xFFFFFFFF,
-)
-
-
-def frame_offsets(stream: bytes, header_size: int) -> list[int]:
-    """Where frames start, walking the lengths (stops at the first that does not fit)."""
-    out, pos = [], 0
-    while pos + 4 <= len(stream):
-        out.append(pos)
-        n = struct.unpack_from("<I", stream, pos)[0]
-        if pos + header_size + n > len(stream):
-            break
-        pos += header_size + n
-    return out
-
-
-def lenient_frames(case: Case) -> tuple[list[bytes], bytes]:
-    """The payloads of the whole frames from the start, checksums unchecked, and the rest."""
-    s, hs = case.stream, case.header_size
-    payloads, pos = [], 0
-    while pos + 4 <= len(s):
-        n = struct.unpack_from("<I", s, pos)[0]
-        if pos + hs + n > len(s):
-            break
-        payloads.append(s[pos + hs : pos + hs + n])
-        pos += hs + n
-    return payloads, s[pos:]
-
-
-class Mutator:
-    def __init__(self, rng: random.Random, partner: Callable[[], bytes]) -> None:
-        self.rng = rng
-        self._partner = partner
-        self._ops: list[tuple[float, Callable[[Case], bytes]]] = [
-            (3, self._flip_bits),
-            (1.5, self._set_bytes),
-            (2, self._truncate),
-            (1, self._insert_bytes),
-            (1, self._delete_range),
-            (1, self._duplicate_range),
-            (1.5, self._splice),
-            (4, self._set_length),
-            (2, self._repair),
-            (1.5, self._edit_payloads),
-            (1, self._append),
-        ]
-
-    def mutate(self, data: bytes) -> bytes:
-        rng = self.rng
-        out = data
-        for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):
-            case = Case.decode(out)
-            if rng.random() < 0.08:  # another deframer or limit on the same stream
-                control = (out[0] if out else 0) ^ (1 << rng.randrange(4))
-                out = bytes([control]) + case.stream
-                continue
-            weights = [w for w, _ in self._ops]
-            op = rng.choices([f for _, f in self._ops], weights)[0]
-            stream = op(case)[:MAX_INPUT]
-            out = (out[:1] or b"\x00") + stream
-        return out
-
-    def _position(self, case: Case) -> int:
-        """A frame boundary most of the time, anywhere otherwise."""
-        s = case.stream
-        offsets = frame_offsets(s, case.header_size)
-        if offsets and self.rng.random() < 0.7:
-            return self.rng.choice(offsets)
-        return self.rng.randrange(len(s) + 1)
-
-    def _flip_bits(self, case: Case) -> bytes:
-        buf = bytearray(case.stream)
-        for _ in range(self.rng.choice([1, 1, 2, 4])):
-            if buf:
-                buf[self.rng.randrange(len(buf))] ^= 1 << self.rng.randrange(8)
-        return bytes(buf)
-
-    def _set_bytes(self, case: Case) -> bytes:
-        buf = bytearray(case.stream)
-        if buf:
-            at = self.rng.randrange(len(buf))
-            buf[at] = self.rng.choice([0, 1, 0x7F, 0x80, 0xFF, self.rng.randrange(256)])
-        return bytes(buf)
-
-    def _truncate(self, case: Case) -> bytes:
-        s = case.stream
-        at = self._position(case) + self.rng.choice([-2, -1, 0, 1, 2, 3, 5, 9])
-        return s[: max(0, at)]
-
-    def _insert_bytes(self, case: Case) -> bytes:
-        s = case.stream
-        at = self._position(case)
-        return s[:at] + self.rng.randbytes(self.rng.randint(1, 16)) + s[at:]
-
-    def _delete_range(self, case: Case) -> bytes:
-        s = case.stream
-        at = self.rng.randrange(len(s) + 1)
-        return s[:at] + s[at + self.rng.randint(1, 32) :]
-
-    def _duplicate_range(self, case: Case) -> bytes:
-        s = case.stream
-        if not s:
-            return s
-        a = self.rng.randrange(len(s))
-        b = min(len(s), a + self.rng.randint(1, 200))
-        at = self._position(case)
-        return s[:at] + s[a:b] + s[at:]
-
-    def _splice(self, case: Case) -> bytes:
-        other = Case.decode(self._partner()).stream
-        at = self._position(case)
-        return case.stream[:at] + other[self.rng.randrange(len(other) + 1) :]
-
-    def _set_length(self, case: Case) -> bytes:
-        """A hostile length at a frame boundary: near the limits, near what is left, huge."""
-        s = bytearray(case.stream)
-        at = self._position(case)
-        left = len(s) - at - case.header_size
-        value = self.rng.choice([*INTERESTING_LENGTHS, left - 1, left, left + 1,
-                                 self.rng.randrange(1 << 32)])
-        packed = struct.pack("<I", value % (1 << 32))
-        if at + 4 > len(s):
-            s = s[:at] + bytearray(packed)
-        else:
-            s[at : at + 4] = packed
-        return bytes(s)
-
-    def _repair(self, case: Case) -> bytes:
-        """Re-frame the whole frames with valid checksums (what a payload flip broke)."""
-        payloads, rest = lenient_frames(case)
-        return frame_all(case.kind, payloads) + rest
-
-    def _edit_payloads(self, case: Case) -> bytes:
-        payloads, rest = lenient_frames(case)
-        rng = self.rng
-        roll = rng.random()
-        if roll < 0.3 or not payloads:
-            payloads.insert(rng.randrange(len(payloads) + 1), random_payload(rng, case.small))
-        elif roll < 0.5:
-            del payloads[rng.randrange(len(payloads))]
-        elif roll < 0.7:
-            i = rng.randrange(len(payloads))
-            p = bytearray(payloads[i])
-            if p:
-                p[rng.randrange(len(p))] ^= 1 << rng.randrange(8)
-            payloads[i] = bytes(p)
-        else:
-            rng.shuffle(payloads)
-        return frame_all(case.kind, payloads) + (rest if rng.random() < 0.5 else b"")
-
-    def _append(self, case: Case) -> bytes:
-        extra = [random_payload(self.rng, case.small) for _ in range(self.rng.randint(1, 3))]
-        return case.stream + frame_all(case.kind, extra)
-
-
-# -- the built-in fuzzer ----------------------------------------------------------------------
-
-
-def load_corpus(directory: Path = CORPUS_DIR) -> list[bytes]:
-    return [fuzzkit.read_input(p) for p in fuzzkit.input_files(directory)]
-
-
-def _signature_of(data: bytes) -> str | None:
-    try:
-        run_one(data)
-    except Exception as exc:
-        return signature(exc)
-    return None
-
-
-def _traceback_of(data: bytes) -> str:
-    try:
-        run_one(data)
-    except Exception as exc:
-        return "".join(traceback.format_exception(exc))
-    return "(no longer fails)"
-
-
-def minimize(data: bytes, sig: str, seconds: float = 5.0) -> bytes:
-    """Shrink an input while it fails with the same signature (chunk removal)."""
-    return fuzzkit.remove_chunks(data, lambda c: _signature_of(c) == sig,
-                                 time.monotonic() + seconds, keep=1)  # the control byte
-
-
-def save_bug(bug: fuzzkit.Bug, crash_dir: Path) -> Path:
-    crash_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"framing-{fuzzkit.slug(bug.signature)}"
-    path = crash_dir / f"{stem}.bin"
-    path.write_bytes(bug.data)
-    (crash_dir / f"{stem}.txt").write_text(
-        f"signature: {bug.signature}\ninput: {len(bug.data)} bytes "
-        f"({Case.decode(bug.data).describe()}), control byte "
-        f"{bug.data[:1].hex() or 'none'}, stream {bug.data[1:65].hex()}"
-        f"{'...' if len(bug.data) > 65 else ''}\n"
-        f"reproduce: python fuzz/fuzz_framing.py fuzz/crashes/{path.name}\n\n{bug.error}")
-    return path
+HARNESS = fuzzkit.Harness(
+    name="framing", script="fuzz/fuzz_framing.py", corpus_dir=CORPUS_DIR, code_dirs=(LIB_DIR,),
+    run=lambda data, memory: run_one(data, memory), fmt=FramedStream(), generate=generated,
+    describe=lambda data: f"{Case.decode(data).describe()}, control byte "
+    f"{data[:1].hex() or 'none'}, stream {data[1:65].hex()}{'...' if len(data) > 65 else ''}",
+    keep=1, minimize_seconds=5.0, time_limit=TIME_LIMIT, pool_limit=1024, fresh_rate=0.0)
+signature = HARNESS.signature
 
 
 def fuzz(seed: int, seconds: float | None = None, max_inputs: int | None = None, *,
-         corpus: bool = True, generated_seeds: int = 40, crash_dir: Path | None = CRASH_DIR,
-         minimize_seconds: float = 5.0) -> fuzzkit.FuzzStats:
-    """The built-in mutation fuzzer: every seed once, then mutations of the pool, which keeps
-    inputs with new outcomes. Stops after `seconds` or `max_inputs`; deterministic for a seed
-    and `max_inputs`. One bug per signature is kept (saved, minimized, with `crash_dir`)."""
-    if seconds is None and max_inputs is None:
-        raise ValueError("give seconds or max_inputs")
-    rng = random.Random(seed)
-    stats = fuzzkit.FuzzStats()
-    seeds = (load_corpus() if corpus else []) + [generated(rng) for _ in range(generated_seeds)]
-    pool = list(seeds) or [b""]
-    seen: set[str] = set()
-    mutator = Mutator(rng, lambda: rng.choice(pool))
-    queue = list(seeds)
-    start = time.monotonic()
-    tracemalloc.start()
-    try:
-        while (seconds is None or time.monotonic() - start < seconds) and (
-                max_inputs is None or stats.executed < max_inputs):
-            data = queue.pop(0) if queue else mutator.mutate(rng.choice(pool))
-            stats.executed += 1
-            try:
-                outcome = run_one(data)
-            except Exception as exc:
-                sig = signature(exc)
-                stats.hits[sig] = stats.hits.get(sig, 0) + 1
-                if stats.hits[sig] == 1:
-                    bug = fuzzkit.Bug(sig, data, "".join(traceback.format_exception(exc)))
-                    if crash_dir is not None:
-                        small = minimize(data, sig, minimize_seconds)
-                        if small != data:
-                            bug.data, bug.error = small, _traceback_of(small) + (
-                                f"\n(minimized from {len(data)} bytes)")
-                        bug.path = save_bug(bug, crash_dir)
-                    stats.bugs.append(bug)
-                outcome = f"BUG {sig}"
-            stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
-            if outcome not in seen:
-                seen.add(outcome)
-                if len(pool) < 1024:
-                    pool.append(data)
-    finally:
-        tracemalloc.stop()
-    stats.seconds = time.monotonic() - start
-    stats.pool = len(pool)
-    return stats
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("inputs", nargs="*", type=Path, help="replay these files")
-    parser.add_argument("--seconds", type=float, help="fuzz for this long")
-    parser.add_argument("--max-inputs", type=int, help="stop after this many inputs")
-    parser.add_argument("--seed", type=int, default=None, help="default: from the clock")
-    parser.add_argument("--no-save", action="store_true", help="do not write fuzz/crashes/")
-    args = parser.parse_args(argv)
-    if args.inputs:
-        status = 0
-        for path in args.inputs:
-            try:
-                print(f"{path}: {run_one(fuzzkit.read_input(path))}")
-            except Exception as exc:
-                status = 1
-                print(f"{path}: BUG {signature(exc)}\n{traceback.format_exc()}")
-        return status
-    if args.seconds is None and args.max_inputs is None:
-        parser.error("give --seconds N (or --max-inputs N), or input files to replay")
-    seed = args.seed if args.seed is not None else time.time_ns() % (1 << 32)
-    stats = fuzz(seed, args.seconds, args.max_inputs,
-                 crash_dir=None if args.no_save else CRASH_DIR)
-    print(f"seed {seed}: {stats.executed} inputs in {stats.seconds:.0f} s "
-          f"({stats.executed / max(stats.seconds, 1e-9):,.0f}/s), pool {stats.pool}")
-    for label, count in sorted(stats.outcomes.items(), key=lambda kv: -kv[1]):
-        print(f"  {count:8d}  {label}")
-    for bug in stats.bugs:
-        where_saved = f", one in {bug.path}" if bug.path is not None else ""
-        print(f"BUG {bug.signature}: {stats.hits[bug.signature]} inputs{where_saved}")
-    return 1 if stats.bugs else 0
+         corpus: bool = True, generated_seeds: int = 40, crash_dir: Path | None = None
+         ) -> fuzzkit.FuzzStats:
+    """The built-in fuzzer (`fuzzkit.fuzz`): every seed once, then mutations of the pool."""
+    return fuzzkit.fuzz(HARNESS, seed=seed, seconds=seconds, max_inputs=max_inputs,
+                        corpus_dirs=None if corpus else [], generated_seeds=generated_seeds,
+                        crash_dir=crash_dir)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fuzzkit.cli import main
+
+    sys.exit(main(lambda strict: HARNESS, __doc__))

@@ -3,38 +3,45 @@
 refused with a documented error, never crash, hang or hand out a wrong stamp.
 
     python fuzz/fuzz_readers.py --seconds 60        # mutate generated tables
-    python fuzz/fuzz_readers.py FILE...             # replay inputs
+    python fuzz/fuzz_readers.py FILE_OR_DIR...      # replay inputs
+    python fuzz/fuzz_readers.py --atheris [-- ARGS] # coverage-guided (atheris)
 
 Target: the input becomes the table file; then a `FileReaderTable` opens it, claims a slot,
 publishes, lists the live stamps (which reclaims dead slots), runs `_check()`, and closes.
 Accepted: success, UnsupportedError (another format version or slot size) and
 CorruptionError (a damaged header while a slot lock is held, which cannot happen here as no
 other process holds one). Anything else is a bug, and so is a published stamp that `live()`
-does not report, or a table `_check()` rejects after the open repaired or accepted it.
-Crashes are written to fuzz/crashes/.
+does not report, a table `_check()` rejects after the open repaired or accepted it, a refused
+table that was modified, or an input running past `TIME_LIMIT` seconds (watchdog). Bugs are
+saved to fuzz/crashes/ (`readers-<signature>-<sha1>.bin`, shrunk, with a `.txt`); inputs
+that found one are replayed from fuzz/corpus/readers/ (`found-*.bin`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import fuzzkit
+FUZZ_DIR = Path(__file__).resolve().parent
+sys.path[:0] = [p for p in (str(FUZZ_DIR.parent), str(FUZZ_DIR)) if p not in sys.path]
 
-from streamdb.errors import CorruptionError, UnsupportedError
-from streamdb.storage import readers
+import fuzzkit  # noqa: E402
+from fuzzkit import HarnessBug, Part  # noqa: E402
+from fuzzkit.cli import Defaults  # noqa: E402
 
-CRASH_DIR = Path(__file__).resolve().parent / "crashes"
+import streamdb  # noqa: E402
+from streamdb.errors import CorruptionError, UnsupportedError  # noqa: E402
+from streamdb.storage import readers  # noqa: E402
+
+CORPUS_DIR = FUZZ_DIR / "corpus" / "readers"
+CODE_DIRS = (Path(streamdb.__file__).resolve().parent,)
 DB_ID = bytes(range(1, 17))
 ACCEPTED = (UnsupportedError, CorruptionError)
+TIME_LIMIT = 2.0
 
 
 def generated(rng: random.Random) -> bytes:
@@ -51,25 +58,29 @@ def generated(rng: random.Random) -> bytes:
     return bytes(out)
 
 
-def mutate(data: bytes, rng: random.Random) -> bytes:
-    buf = bytearray(data)
-    for _ in range(rng.randint(1, 6)):
-        choice = rng.random()
-        if choice < 0.4 and buf:
-            buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
-        elif choice < 0.6:
-            del buf[rng.randrange(len(buf) + 1):]
-        elif choice < 0.8:
-            at = rng.randrange(len(buf) + 1)
-            buf[at:at] = rng.randbytes(rng.randint(1, 100))
-        else:
-            buf += bytes(rng.randint(1, 300))
-    return bytes(buf)
+def slot_points(data: bytes | bytearray) -> list[int]:
+    """The header's end and every slot boundary."""
+    return list(range(readers.HEADER_SIZE, len(data) + 1, readers.SLOT_SIZE))
+
+
+def append_zeros(m: fuzzkit.Mutator, buf: bytearray) -> bytearray:
+    """Free space at the end: whole slots or a partial one."""
+    return buf + bytes(m.rng.choice([readers.SLOT_SIZE, m.rng.randint(1, 300)]))
+
+
+class TableFormat(fuzzkit.Format):
+    """The table is one part; positions favour slot boundaries."""
+
+    rounds = (1, 2, 3, 4, 5, 6)
+    max_size = 64 << 10
+
+    def part(self, m: fuzzkit.Mutator, data: bytes) -> Part:
+        return Part(data, ops=[(1.5, append_zeros)], points=slot_points)
 
 
 def run_one(data: bytes) -> str:
     """The target. Returns the outcome's name; raises on a bug."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with fuzzkit.watchdog(TIME_LIMIT), tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "t.db-readers")
         with open(path, "wb") as f:
             f.write(data)
@@ -78,7 +89,7 @@ def run_one(data: bytes) -> str:
         except ACCEPTED as exc:
             with open(path, "rb") as f:
                 if f.read() != data:
-                    raise AssertionError("a refused table was modified") from exc
+                    raise HarnessBug("refused-table-modified", f"{exc!r}") from exc
             return type(exc).__name__
         try:
             before = table.live(DB_ID)  # reclaims what dead owners left, garbled or not
@@ -87,68 +98,34 @@ def run_one(data: bytes) -> str:
             slot.publish(DB_ID, (7, 42))
             stamps = table.live(DB_ID)
             if (7, 42) not in stamps or table.oldest(DB_ID) != min(stamps):
-                raise AssertionError(f"published stamp missing: {stamps}")
+                raise HarnessBug("published-stamp-missing", f"{stamps}")
             if any(s not in stamps for s in before if s != (0, 0)):
-                raise AssertionError("a claim changed other live stamps")
+                raise HarnessBug("claim-changed-stamps", f"{before} then {stamps}")
             table._check()
             slot.release()
             if table.live(DB_ID):
-                raise AssertionError("stamps of dead owners survive a scan")
+                raise HarnessBug("dead-stamps-survive", "stamps of dead owners survive a scan")
         finally:
             table.close()
     return "ok"
 
 
-def fuzz(seed: int, seconds: float | None, max_inputs: int | None) -> fuzzkit.FuzzStats:
-    rng = random.Random(seed)
-    stats = fuzzkit.FuzzStats()
-    pool = [generated(rng) for _ in range(16)]
-    start = time.monotonic()
-    while (seconds is None or time.monotonic() - start < seconds) and (
-            max_inputs is None or stats.executed < max_inputs):
-        data = mutate(rng.choice(pool), rng)
-        try:
-            with fuzzkit.watchdog(2.0, AssertionError):
-                outcome = run_one(data)
-        except Exception as exc:
-            sig = f"{type(exc).__name__}: {str(exc)[:60]}"
-            stats.hits[sig] = stats.hits.get(sig, 0) + 1
-            CRASH_DIR.mkdir(exist_ok=True)
-            out = CRASH_DIR / f"readers-{fuzzkit.slug(sig)}.bin"
-            out.write_bytes(data)
-            stats.bugs.append(fuzzkit.Bug(sig, data, traceback.format_exc(), out))
-            continue
-        stats.executed += 1
-        stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
-        if outcome == "ok" and len(pool) < 256:
-            pool.append(data)
-    stats.seconds = time.monotonic() - start
-    stats.pool = len(pool)
-    return stats
+HARNESS = fuzzkit.Harness(
+    name="readers", script="fuzz/fuzz_readers.py", corpus_dir=CORPUS_DIR, code_dirs=CODE_DIRS,
+    run=lambda data, memory: run_one(data), fmt=TableFormat(), generate=generated,
+    describe=lambda data: f"{max(0, len(data) - readers.HEADER_SIZE) / readers.SLOT_SIZE:g} "
+    "slots after the header", time_limit=TIME_LIMIT, pool_limit=256, fresh_rate=0.3,
+    traces_memory=False)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("inputs", nargs="*", type=Path, help="replay these files")
-    parser.add_argument("--seconds", type=float, help="fuzz for this long")
-    parser.add_argument("--max-inputs", type=int, help="stop after this many inputs")
-    parser.add_argument("--seed", type=int, default=None, help="default: from the clock")
-    args = parser.parse_args(argv)
-    if args.inputs:
-        for path in args.inputs:
-            print(f"{path}: {run_one(fuzzkit.read_input(path))}")
-        return 0
-    if args.seconds is None and args.max_inputs is None:
-        parser.error("give --seconds N (or --max-inputs N), or input files to replay")
-    seed = args.seed if args.seed is not None else time.time_ns() % (1 << 32)
-    stats = fuzz(seed, args.seconds, args.max_inputs)
-    print(f"seed {seed}: {stats.executed} inputs in {stats.seconds:.0f} s, pool {stats.pool}")
-    for label, count in sorted(stats.outcomes.items(), key=lambda kv: -kv[1]):
-        print(f"  {count:8d}  {label}")
-    for sig, count in sorted(stats.hits.items(), key=lambda kv: -kv[1]):
-        print(f"BUG {sig}: {count} inputs, one in {CRASH_DIR}")
-    return 1 if stats.bugs else 0
+def fuzz(seed: int, seconds: float | None = None, max_inputs: int | None = None, *,
+         crash_dir: Path | None = None) -> fuzzkit.FuzzStats:
+    """The built-in fuzzer (see `fuzzkit.fuzz`) on 16 generated tables and their mutations."""
+    return fuzzkit.fuzz(HARNESS, seed=seed, seconds=seconds, max_inputs=max_inputs,
+                        generated_seeds=16, crash_dir=crash_dir)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fuzzkit.cli import main
+
+    sys.exit(main(lambda strict: HARNESS, __doc__, defaults=Defaults(generated_seeds=16)))

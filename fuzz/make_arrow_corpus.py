@@ -18,7 +18,6 @@ or end in a StreamDbError. Inputs that expose bugs belong in `fuzz/crashes/`, no
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import decimal
 import io
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz_arrow as harness
 import fuzzkit
 import numpy as np
-from fuzz_arrow import parse, random_table, write_table
+from arrow_inputs import parse, random_table, write_table
 
 from streamdb import arrow
 from streamdb.arrow import types as t
@@ -370,13 +369,9 @@ def build(rng: random.Random) -> dict[str, Raw]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, default=harness.CORPUS_DIR)
-    parser.add_argument("--check", action="store_true", help="print each file's outcome")
-    args = parser.parse_args()
-    return fuzzkit.write_corpus(args.out, build(random.Random(SEED)), check=args.check,
-                                run_one=harness.run_one, signature=harness.signature,
-                                width=44)
+    return fuzzkit.corpus_main(__doc__, build, seed=SEED, out=harness.CORPUS_DIR,
+                               run_one=harness.run_one, signature=harness.signature,
+                               width=44)
 
 
 if __name__ == "__main__":

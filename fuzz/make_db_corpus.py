@@ -55,7 +55,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fuzz_db_open as h
+import db_inputs as h
+import fuzz_db_open as harness
 import fuzzkit
 import lz4.block
 import zstandard
@@ -610,17 +611,17 @@ KEPT_PATTERNS = ("open-failed-*", "found-*")
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=h.CORPUS_DIR)
+    parser.add_argument("--out", type=Path, default=harness.CORPUS_DIR)
     args = parser.parse_args()
     valid = _valid() | _transformed_valid() | _logs_valid()
     inputs = valid | _damaged(valid) | _transformed_damaged(valid) | _logs_damaged(valid)
     names = set(KEPT) | {p.name for pattern in KEPT_PATTERNS
-                         for p in h.CORPUS_DIR.glob(pattern)}
-    kept = {name: (h.CORPUS_DIR / name).read_bytes() for name in sorted(names)}
+                         for p in harness.CORPUS_DIR.glob(pattern)}
+    kept = {name: (harness.CORPUS_DIR / name).read_bytes() for name in sorted(names)}
     if args.out.exists():
         shutil.rmtree(args.out)
     for name, data in sorted(inputs.items()):
-        h.save_input(args.out, name, data)
+        fuzzkit.save_input(args.out, name, data, gzip_above=16 << 10)
     for name, raw in kept.items():
         (args.out / name).write_bytes(raw)
     files = fuzzkit.input_files(args.out)

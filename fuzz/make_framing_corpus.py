@@ -14,7 +14,6 @@ in a documented error. Inputs that expose bugs belong in `fuzz/crashes/`, not he
 
 from __future__ import annotations
 
-import argparse
 import random
 import struct
 import sys
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fuzz_framing as harness
 import fuzzkit
-from fuzz_framing import KINDS, SMALL_LIMIT, Case, frame_all
+from framing_inputs import KINDS, SMALL_LIMIT, Case, frame_all
 
 import streamdb.framing as fr
 
@@ -116,13 +115,9 @@ def build(rng: random.Random) -> dict[str, Case]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, default=harness.CORPUS_DIR)
-    parser.add_argument("--check", action="store_true", help="print each file's outcome")
-    args = parser.parse_args()
-    return fuzzkit.write_corpus(args.out, build(random.Random(SEED)), check=args.check,
-                                run_one=harness.run_one, signature=harness.signature,
-                                width=40)
+    return fuzzkit.corpus_main(__doc__, build, seed=SEED, out=harness.CORPUS_DIR,
+                               run_one=harness.run_one, signature=harness.signature,
+                               width=40)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ them); inputs that expose bugs belong in `fuzz/crashes/`, not here.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from collections.abc import Callable
@@ -24,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fuzz_wal_recovery as harness
 import fuzzkit
-from fuzz_wal_recovery import (
+import wal_inputs
+from wal_inputs import (
     HDR,
     LOG_PATH,
     MAX_RECORD_SIZE,
@@ -56,7 +56,7 @@ def write_log(
 ) -> FuzzCase:
     """Run `actions` on a fresh log; return slot 0 and slot 1 (after a crash, if asked)."""
     vfs = MemoryVFS()
-    with harness.seeded_wal_randomness(seed):
+    with wal_inputs.seeded_wal_randomness(seed):
         log = wal.open(
             LOG_PATH, vfs=vfs, max_record_size=max_record_size, segment_size=SEGMENT_SIZE,
             sync=sync,
@@ -270,13 +270,9 @@ def build(rng: random.Random) -> dict[str, FuzzCase]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, default=harness.CORPUS_DIR)
-    parser.add_argument("--check", action="store_true", help="print each file's outcome")
-    args = parser.parse_args()
-    return fuzzkit.write_corpus(args.out, build(random.Random(SEED)), check=args.check,
-                                run_one=harness.run_one, signature=harness.signature,
-                                width=45)
+    return fuzzkit.corpus_main(__doc__, build, seed=SEED, out=harness.CORPUS_DIR,
+                               run_one=harness.run_one, signature=harness.signature,
+                               width=45)
 
 
 if __name__ == "__main__":

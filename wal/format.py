@@ -32,6 +32,8 @@ Record, 40-byte header then the payload, back to back from offset 64:
 | 24  | 8    | durable LSN: every record up to it was fsynced before this one was written |
 | 32  | 4    | CRC of the previous record in this segment (0 for the first) |
 | 36  | 4    | writer session: random per open of the log               |
+
+A CLOSE record always has END set (it ends the last batch); one without END is not valid.
 """
 
 from __future__ import annotations
@@ -155,6 +157,7 @@ class RecordHeader:
             self.tag == tag
             and self.kind in (KIND_DATA, KIND_CLOSE)
             and not self.flags & ~FLAG_END
+            and (self.kind == KIND_DATA or bool(self.flags & FLAG_END))  # CLOSE ends a batch
             and self.reserved == 0
             and self.length <= room
             and self.durable_lsn < self.lsn < MAX_COUNTER

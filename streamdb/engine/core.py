@@ -94,6 +94,7 @@ from streamdb.storage.header import (
     HEADER_SIZE,
     Copies,
     Header,
+    parse,
     read_copies,
 )
 from streamdb.storage.logfiles import log_files
@@ -305,8 +306,13 @@ class Engine(Writes, Checkpoints, Follower, Salvage):
 
     def _write_headers(self, header: Header, first: int) -> None:
         """Write `header` to copy `first` (0 or 1), fsync, then to the other copy, fsync (H1).
-        May raise OSError."""
-        page = header.pack().ljust(self._page_size, b"\x00")
+        Raises CorruptionError, writing nothing, for a header that would not read back (a
+        tree outside the file: the free-space map gave out a page past its end); OSError."""
+        packed = header.pack()
+        if parse(packed) != header:
+            raise E.CorruptionError(f"{self.path}: refusing to write a header that would not "
+                                    f"read back ({header})")
+        page = packed.ljust(self._page_size, b"\x00")
         for slot in (first, 1 - first):
             self._pager.write_pages(slot, page)
             self._pager.sync()
@@ -440,9 +446,11 @@ class Engine(Writes, Checkpoints, Follower, Salvage):
         behind = any(s[0] < header.generation
                      for s in self._table.live(header.db_id.bytes))
         free = btree.Tree(self._store, header.trees["free"], kind=KIND_FREE)
+        listed = HEADER_PAGES  # the extents come in order; overlaps (damage) stay in use
         for key, value in free.items():
-            start = int.from_bytes(key, "big")
-            end = min(start + int.from_bytes(value, "little"), self._space.file_pages)
+            first = int.from_bytes(key, "big")
+            end = min(first + int.from_bytes(value, "little"), self._space.file_pages)
+            start, listed = max(first, listed), max(listed, end)
             if HEADER_PAGES <= start < end:
                 if behind:
                     self._space.defer(start, end - start, self._space.durable)

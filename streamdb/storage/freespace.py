@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from sortedcontainers import SortedDict, SortedList
 
-from streamdb.errors import StorageFullError
+from streamdb.errors import CorruptionError, StorageFullError
 
 Stamp = tuple[int, int]  # (header generation, lsn), compared as a tuple
 SMALL = 8  # pages: extents this size or smaller are where tree pages go first
@@ -79,19 +79,28 @@ class FreeSpace:
         return int(start)
 
     def free(self, start: int, count: int) -> None:
-        """Return pages for immediate reuse (nothing can read them). Coalesces."""
+        """Return pages for immediate reuse (nothing can read them). Coalesces. O(log n).
+
+        Raises CorruptionError, changing nothing, when a page is free already: something
+        (a damaged free tree, in practice) gave out a page still in use, and writing on
+        would overwrite live data."""
         if count <= 0:
             return
-        i = self._by_start.bisect_left(start)
-        if i > 0:
-            prev, size = self._by_start.peekitem(i - 1)
-            if prev + size == start:
-                self._remove(prev, size)
-                start, count = prev, count + size
-        nxt = self._by_start.get(start + count)
-        if nxt is not None:
-            self._remove(start + count, nxt)
-            count += nxt
+        by_start = self._by_start
+        i = by_start.bisect_left(start)
+        end = start + count
+        prev = by_start.peekitem(i - 1) if i > 0 else None
+        nxt = by_start.peekitem(i) if i < len(by_start) else None
+        if (prev is not None and prev[0] + prev[1] > start) or (nxt is not None and nxt[0] < end):
+            raise CorruptionError(
+                f"pages {start}..{end - 1} are already free: the free-space map is damaged "
+                f"(it lists pages in use)")
+        if prev is not None and prev[0] + prev[1] == start:
+            self._remove(*prev)
+            start, count = prev[0], count + prev[1]
+        if nxt is not None and nxt[0] == end:
+            self._remove(*nxt)
+            count += nxt[1]
         self._insert(start, count)
 
     def claim(self, start: int, count: int) -> None:

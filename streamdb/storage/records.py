@@ -223,7 +223,7 @@ def decode_version(r: Reader, doc: bytes = b"") -> Version:
     if (codec or salt) and not table:
         raise CorruptionError(f"{r.what}: a transformed version has no chunk table")
     if table and (sum(n for n, _, _ in table) != stored or not 0 < chunk <= MAX_CHUNK
-                  or codec > CODEC_MAX):
+                  or codec > CODEC_MAX or any(f & ~CHUNK_RAW for _, f, _ in table)):
         raise CorruptionError(f"{r.what}: the chunk table disagrees with the version")
     return Version(
         number, lsn, size, created, modified, algo, chunk, extents, sums, inline, codec,

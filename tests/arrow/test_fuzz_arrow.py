@@ -35,6 +35,7 @@ FUZZ_DIR = Path(__file__).resolve().parents[2] / "fuzz"
 if str(FUZZ_DIR) not in sys.path:
     sys.path.insert(0, str(FUZZ_DIR))
 
+import arrow_inputs as inputs  # noqa: E402
 import fuzz_arrow as harness  # noqa: E402
 
 CORPUS = sorted(harness.CORPUS_DIR.glob("*.bin"))
@@ -164,7 +165,7 @@ def delta_stream(claimed: int) -> bytes:
     sink = io.BytesIO()
     arrow.write_ipc(sink, batches, format="stream", schema=schema)
     data = bytearray(sink.getvalue())
-    messages, _ = harness.parse(bytes(data))
+    messages, _ = inputs.parse(bytes(data))
     for m in (messages[1], messages[3]):  # the dictionary batches
         fields = [at for at, width in m.ints if width == 8]
         # bodyLength, id, the batch's length, then the field node (length, null count)

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from streamdb.errors import StorageFullError
+from streamdb.errors import CorruptionError, StorageFullError
 from streamdb.storage.freespace import FreeSpace
 from streamdb.storage.pagestore import PageStore
 
@@ -118,3 +118,18 @@ def test_allocating_pages_at_once_gives_what_one_at_a_time_gives(seed: int) -> N
     many.at_end = True
     end = spaces[1].file_pages
     assert many.allocate_pages(3) == [end, end + 1, end + 2]
+
+
+@pytest.mark.parametrize("start, count", [(10, 1), (14, 3), (8, 3), (5, 20), (12, 1)])
+def test_freeing_a_free_page_is_corruption_and_changes_nothing(start: int, count: int) -> None:
+    """A page freed twice means something gave out a page in use (a damaged free tree):
+    going on would overwrite live data."""
+    space = FreeSpace(100, 1000)
+    space.free(10, 5)
+    space.free(30, 2)
+    with pytest.raises(CorruptionError, match="already free"):
+        space.free(start, count)
+    assert space.extents() == [(10, 5), (30, 2)]
+    space._check()
+    space.free(15, 15)  # touching both neighbours: coalesced
+    assert space.extents() == [(10, 22)]

@@ -3,6 +3,7 @@ allocation from a bad length or another exception."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import uuid
 
@@ -67,3 +68,14 @@ def test_trailing_bytes_and_unknown_kinds_are_corruption() -> None:
         decode_op(encode_op(OPS[5]) + b"\x00")
     with pytest.raises(CorruptionError):
         decode_op(bytes([99]) + bytes(16))
+
+
+def test_chunk_flags_other_than_raw_are_corruption() -> None:
+    """A chunk's flags reach a one-byte field of its associated data: any bit but RAW is
+    damage, refused when the record is decoded (a fuzzer found a u16 value reaching it)."""
+    compressed = dataclasses.replace(INLINE, codec=3, table=((5, 1, 0),))
+    assert decode_op(encode_op(Op(OP_VERSION, DOC, version=compressed))).version == compressed
+    for flags in (2, 0x100, 0xFFFF):
+        bad = dataclasses.replace(compressed, table=((5, flags, 0),))
+        with pytest.raises(CorruptionError, match="chunk table"):
+            decode_op(encode_op(Op(OP_VERSION, DOC, version=bad)))

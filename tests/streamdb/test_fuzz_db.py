@@ -14,7 +14,7 @@ a clean session that does not read back).
 
 Bugs the fuzzer found are replayed from minimal inputs built below (FIXED_BUGS) and from the
 inputs it saved, which joined the corpus (`open-failed-*`: an open that refused damage had
-already written the log). The seeded run tolerates no finding.
+already written the log; `found-*`). The seeded run tolerates no finding.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ FUZZ_DIR = Path(__file__).resolve().parents[2] / "fuzz"
 if str(FUZZ_DIR) not in sys.path:
     sys.path.insert(0, str(FUZZ_DIR))
 
+import db_inputs as inputs  # noqa: E402
 import fuzz_db_open as harness  # noqa: E402
 import fuzzkit  # noqa: E402
 
@@ -47,8 +48,8 @@ MUTATION_INPUTS = 300
 GENERATED_SEEDS = 4
 
 
-def _mode(path: Path) -> harness.Mode:
-    return harness.FuzzCase.decode(fuzzkit.read_input(path)).mode
+def _mode(path: Path) -> inputs.Mode:
+    return inputs.FuzzCase.decode(fuzzkit.read_input(path)).mode
 
 
 def test_corpus_is_there() -> None:
@@ -109,77 +110,77 @@ def test_corpus_message_logs_are_read() -> None:
 _GEN, _LSN, _FILE_PAGES, _PAGE_SIZE, _PATHS_COUNT = 32, 40, 48, 12, 64 + 8
 
 
-def _base(*, crash_after: bool = False) -> harness.FuzzCase:
+def _base(*, crash_after: bool = False) -> inputs.FuzzCase:
     """/a = b"hello", closed (the current header copy is then A, at offset 0). With
     `crash_after`, /big (70 KB, on pages) follows and the image is taken without closing."""
     vfs = MemoryVFS()
-    with harness.deterministic(1):
-        db = streamdb.open(harness.DB_PATH, harness.CONFIG, vfs=vfs)
+    with inputs.deterministic(1):
+        db = streamdb.open(inputs.DB_PATH, inputs.CONFIG, vfs=vfs)
         db.write_document("/a", b"hello")
         if crash_after:
             db.checkpoint()
-            db.write_document("/big", harness.content("big", 70_000))
-            files = [vfs.read_file(p) if vfs.exists(p) else None for p in harness.FILES]
+            db.write_document("/big", inputs.content("big", 70_000))
+            files = [vfs.read_file(p) if vfs.exists(p) else None for p in inputs.FILES]
             db.close()
-            return harness.FuzzCase(files[0] or b"", files[1], files[2])
+            return inputs.FuzzCase(files[0] or b"", files[1], files[2])
         db.close()
-    return harness.FuzzCase(vfs.read_file(harness.DB_PATH))
+    return inputs.FuzzCase(vfs.read_file(inputs.DB_PATH))
 
 
 def _header_field(offset: int, size: int, value: int) -> bytes:
     buf = bytearray(_base().db)
     buf[offset : offset + size] = value.to_bytes(size, "little")
-    harness.repair_header(buf, 0)
-    return harness.FuzzCase(bytes(buf)).encode()
+    inputs.repair_header(buf, 0)
+    return inputs.FuzzCase(bytes(buf)).encode()
 
 
 def _tree_key(kind: int, old: bytes, new: bytes) -> bytes:
     buf = bytearray(_base().db)
-    for at in harness.tree_pages(buf):
+    for at in inputs.tree_pages(buf):
         if buf[at + 3] == kind:
-            buf[at : at + harness.PAGE] = bytes(buf[at : at + harness.PAGE]).replace(old, new, 1)
-            harness.repair_page(buf, at)
-    return harness.FuzzCase(bytes(buf)).encode()
+            buf[at : at + inputs.PAGE] = bytes(buf[at : at + inputs.PAGE]).replace(old, new, 1)
+            inputs.repair_page(buf, at)
+    return inputs.FuzzCase(bytes(buf)).encode()
 
 
 def _document_past_eof() -> bytes:
     case = _base(crash_after=True)
-    return harness.FuzzCase(case.db[:-8192], case.wal, case.wal1).encode()
+    return inputs.FuzzCase(case.db[:-8192], case.wal, case.wal1).encode()
 
 
 def _key(signature: str) -> str:
     """The part of a harness signature known bugs are matched on: the exception type and
     the innermost function (the caller that the full signature adds moves in refactors)."""
-    return signature.split(" in ")[0]
+    return signature.split(" < ")[0]
 
 
 # Bugs the fuzzer found, now fixed: _key(signature) -> (what was wrong, minimal input).
 FIXED_BUGS: dict[str, tuple[str, Callable[[], bytes]]] = {
-    "ZeroDivisionError@database._open_log": (
+    "ZeroDivisionError in database._open_log": (
         "header page size 0 (checksum valid) is not validated",
         lambda: _header_field(_PAGE_SIZE, 4, 0)),
-    "WalInvalidArgumentError@log.skip_to": (
+    "WalInvalidArgumentError in log.skip_to": (
         "header checkpoint LSN >= 2**62 escapes as a wal error",
         lambda: _header_field(_LSN, 8, 1 << 62)),
-    "OverflowError@catalog.set_base": (
+    "OverflowError in catalog.set_base": (
         "tree entry count >= 2**63: len() of the tree overflows",
         lambda: _header_field(_PATHS_COUNT, 8, 1 << 63)),
-    "MemoryError@fuzz_db_open._session": (
+    "MemoryError in fuzz_db_open._session": (
         "len(db) is the unchecked paths count, so list(db) presizes a huge list",
         lambda: _header_field(_PATHS_COUNT, 8, 1 << 40)),
-    "error@header.pack": (
+    "error in header.pack": (
         "generation 2**64-1: the next checkpoint's header cannot be packed (struct.error)",
         lambda: _header_field(_GEN, 8, (1 << 64) - 1)),
     "huge-file": (
         "header file pages (2**30) is trusted: new pages are written 4 TiB into the file",
         lambda: _header_field(_FILE_PAGES, 8, 1 << 30)),
-    "UnicodeDecodeError@database.<listcomp>": (
+    "UnicodeDecodeError in database.<listcomp>": (
         "a path key that is not UTF-8 breaks search() and list(db)",
         lambda: _tree_key(1, b"/a", b"/\xff")),
-    "UnicodeDecodeError@database.<genexpr>": (
+    "UnicodeDecodeError in database.<genexpr>": (
         "a suffix key that is not UTF-8 breaks search_suffix()",
         lambda: _tree_key(2, b"a/", b"\xff/")),
-    "ValueError@pager.read": (
+    "ValueError in pager.read": (
         "a document extent past the end of the file raises ValueError from get()",
         _document_past_eof),
 }
@@ -224,9 +225,9 @@ def test_verify_bounds_decoding_by_max_document_size(monkeypatch: pytest.MonkeyP
     Here: /x v1 is 64 MiB of zeros (a few KB stored), v2 is 5 bytes; opened with
     max_document_size 32 MiB, verify() reports v1 without decoding it."""
     vfs = MemoryVFS()
-    config = dataclasses.replace(harness.CONFIG, compression="zstd")
-    with harness.deterministic(1):
-        db = streamdb.open(harness.DB_PATH, dataclasses.replace(config, max_document_size=1 << 30),
+    config = dataclasses.replace(inputs.CONFIG, compression="zstd")
+    with inputs.deterministic(1):
+        db = streamdb.open(inputs.DB_PATH, dataclasses.replace(config, max_document_size=1 << 30),
                            vfs=vfs)
         db.write_document("/x", (bytes(1 << 20) for _ in range(64)))
         db.write_document("/x", b"small")
@@ -240,7 +241,7 @@ def test_verify_bounds_decoding_by_max_document_size(monkeypatch: pytest.MonkeyP
         return real(codec, data, expected)
 
     monkeypatch.setattr(docio, "decompress", counting)
-    with streamdb.open(harness.DB_PATH, config, vfs=vfs) as db:
+    with streamdb.open(inputs.DB_PATH, config, vfs=vfs) as db:
         assert config.max_document_size == 32 << 20
         assert db.get("/x") == b"small"
         db.verify()  # may report v1 as a problem, but not decode it
@@ -254,19 +255,19 @@ def test_tree_walk_ends_on_a_cycle() -> None:
 
     Here: the paths tree of the corpus's many-paths image, its root's child 1 set to the
     root; the walk must end (or raise CorruptionError) within the file's page count."""
-    case = harness.FuzzCase.decode(fuzzkit.read_input(harness.CORPUS_DIR / "many-paths.bin.gz"))
+    case = inputs.FuzzCase.decode(fuzzkit.read_input(harness.CORPUS_DIR / "many-paths.bin.gz"))
     vfs = MemoryVFS()
-    vfs.write_file(harness.DB_PATH, case.db)
-    with streamdb.open(harness.DB_PATH, harness.CONFIG, vfs=vfs) as db:
+    vfs.write_file(inputs.DB_PATH, case.db)
+    with streamdb.open(inputs.DB_PATH, inputs.CONFIG, vfs=vfs) as db:
         ref = db._engine._header.trees["paths"]
     assert ref.height == 2  # an internal root
     buf = bytearray(case.db)
-    at = ref.root * harness.PAGE + btree_format.HEADER_SIZE + 8  # child 1
+    at = ref.root * inputs.PAGE + btree_format.HEADER_SIZE + 8  # child 1
     buf[at : at + 8] = ref.root.to_bytes(8, "little")
-    harness.repair_page(buf, ref.root * harness.PAGE)
-    vfs.write_file(harness.DB_PATH, bytes(buf))
-    pages = len(buf) // harness.PAGE
-    db = streamdb.open(harness.DB_PATH, harness.CONFIG, vfs=vfs)
+    inputs.repair_page(buf, ref.root * inputs.PAGE)
+    vfs.write_file(inputs.DB_PATH, bytes(buf))
+    pages = len(buf) // inputs.PAGE
+    db = streamdb.open(inputs.DB_PATH, inputs.CONFIG, vfs=vfs)
     try:
         with pytest.raises(CorruptionError, match="level"):
             list(db)  # reads notice
@@ -284,19 +285,19 @@ def _logged_extent_past_eof() -> bytes:
     """A plain database whose log holds /big (70 KB, pages 2..19), its logged extent
     rewritten to start 16 GiB into the file and run 64 GiB, the log's CRCs repaired."""
     vfs = MemoryVFS()
-    with harness.deterministic(1):
-        db = streamdb.open(harness.DB_PATH, harness.CONFIG, vfs=vfs)
-        db.write_document("/big", harness.noise("big", 70_000))
+    with inputs.deterministic(1):
+        db = streamdb.open(inputs.DB_PATH, inputs.CONFIG, vfs=vfs)
+        db.write_document("/big", inputs.noise("big", 70_000))
         doc = db._engine._catalog.doc(db.get_id_by_path("/big").bytes)
         assert doc is not None
         ((first, count),) = doc.latest.extents
         image = vfs.crash(keep="all")
         db.close()
-    log = bytearray(image.read_file(harness.DB_PATH + "-wal"))
+    log = bytearray(image.read_file(inputs.DB_PATH + "-wal"))
     at = log.find(struct.pack("<QI", first, count))
     log[at : at + 12] = struct.pack("<QI", 1 << 22, 1 << 24)
-    harness.repair_log(log)
-    return harness.FuzzCase(image.read_file(harness.DB_PATH), bytes(log)).encode()
+    inputs.repair_log(log)
+    return inputs.FuzzCase(image.read_file(inputs.DB_PATH), bytes(log)).encode()
 
 
 def test_logged_extent_past_the_file_does_not_grow_it() -> None:

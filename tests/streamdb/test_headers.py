@@ -367,3 +367,23 @@ def test_a_legacy_crash_during_the_header_write_keeps_everything() -> None:
     image, state, _ = legacy(recycle=False)
     with streamdb.open(DB, FAST, vfs=disk(image)) as db:
         assert contents(db) == state
+
+
+def test_a_header_that_would_not_read_back_is_never_written() -> None:
+    """A checkpoint whose trees lie outside the file (a damaged free-space map gave out a
+    page past its end) is refused before either copy is touched: the database keeps the
+    header it had, rather than two copies that no open accepts."""
+    mem = MemoryVFS()
+    db = streamdb.open(DB, CONFIG, vfs=mem)
+    _first_steps(db)
+    engine: Engine = db._engine
+    before = mem.read_file(DB)[: 2 * PAGE]
+    header = engine._header
+    past = replace(header.trees["docs"], root=header.file_pages)
+    bad = header.next(trees={**header.trees, "docs": past})
+    with pytest.raises(streamdb.CorruptionError, match="would not read back"):
+        engine._write_headers(bad, 0)
+    assert mem.read_file(DB)[: 2 * PAGE] == before
+    db.close()
+    with streamdb.open(DB, CONFIG, vfs=mem) as again:
+        assert again.get("/a") == b"first"

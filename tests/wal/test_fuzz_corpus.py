@@ -7,7 +7,10 @@ exception, more than 2 s or 64 MiB traced for an input, a file changed by an ope
 failed with WalFormatError, a log that does not read back what a clean session wrote).
 
 The fuzzer saves inputs that find a bug under fuzz/crashes/ (not tracked); once the bug is
-fixed, the input joins the corpus (lsn-overflow-*.bin are two such).
+fixed, the input joins the corpus (lsn-overflow-*.bin are two such; found-*.bin are kept
+when the corpus is rebuilt: found-close-without-end.bin is a CLOSE record without END after
+the last commit, which recovery once left in place, so that after a roll to a new segment
+the next open stopped at it and lost that segment's committed records).
 """
 
 from __future__ import annotations
