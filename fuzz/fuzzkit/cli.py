@@ -126,8 +126,9 @@ def replay(h: engine.Harness, paths: list[Path]) -> int:
 
 def print_progress(stats: engine.FuzzStats) -> None:
     rate = stats.executed / stats.seconds if stats.seconds else 0.0
+    edges = f"edges {stats.edges}" if stats.edges else "line coverage off (--coverage)"
     print(f"[{stats.seconds:6.0f}s] {stats.executed} inputs ({rate:.0f}/s), pool {stats.pool}, "
-          f"edges {stats.edges}, bugs {len(stats.bugs)}", flush=True)
+          f"{edges}, bugs {len(stats.bugs)}", flush=True)
 
 
 def report(stats: engine.FuzzStats) -> None:
