@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from wal import format as fmt
-from wal.scan import Window, check_record
+from wal.scan import Window, find_records
 from wal.segments import Slot
 
 
@@ -42,8 +42,9 @@ class Survey:
 
 def survey(slots: Iterable[Slot], after_lsn: int, max_record_size: int) -> Survey:
     """S1-S3 over `slots`. O(bytes of the current and damaged segments): one search for the
-    tag through each, and a CRC per candidate. Reads only. Raises OSError from the files,
-    WalInvalidArgumentError for a valid record above `max_record_size`."""
+    tag through each (`wal.scan.find_records`). Reads only. Raises OSError from the files,
+    WalInvalidArgumentError for a valid record above `max_record_size`, WalCorruptionError
+    for a segment crafted to make the search quadratic."""
     records = size = first = last = highest = 0
     for slot in slots:
         if slot.header is not None:
@@ -56,19 +57,11 @@ def survey(slots: Iterable[Slot], after_lsn: int, max_record_size: int) -> Surve
         else:
             continue
         window = Window(slot.file, slot.file.size())
-        tag = header.tag.to_bytes(4, "little")
-        pos = window.find(tag, fmt.SEGMENT_HEADER_SIZE)
-        while pos >= 0:
-            checked = check_record(window, header, pos, max_record_size)
-            if checked is None:
-                pos = window.find(tag, pos + 1)
-                continue
-            head = checked[0]
+        for _, head in find_records(window, header, fmt.SEGMENT_HEADER_SIZE, max_record_size):
             highest = max(highest, head.lsn)
             if head.kind == fmt.KIND_DATA and head.lsn > after_lsn:
                 records += 1
                 size += fmt.RECORD_HEADER_SIZE + head.length
                 first = head.lsn if not first else min(first, head.lsn)
                 last = max(last, head.lsn)
-            pos = window.find(tag, pos + fmt.RECORD_HEADER_SIZE + head.length)
     return Survey(records, size, first, last, highest)

@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from wal import format as fmt
-from wal.errors import WalInvalidArgumentError
+from wal.errors import WalCorruptionError, WalInvalidArgumentError
 from wal.vfs import VFile
 
 WINDOW = 1 << 20
+SEARCH_BUDGET = 4  # see find_records
 
 
 class Window:
@@ -95,15 +96,27 @@ def check_record(
     Does not check the chain or LSN order. Raises WalInvalidArgumentError for a valid record
     larger than `max_record_size` (the log was written with a larger limit).
     """
+    head = _plausible(window, seg, offset)
+    return None if head is None else _verified(window, seg, offset, head, max_record_size)
+
+
+def _plausible(window: Window, seg: fmt.SegmentHeader, offset: int) -> fmt.RecordHeader | None:
+    """The header at `offset` if it passes the cheap checks (no CRC yet). O(1)."""
     raw = window.read(offset, fmt.RECORD_HEADER_SIZE)
     if len(raw) < fmt.RECORD_HEADER_SIZE:
         return None
     head = fmt.parse_record_header(raw)
-    body = offset + fmt.RECORD_HEADER_SIZE
-    if not head.plausible(seg.tag, window.size - body):
+    if not head.plausible(seg.tag, window.size - offset - fmt.RECORD_HEADER_SIZE):
         return None
-    raw = bytes(raw)  # the window may move while the payload is hashed
-    value = fmt.finish_crc(raw, window.crc(body, head.length, seg.seed))
+    return head
+
+
+def _verified(window: Window, seg: fmt.SegmentHeader, offset: int, head: fmt.RecordHeader,
+              max_record_size: int) -> tuple[fmt.RecordHeader, int] | None:
+    """`check_record` past the cheap checks: the CRC over the payload. O(head.length)."""
+    raw = bytes(window.read(offset, fmt.RECORD_HEADER_SIZE))  # the window moves as it hashes
+    value = fmt.finish_crc(raw, window.crc(offset + fmt.RECORD_HEADER_SIZE, head.length,
+                                           seg.seed))
     if value != head.crc:
         return None
     if head.length > max_record_size:
@@ -112,6 +125,46 @@ def check_record(
             f"max_record_size={max_record_size}: reopen with a larger limit"
         )
     return head, value
+
+
+def find_records(
+    window: Window, seg: fmt.SegmentHeader, start: int, max_record_size: int
+) -> Iterator[tuple[int, fmt.RecordHeader]]:
+    """(offset, header) of each valid-by-itself record at or after `start`, found by
+    searching for the segment's tag (zero-filled and stale-salt space is skipped at C speed)
+    and checking each candidate alone (tag, kind, length, CRC), without the chain. A valid
+    record is skipped whole, so records nested in payloads are never looked at.
+
+    O(bytes searched). Candidates that fail may hash at most SEARCH_BUDGET times the bytes
+    searched plus `max_record_size`, and may number at most 1,024 plus one per KiB
+    searched: a log written by this package has almost none (a random 32-bit tag turns up
+    by chance once in 4 GiB). A segment crafted to make the search long (a plausible header
+    at every few bytes, or headers claiming long payloads) raises WalCorruptionError
+    instead. Raises WalInvalidArgumentError like `check_record`, OSError from the file.
+    """
+    tag = seg.tag.to_bytes(4, "little")
+    span = max(0, window.size - start)
+    hashed = SEARCH_BUDGET * span + max_record_size  # bytes failed candidates may hash
+    misses = 1024 + span // 1024  # candidates that may fail
+    pos = window.find(tag, start)
+    while pos >= 0:
+        head = _plausible(window, seg, pos)
+        checked = None
+        if head is not None and head.length <= hashed:
+            checked = _verified(window, seg, pos, head, max_record_size)
+            if checked is None:
+                hashed -= head.length
+        if checked is None:
+            misses -= 1
+            if misses < 0 or (head is not None and head.length > hashed):
+                raise WalCorruptionError(
+                    f"the segment holds more damaged record headers than a log can "
+                    f"(searching from offset {start}, at {pos})"
+                )
+            pos = window.find(tag, pos + 1)
+            continue
+        yield pos, checked[0]
+        pos = window.find(tag, pos + fmt.RECORD_HEADER_SIZE + checked[0].length)
 
 
 def scan(
@@ -155,19 +208,9 @@ def proves_durable(
     durable LSN, that record `lsn` had been fsynced before it was written.
 
     Used only when recovery stops early: such a record proves the bytes at the stop point
-    were durable, so they are corrupt rather than torn. Candidates are found by searching
-    for the salt tag (zero-filled and stale-salt space is skipped at C speed); a valid
-    candidate is skipped whole, so records nested in payloads are never looked at.
-    O(bytes after `start`); stops at the first proof.
+    were durable, so they are corrupt rather than torn. Records are found by
+    `find_records`. O(bytes after `start`); stops at the first proof. Raises
+    WalCorruptionError when the search would take more (`find_records`).
     """
-    tag = seg.tag.to_bytes(4, "little")
-    pos = window.find(tag, start + 1)
-    while pos >= 0:
-        checked = check_record(window, seg, pos, max_record_size)
-        if checked is None:
-            pos = window.find(tag, pos + 1)
-            continue
-        if checked[0].durable_lsn >= lsn:
-            return True
-        pos = window.find(tag, pos + fmt.RECORD_HEADER_SIZE + checked[0].length)
-    return False
+    return any(head.durable_lsn >= lsn
+               for _, head in find_records(window, seg, start + 1, max_record_size))

@@ -10,7 +10,10 @@ The fuzzer saves inputs that find a bug under fuzz/crashes/ (not tracked); once 
 fixed, the input joins the corpus (lsn-overflow-*.bin are two such; found-*.bin are kept
 when the corpus is rebuilt: found-close-without-end.bin is a CLOSE record without END after
 the last commit, which recovery once left in place, so that after a roll to a new segment
-the next open stopped at it and lost that segment's committed records).
+the next open stopped at it and lost that segment's committed records;
+found-search-flood.bin.gz is a segment whose damaged rest is full of the segment's tag,
+which made the torn-or-corrupt search take seconds, now refused as corruption in
+milliseconds).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ if str(FUZZ_DIR) not in sys.path:
     sys.path.insert(0, str(FUZZ_DIR))
 
 import fuzz_wal_recovery as harness  # noqa: E402
+import fuzzkit  # noqa: E402
 
-CORPUS = sorted(harness.CORPUS_DIR.glob("*.bin"))
+CORPUS = fuzzkit.input_files(harness.CORPUS_DIR)
 MUTATION_SEED = 20240611
 MUTATION_INPUTS = 300
 GENERATED_SEEDS = 10
@@ -41,7 +45,7 @@ def test_corpus_is_there() -> None:
 
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
 def test_corpus_file(path: Path) -> None:
-    outcome = harness.run_one(path.read_bytes())  # raises on anything but a WalError
+    outcome = harness.run_one(fuzzkit.read_input(path))  # raises on anything but a WalError
     assert outcome.exception is None or isinstance(outcome.exception, wal.WalError)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
+
 import pytest
 
 import wal
@@ -255,3 +258,47 @@ def test_one_flipped_bit_in_a_live_header_is_corruption_not_silent_loss(bit: int
     mem.write_file(LOG, bytes(raw))
     with pytest.raises(wal.WalCorruptionError, match="header damaged"):
         opened(mem)
+
+
+def _damaged_with_tail(tail: Callable[[bytes, int], bytes]) -> MemoryVFS:
+    """A crashed log (no CLOSE) of 5 synced records, the last one's payload damaged, and the
+    rest of the segment replaced by `tail(tag, room)`: recovery must search that rest for a
+    proof that the damaged record had been synced (R5)."""
+    mem = MemoryVFS()
+    log = opened(mem)
+    for i in range(5):
+        log.append(b"record %d" % i)
+        log.commit()
+    mem = mem.crash(keep="all")
+    damage(mem, LOG, HDR + 4 * (REC + 8) + REC + 2)
+    raw = mem.read_file(LOG)
+    end = HDR + 5 * (REC + 8)
+    mem.write_file(LOG, raw[:end] + tail(raw[16:20], len(raw) - end))
+    return mem
+
+
+@pytest.mark.parametrize("shape", ["a tag every 4 bytes", "headers claiming long payloads"])
+def test_a_segment_crafted_to_make_the_search_quadratic_is_refused(shape: str) -> None:
+    """The torn-or-corrupt search (and the salvage survey) is linear: a segment full of
+    candidates that fail (a tag every 4 bytes, or plausible headers every 40 bytes each
+    claiming most of the file, whose CRCs would hash it all again) is corruption, found
+    without the work, and nothing is changed."""
+
+    def tail(tag: bytes, room: int) -> bytes:
+        if shape == "a tag every 4 bytes":
+            return (tag * (room // 4 + 1))[:room]
+        head = struct.pack("<IBBHIIQQII", int.from_bytes(tag, "little"), fmt.KIND_DATA, 0, 0,
+                           room - REC, 0, 99, 1, 0, 0)
+        return (head * (room // REC + 1))[:room]
+
+    mem = _damaged_with_tail(tail)
+    before = files(mem)
+    with pytest.raises(wal.WalCorruptionError, match="more damaged record headers"):
+        opened(mem)
+    assert files(mem) == before
+    log = opened(mem, finish=False, salvage=True)
+    with pytest.raises(wal.WalCorruptionError, match="more damaged record headers"):
+        log.survey(0)
+    log.close()
+    assert files(mem) == before
+
