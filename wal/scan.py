@@ -149,14 +149,15 @@ def find_records(
     pos = window.find(tag, start)
     while pos >= 0:
         head = _plausible(window, seg, pos)
+        over = head is not None and head.length > hashed
         checked = None
-        if head is not None and head.length <= hashed:
+        if head is not None and not over:
             checked = _verified(window, seg, pos, head, max_record_size)
             if checked is None:
                 hashed -= head.length
         if checked is None:
             misses -= 1
-            if misses < 0 or (head is not None and head.length > hashed):
+            if misses < 0 or over:
                 raise WalCorruptionError(
                     f"the segment holds more damaged record headers than a log can "
                     f"(searching from offset {start}, at {pos})"
