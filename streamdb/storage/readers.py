@@ -228,16 +228,16 @@ class FileReaderTable:
             body = _verified(f.pread(HEADER_SIZE, 0))
             if body is not None and body[:8] == MAGIC:
                 _, version, slot_size = _HEADER.unpack(body)
-                if (version, slot_size) == (VERSION, SLOT_SIZE):
+                if (version, slot_size) != (VERSION, SLOT_SIZE):
+                    raise UnsupportedError(f"reader table {self.path}: format version "
+                                           f"{version}, slot size {slot_size}")
+                if body == pack_header()[:56]:  # reserved bytes not zero: damage, below
                     # Bytes past the last whole slot (damage: growth is one truncate)
                     # belong to no slot and no lock: drop them.
                     size = f.size()
                     if (size - HEADER_SIZE) % SLOT_SIZE:
                         f.truncate(size - (size - HEADER_SIZE) % SLOT_SIZE)
                     return
-                raise UnsupportedError(
-                    f"reader table {self.path}: format version {version}, slot size {slot_size}"
-                )
             # This object holds no slot yet: any slot lock is another holder's.
             if f.range_locked(HEADER_SIZE, 0):
                 raise CorruptionError("the reader table header is damaged while readers are "

@@ -652,3 +652,19 @@ def test_every_file_call_failing_in_turn(layer: Layer, code: int, sticky: bool,
     # Every kind of call the table makes failed at least once.
     assert failed == {"open", "lock_range", "unlock_range", "range_locked", "pread",
                       "pwritev", "size", "truncate"}, failed
+
+
+def test_a_header_with_reserved_bytes_set_is_damage_and_reinitialised(tmp_path: Path) -> None:
+    """A checksummed header whose reserved bytes are not zero (a fuzzer finding: it was
+    taken as valid, and `_check` failed on it) is damage: with no reader live, the table
+    starts over with a clean header."""
+    body = bytearray(readers.pack_header()[:56])
+    body[46] = 0x10
+    path = tmp_path / "t.db-readers"
+    path.write_bytes(readers._seal(bytes(body)))
+    table = readers.FileReaderTable(str(path))
+    try:
+        table._check()
+        assert path.read_bytes()[: readers.HEADER_SIZE] == readers.pack_header()
+    finally:
+        table.close()
