@@ -261,7 +261,7 @@ def _flip_stored(mode: h.Mode, path: str, data: bytes) -> Callable[[bytearray], 
         vfs = MemoryVFS()
         vfs.write_file(h.DB_PATH, bytes(buf))
         with streamdb.open(h.DB_PATH, mode.config(), vfs=vfs) as db:
-            doc = db._engine._catalog.doc(db.get_id_by_path(path).bytes)
+            doc = db._engine.catalog.doc(db.get_id_by_path(path).bytes)
             assert doc is not None and doc.latest.inline is not None
             stored = doc.latest.inline
         at = bytes(buf).find(stored)
@@ -442,7 +442,7 @@ def _latest(case: h.FuzzCase, path: str) -> Version:
     for name, data in case.files().items():
         vfs.write_file(name, data)
     with h.deterministic(0), streamdb.open(h.DB_PATH, case.mode.config(), vfs=vfs) as db:
-        doc = db._engine._catalog.doc(db.get_id_by_path(path).bytes)
+        doc = db._engine.catalog.doc(db.get_id_by_path(path).bytes)
         assert doc is not None
         return doc.latest
 

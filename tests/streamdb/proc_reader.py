@@ -83,7 +83,7 @@ def background(db: streamdb.Database, seed: int, reads: list[int],
 
 def diagnose(db: streamdb.Database) -> None:
     print(f"reader state: lsn {db._engine._pins.current.lsn}, header generation "
-          f"{db._engine._header.generation}, path still names our file: {db._engine._same_file()}",
+          f"{db._engine.header.generation}, path still names our file: {db._engine._same_file()}",
           file=sys.stderr, flush=True)
 
 

@@ -77,7 +77,7 @@ def stored_versions(config: Config) -> list[records.Version]:
     seen: dict[tuple[bytes, int], records.Version] = {}
 
     def observe(db: streamdb.Database) -> None:
-        for rec in db._engine._catalog.iter_docs():
+        for rec in db._engine.catalog.iter_docs():
             for v in rec.versions:
                 seen.setdefault((rec.doc_id.bytes, v.version), v)
 

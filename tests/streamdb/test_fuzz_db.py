@@ -259,7 +259,7 @@ def test_tree_walk_ends_on_a_cycle() -> None:
     vfs = MemoryVFS()
     vfs.write_file(inputs.DB_PATH, case.db)
     with streamdb.open(inputs.DB_PATH, inputs.CONFIG, vfs=vfs) as db:
-        ref = db._engine._header.trees["paths"]
+        ref = db._engine.header.trees["paths"]
     assert ref.height == 2  # an internal root
     buf = bytearray(case.db)
     at = ref.root * inputs.PAGE + btree_format.HEADER_SIZE + 8  # child 1
@@ -288,7 +288,7 @@ def _logged_extent_past_eof() -> bytes:
     with inputs.deterministic(1):
         db = streamdb.open(inputs.DB_PATH, inputs.CONFIG, vfs=vfs)
         db.write_document("/big", inputs.noise("big", 70_000))
-        doc = db._engine._catalog.doc(db.get_id_by_path("/big").bytes)
+        doc = db._engine.catalog.doc(db.get_id_by_path("/big").bytes)
         assert doc is not None
         ((first, count),) = doc.latest.extents
         image = vfs.crash(keep="all")

@@ -282,7 +282,7 @@ def test_new_databases_and_checkpoints_write_both_copies_alike() -> None:
         db.write_document("/x", b"1")
         db.checkpoint()
         copies = on_disk(mem)
-        assert copies.mirrored and copies.a == db._engine._header
+        assert copies.mirrored and copies.a == db._engine.header
 
 
 def test_a_crash_between_the_copies_is_mirrored_before_anything_is_written() -> None:
@@ -308,12 +308,12 @@ def legacy(*, recycle: bool) -> tuple[Files, State, int]:
     _first_steps(db)
     _later_steps(db)
     state = contents(db)
-    older = replace(db._engine._header, flags=db._engine._header.flags & ~FLAG_MIRRORED)
+    older = replace(db._engine.header, flags=db._engine.header.flags & ~FLAG_MIRRORED)
     if recycle:
         db.checkpoint()
     else:
         db._engine._header = older.next(checkpoint_lsn=db._engine._applied_lsn)  # never written
-    newer = replace(db._engine._header, flags=db._engine._header.flags & ~FLAG_MIRRORED)
+    newer = replace(db._engine.header, flags=db._engine.header.flags & ~FLAG_MIRRORED)
     image = files(mem.crash(keep="all"))
     db._engine.crash()
     data = bytearray(image[DB])

@@ -103,9 +103,9 @@ def read_all(r: ReadMethods, path: str, start: int = 0) -> list[bytes]:
 
 
 def latest(db: streamdb.Database, path: str) -> Version:
-    doc_id = db._engine._catalog.lookup(path.encode())
+    doc_id = db._engine.catalog.lookup(path.encode())
     assert doc_id is not None, path
-    doc = db._engine._catalog.doc(doc_id)
+    doc = db._engine.catalog.doc(doc_id)
     assert doc is not None, path
     return doc.latest
 

@@ -334,7 +334,7 @@ def test_reader_process_keeps_its_pages_until_it_leaves(tmp_path: Path, leave: s
             db.gc()
             free = {p for start, count in db._engine._space.extents()
                     for p in range(start, start + count)}
-            used = {p for d in db._engine._catalog.iter_docs() for v in d.versions
+            used = {p for d in db._engine.catalog.iter_docs() for v in d.versions
                     for start, count in v.extents for p in range(start, start + count)}
             assert not old_pages & (free | used), "pages a reader process holds were reused"
 

@@ -69,7 +69,7 @@ def check_pages(db: streamdb.Database) -> None:
             assert page not in owners, f"page {page} is both {owners[page]} and {what}"
             owners[page] = what
 
-    for doc in db._engine._catalog.iter_docs():
+    for doc in db._engine.catalog.iter_docs():
         for v in doc.versions:
             for start, count in v.extents:
                 own(start, count, f"{doc.paths!r} v{v.version}")

@@ -139,7 +139,7 @@ def test_a_crash_after_reuse_recovers_with_no_page_owned_twice() -> None:
     db._engine.crash()
     with streamdb.open("/d/x.db", config, vfs=crashed) as again:
         assert {p: again.get(p) for p in again} == expected
-        owned = {(s, c) for d in again._engine._catalog.iter_docs() for v in d.versions
+        owned = {(s, c) for d in again._engine.catalog.iter_docs() for v in d.versions
                  for s, c in v.extents}
         for start, count, _ in again._engine._space.pending:
             for s, c in owned:

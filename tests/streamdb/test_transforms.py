@@ -112,17 +112,17 @@ def make_source(kind: str, data: bytes, piece: int = CHUNK + 4099) -> object:
 
 
 def latest(db: streamdb.Database, path: str) -> Version:
-    doc_id = db._engine._catalog.lookup(path_key(path))
+    doc_id = db._engine.catalog.lookup(path_key(path))
     assert doc_id is not None
-    doc = db._engine._catalog.doc(doc_id)
+    doc = db._engine.catalog.doc(doc_id)
     assert doc is not None
     return doc.latest
 
 
 def version_of(db: streamdb.Database, path: str, number: int) -> Version:
-    doc_id = db._engine._catalog.lookup(path_key(path))
+    doc_id = db._engine.catalog.lookup(path_key(path))
     assert doc_id is not None
-    doc = db._engine._catalog.doc(doc_id)
+    doc = db._engine.catalog.doc(doc_id)
     assert doc is not None
     (v,) = [v for v in doc.versions if v.version == number]
     return v

@@ -39,7 +39,7 @@ def build(path: Path) -> dict[str, bytes]:
 
 def tree_pages(path: Path, name: str) -> list[int]:
     with streamdb.open(path, CONFIG) as db:
-        return db._engine._tree_pages({name: db._engine._header.trees[name]})
+        return db._engine._tree_pages({name: db._engine.header.trees[name]})
 
 
 def flip(path: Path, offset: int) -> None:
